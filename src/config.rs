@@ -1,0 +1,426 @@
+//! The TOML configuration: its shape, the embedded default, and validation.
+//!
+//! Parsing is strict (`deny_unknown_fields`) so a typo is an error that names the key rather
+//! than a silently ignored setting. Secrets are resolved here, once, at load time, so a
+//! missing environment variable or file stops the daemon at start instead of at first pull.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The configuration compiled into the binary (`config/default.toml`).
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// How long in-flight responses may run after SIGTERM/SIGINT before they are cut.
+    #[serde(default = "default_shutdown_grace", deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5000))
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Where blobs, manifests and tag records live. See `default_cache_dir`.
+    pub dir: Option<PathBuf>,
+}
+
+impl CacheConfig {
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(default_cache_dir)
+    }
+}
+
+/// A cache directory a non-root user can write: the XDG cache dir, else `./pullthrough-cache`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("pullthrough");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".cache").join("pullthrough");
+    }
+    PathBuf::from("pullthrough-cache")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The registry name clients use: containerd's `?ns=` value and a path prefix.
+    pub host: String,
+    /// Where the registry really is: `https://…` or, for labs and air-gapped sites, `http://…`.
+    pub url: String,
+    /// An extra path prefix that selects this upstream (ECR pull-through-cache style).
+    pub prefix: Option<String>,
+    /// Serves names that carry neither `?ns=` nor a known prefix.
+    #[serde(default)]
+    pub default: bool,
+    /// How long a tag→digest answer is trusted before it is revalidated upstream.
+    #[serde(default = "default_tag_ttl", deserialize_with = "duration")]
+    pub tag_ttl: Duration,
+    /// Time allowed to establish a TCP (and TLS) connection.
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed for response headers, and between two body chunks of a transfer.
+    #[serde(default = "default_read_timeout", deserialize_with = "duration")]
+    pub read_timeout: Duration,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+fn default_tag_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AuthConfig {
+    #[default]
+    Anonymous,
+    /// Username and password, sent as Basic to registries that ask for it and to the token
+    /// endpoint of registries that use Bearer tokens (Docker Hub, GHCR, Quay).
+    Basic {
+        username: String,
+        password: Option<Secret>,
+        password_env: Option<String>,
+        password_file: Option<PathBuf>,
+    },
+}
+
+/// A secret string. Its `Debug` and `Display` never show the value, so it cannot leak into
+/// logs or error messages by accident.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{s:?} is not a duration like \"60s\", \"5m\" or \"1h\": {e}"
+        ))
+    })
+}
+
+/// Why a configuration was refused; the message names the key and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Load and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Config {
+        Config::parse(DEFAULT_TOML, "embedded default config")
+            .expect("the embedded default config is valid")
+    }
+
+    /// Parse and validate TOML text; `origin` names it in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                origin: origin.to_string(),
+                key,
+                message,
+            })?;
+        Ok(cfg)
+    }
+
+    fn validate(&mut self) -> Result<(), (String, String)> {
+        if self.upstreams.is_empty() {
+            return Err((
+                "upstream".into(),
+                "no [[upstream]] is configured; add at least one with `host` and `url`".into(),
+            ));
+        }
+        let mut defaults = 0;
+        for i in 0..self.upstreams.len() {
+            let key = |k: &str| format!("upstream[{i}].{k}");
+            let u = &self.upstreams[i];
+            if !valid_host(&u.host) {
+                return Err((
+                    key("host"),
+                    format!("{:?} is not a registry host name (lowercase name with an optional :port, e.g. \"docker.io\")", u.host),
+                ));
+            }
+            validate_url(&u.url).map_err(|m| (key("url"), m))?;
+            if let Some(p) = &u.prefix {
+                if p.contains('/') || p.parse::<crate::oci::RepoName>().is_err() {
+                    return Err((
+                        key("prefix"),
+                        format!("{p:?} must be one repository-name component (lowercase letters, digits, '.', '_', '-')"),
+                    ));
+                }
+            }
+            for (j, other) in self.upstreams[..i].iter().enumerate() {
+                if other.host == u.host {
+                    return Err((
+                        key("host"),
+                        format!("{:?} is already used by upstream[{j}]", u.host),
+                    ));
+                }
+                for mine in std::iter::once(&u.host).chain(u.prefix.iter()) {
+                    if Some(mine) == other.prefix.as_ref()
+                        || (u.prefix.as_ref() == Some(mine) && *mine == other.host)
+                    {
+                        return Err((
+                            key("prefix"),
+                            format!("{mine:?} is already used by upstream[{j}]"),
+                        ));
+                    }
+                }
+            }
+            if u.default {
+                defaults += 1;
+                if defaults > 1 {
+                    return Err((
+                        key("default"),
+                        "only one upstream can be the default".into(),
+                    ));
+                }
+            }
+            if u.read_timeout.is_zero() || u.connect_timeout.is_zero() {
+                return Err((
+                    key("read_timeout"),
+                    "timeouts must be greater than zero".into(),
+                ));
+            }
+            if let AuthConfig::Basic {
+                password,
+                password_env,
+                password_file,
+                username,
+            } = &u.auth
+            {
+                let resolved = resolve_password(password, password_env, password_file)
+                    .map_err(|m| (key("auth"), m))?;
+                if password.is_some() {
+                    tracing::warn!(upstream = %u.host, "a password is written inline in the config; prefer password_env or password_file");
+                }
+                let username = username.clone();
+                self.upstreams[i].auth = AuthConfig::Basic {
+                    username,
+                    password: Some(resolved),
+                    password_env: None,
+                    password_file: None,
+                };
+            }
+        }
+        Ok(())
+    }
+}
+
+fn resolve_password(
+    inline: &Option<Secret>,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Secret, String> {
+    match (inline, env, file) {
+        (Some(p), None, None) => Ok(p.clone()),
+        (None, Some(var), None) => std::env::var(var).map(Secret).map_err(|_| {
+            format!("password_env names {var:?}, but that environment variable is not set")
+        }),
+        (None, None, Some(path)) => std::fs::read_to_string(path)
+            .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
+            .map_err(|e| format!("password_file {}: {e}", path.display())),
+        (None, None, None) => {
+            Err("kind = \"basic\" needs one of password, password_env or password_file".into())
+        }
+        _ => Err("give only one of password, password_env or password_file".into()),
+    }
+}
+
+/// `name[:port]` with lowercase DNS characters (or an IPv4 address).
+fn valid_host(h: &str) -> bool {
+    let (name, port) = match h.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (h, None),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    name_ok && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+fn validate_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(format!(
+                "{url:?} must start with https:// (or http:// for a plain-HTTP registry)"
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{url:?} must be the registry's base URL, without a path or query"
+        ));
+    }
+    if url.contains('@') {
+        return Err("credentials do not belong in the URL; use [upstream.auth]".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded();
+        let hosts: Vec<_> = c.upstreams.iter().map(|u| u.host.as_str()).collect();
+        assert_eq!(
+            hosts,
+            [
+                "docker.io",
+                "ghcr.io",
+                "quay.io",
+                "registry.k8s.io",
+                "public.ecr.aws"
+            ]
+        );
+        assert_eq!(c.upstreams.iter().filter(|u| u.default).count(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let up = "[[upstream]]\nhost = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n";
+        assert!(err("").contains("upstream"));
+        assert!(err(&format!("{up}tag_ttl = \"soon\"")).contains("tag_ttl"));
+        assert!(err(&format!("{up}colour = 1")).contains("colour"));
+        assert!(
+            err("[[upstream]]\nhost = \"Docker.IO\"\nurl = \"https://x\"")
+                .contains("upstream[0].host")
+        );
+        assert!(err("[[upstream]]\nhost = \"x.io\"\nurl = \"ftp://x\"").contains("upstream[0].url"));
+        assert!(err(&format!("{up}{up}")).contains("upstream[1].host"));
+        assert!(err(&format!("{up}prefix = \"a/b\"")).contains("upstream[0].prefix"));
+        assert!(err(&format!(
+            "{up}[upstream.auth]\nkind = \"basic\"\nusername = \"u\""
+        ))
+        .contains("password"));
+        assert!(err(&format!("{up}[upstream.auth]\nkind = \"basic\"\nusername = \"u\"\npassword_env = \"PT_SURELY_UNSET_VAR\""))
+            .contains("PT_SURELY_UNSET_VAR"));
+        assert!(err("[server]\nlisten = \"nowhere\"\n").contains("listen"));
+    }
+
+    #[test]
+    fn secrets_are_resolved_and_redacted() {
+        let dir = std::env::temp_dir().join(format!("pt-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pw");
+        std::fs::write(&f, "hunter2\n").unwrap();
+        let c = Config::parse(
+            &format!(
+                "[[upstream]]\nhost = \"r.io\"\nurl = \"http://127.0.0.1:1\"\n[upstream.auth]\nkind = \"basic\"\nusername = \"u\"\npassword_file = \"{}\"",
+                f.display()
+            ),
+            "t",
+        )
+        .unwrap();
+        match &c.upstreams[0].auth {
+            AuthConfig::Basic {
+                password: Some(p), ..
+            } => assert_eq!(p.expose(), "hunter2"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{c:?}").contains("hunter2"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

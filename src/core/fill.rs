@@ -1,0 +1,236 @@
+//! Single-flight blob fills: one upstream fetch per digest, however many clients ask.
+//!
+//! A fill runs as its own task, independent of the clients that asked for it: bytes go to
+//! a temp file (hashed as written, on a blocking thread) and every client follows that file
+//! as it grows, late joiners starting from what is already on disk. When the stream ends the
+//! blob is verified and committed, or discarded. A client that disconnects does not stop the
+//! fill: the next pull of that blob is then a cache hit (see README, "Fill policy").
+
+use crate::oci::Digest;
+use crate::store::{blocking, Store};
+use crate::upstream::{error_chain, Route, UpstreamError};
+use bytes::Bytes;
+use http::Method;
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+/// Where a blob's bytes stand, shared by the filler and every reader.
+#[derive(Clone)]
+pub struct Progress {
+    pub state: FillState,
+    /// A read handle on the file being filled (or the committed blob).
+    pub file: Option<Arc<File>>,
+    /// Bytes on disk so far.
+    pub written: u64,
+    /// The size upstream announced, when it did.
+    pub total: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub enum FillState {
+    /// Waiting for upstream's response headers.
+    Connecting,
+    /// Bytes are arriving; nothing is verified yet.
+    Streaming,
+    /// Verified and committed: every byte up to `written` may be served.
+    Verified,
+    /// Failed before or after headers; readers must abort.
+    Failed(Arc<FillError>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("fill of {digest} failed verification: {message}")]
+    Verification { digest: Digest, message: String },
+    #[error("fill of {digest} failed: {message}")]
+    Io { digest: Digest, message: String },
+}
+
+/// Watchers of a committed blob: a progress that is already final.
+pub fn complete(file: File, len: u64) -> watch::Receiver<Progress> {
+    let (_tx, rx) = watch::channel(Progress {
+        state: FillState::Verified,
+        file: Some(Arc::new(file)),
+        written: len,
+        total: Some(len),
+    });
+    rx
+}
+
+/// The fills in progress, by digest.
+#[derive(Default)]
+pub struct Fills {
+    inflight: Mutex<HashMap<Digest, watch::Receiver<Progress>>>,
+}
+
+/// Chunks queued between the network task and the disk writer: bounds memory per fill.
+const WRITE_QUEUE: usize = 16;
+
+impl Fills {
+    /// Follow the fill of `digest`, starting one from `route` if none is running. Returns
+    /// the progress receiver and whether this call started the fill.
+    pub fn join_or_start(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        route: &Route,
+        digest: &Digest,
+    ) -> (watch::Receiver<Progress>, bool) {
+        let mut map = self.inflight.lock().expect("fills lock");
+        if let Some(rx) = map.get(digest) {
+            return (rx.clone(), false);
+        }
+        let (tx, rx) = watch::channel(Progress {
+            state: FillState::Connecting,
+            file: None,
+            written: 0,
+            total: None,
+        });
+        map.insert(digest.clone(), rx.clone());
+        drop(map);
+        let (fills, store, route, digest) =
+            (self.clone(), store.clone(), route.clone(), digest.clone());
+        tokio::spawn(async move {
+            if let Err(e) = run(&store, &route, &digest, &tx).await {
+                tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %digest, error = %e, "blob fill failed; nothing was cached");
+                tx.send_modify(|p| p.state = FillState::Failed(Arc::new(e)));
+            }
+            fills.inflight.lock().expect("fills lock").remove(&digest);
+        });
+        (rx, true)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.inflight.lock().expect("fills lock").len()
+    }
+}
+
+async fn run(
+    store: &Arc<Store>,
+    route: &Route,
+    digest: &Digest,
+    tx: &watch::Sender<Progress>,
+) -> Result<(), FillError> {
+    let io_err = |e: std::io::Error| FillError::Io {
+        digest: digest.clone(),
+        message: e.to_string(),
+    };
+
+    // Another fill may have committed this blob between the caller's cache check and ours.
+    let s = store.clone();
+    let d = digest.clone();
+    if let Some((f, len)) = blocking(move || s.cas.open_blob(&d))
+        .await
+        .map_err(io_err)?
+    {
+        tx.send_modify(|p| {
+            *p = Progress {
+                state: FillState::Verified,
+                file: Some(Arc::new(f)),
+                written: len,
+                total: Some(len),
+            }
+        });
+        return Ok(());
+    }
+
+    let registry = &route.upstream.registry;
+    let resp = registry.blob(&route.name, digest, Method::GET).await?;
+    let total = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+
+    let s = store.clone();
+    let d = digest.clone();
+    let (temp, reader) = blocking(move || {
+        let t = s.cas.begin(&d)?;
+        let r = t.reader()?;
+        Ok((t, r))
+    })
+    .await
+    .map_err(io_err)?;
+    tx.send_modify(|p| {
+        p.state = FillState::Streaming;
+        p.file = Some(Arc::new(reader));
+        p.total = total;
+    });
+
+    // The disk writer: appends and hashes on a blocking thread, publishing progress after
+    // each chunk so readers never see a byte that is not yet in the file.
+    let (chunks, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let writer_tx = tx.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut temp = temp;
+        while let Some(chunk) = queue.blocking_recv() {
+            temp.append(&chunk)?;
+            let written = temp.written();
+            writer_tx.send_modify(|p| p.written = written);
+        }
+        Ok::<_, std::io::Error>(temp)
+    });
+
+    let mut body = resp.into_body();
+    let mut received: u64 = 0;
+    let host = registry.host().to_string();
+    let result: Result<(), FillError> = async {
+        loop {
+            let frame = tokio::time::timeout(registry.read_timeout, body.frame())
+                .await
+                .map_err(|_| UpstreamError::Timeout {
+                    host: host.clone(),
+                    after: registry.read_timeout,
+                })?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| UpstreamError::Transfer {
+                host: host.clone(),
+                message: error_chain(&e),
+            })?;
+            if let Ok(data) = frame.into_data() {
+                received += data.len() as u64;
+                if total.is_some_and(|t| received > t) {
+                    return Err(FillError::Verification {
+                        digest: digest.clone(),
+                        message: "upstream sent more bytes than announced".into(),
+                    });
+                }
+                if chunks.send(data).await.is_err() {
+                    break; // the writer failed; its error is reported below
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(chunks);
+    let temp = writer
+        .await
+        .map_err(|e| io_err(std::io::Error::other(e)))?
+        .map_err(io_err)?;
+    result?;
+
+    let s = store.clone();
+    let committed = tokio::task::spawn_blocking(move || temp.commit(&s.cas, total))
+        .await
+        .map_err(|e| io_err(std::io::Error::other(e)))?;
+    match committed {
+        Ok(()) => {
+            tx.send_modify(|p| {
+                p.state = FillState::Verified;
+                p.total = Some(p.written);
+            });
+            tracing::debug!(%digest, bytes = received, "blob fill verified and committed");
+            Ok(())
+        }
+        Err(crate::store::CommitError::Io(e)) => Err(io_err(e)),
+        Err(e) => Err(FillError::Verification {
+            digest: digest.clone(),
+            message: e.to_string(),
+        }),
+    }
+}

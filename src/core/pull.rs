@@ -1,0 +1,451 @@
+//! The pull-through service: answers manifest, blob and tag-list requests from the cache,
+//! filling it from the upstream a request was routed to.
+//!
+//! Policy in one place:
+//! - by digest (manifest or blob): immutable; served from disk without contacting upstream.
+//! - manifest by tag: trusted for the upstream's `tag_ttl`, then revalidated with a HEAD
+//!   (cheap, and not counted against Docker Hub's pull limit); if upstream is unreachable
+//!   or failing, the last known digest is served stale and that is logged.
+//! - blobs: filled once per digest (see `fill`), verified before they enter the cache.
+
+use super::error::CoreError;
+use super::fill::{self, FillState, Fills, Progress};
+use crate::oci::media::{self, AcceptList};
+use crate::oci::{Digest, Reference, RepoName, Tag, TagsQuery};
+use crate::store::{blocking, Store, TagRecord};
+use crate::upstream::{Route, RouteError, UpstreamError, Upstreams};
+use bytes::Bytes;
+use http::{header, HeaderMap, Method};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// Largest tag list page accepted from upstream.
+const MAX_TAGS_BYTES: usize = 16 * 1024 * 1024;
+
+pub struct PullThrough {
+    store: Arc<Store>,
+    fills: Arc<Fills>,
+    upstreams: Upstreams,
+}
+
+/// A manifest ready to serve.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// A blob ready to stream: follow `progress` for its bytes.
+pub struct Blob {
+    pub progress: watch::Receiver<Progress>,
+    /// The blob's size, when known before the transfer ends.
+    pub size: Option<u64>,
+    /// Served from a committed file (no upstream involved).
+    pub hit: bool,
+}
+
+/// One page of a tag list, with the query for the next page if upstream announced one.
+pub struct TagsPage {
+    pub body: Bytes,
+    pub next: Option<TagsQuery>,
+}
+
+impl PullThrough {
+    pub fn new(store: Arc<Store>, upstreams: Upstreams) -> PullThrough {
+        PullThrough {
+            store,
+            fills: Arc::new(Fills::default()),
+            upstreams,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn fills_in_flight(&self) -> usize {
+        self.fills.in_flight()
+    }
+
+    pub fn route(&self, ns: Option<&str>, name: &RepoName) -> Result<Route, RouteError> {
+        self.upstreams.resolve(ns, name)
+    }
+
+    pub async fn manifest(
+        &self,
+        route: &Route,
+        reference: &Reference,
+        accept: &AcceptList,
+    ) -> Result<Manifest, CoreError> {
+        let m = match reference {
+            Reference::Digest(d) => self.manifest_by_digest(route, d).await?,
+            Reference::Tag(t) => self.manifest_by_tag(route, t).await?,
+        };
+        if !accept.accepts(&m.media_type) {
+            return Err(CoreError::NotAcceptable {
+                media_type: m.media_type,
+            });
+        }
+        Ok(m)
+    }
+
+    async fn cached_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, CoreError> {
+        let store = self.store.clone();
+        let d = digest.clone();
+        let found =
+            blocking(move || store.cas.read_manifest(&d, media::MAX_MANIFEST_BYTES)).await?;
+        Ok(found.map(|(bytes, media_type)| Manifest {
+            digest: digest.clone(),
+            media_type: media_type
+                .or_else(|| media::sniff_manifest_type(&bytes))
+                .unwrap_or_else(|| media::OCI_MANIFEST.to_string()),
+            bytes: Bytes::from(bytes),
+        }))
+    }
+
+    async fn manifest_by_digest(
+        &self,
+        route: &Route,
+        digest: &Digest,
+    ) -> Result<Manifest, CoreError> {
+        if let Some(m) = self.cached_manifest(digest).await? {
+            return Ok(m);
+        }
+        let resp = route
+            .upstream
+            .registry
+            .manifest(&route.name, &Reference::Digest(digest.clone()), Method::GET)
+            .await
+            .map_err(|e| {
+                CoreError::from_upstream(e, CoreError::ManifestUnknown(digest.to_string()))
+            })?;
+        let m = self.read_manifest(route, resp, Some(digest)).await?;
+        self.store_manifest(&m).await?;
+        Ok(m)
+    }
+
+    async fn manifest_by_tag(&self, route: &Route, tag: &Tag) -> Result<Manifest, CoreError> {
+        let up = &route.upstream;
+        let host = up.host().to_string();
+        let store = self.store.clone();
+        let (h, n, t) = (host.clone(), route.name.clone(), tag.clone());
+        let record = blocking(move || store.tags.get(&h, &n, &t)).await?;
+
+        let mut cached = None;
+        if let Some(rec) = &record {
+            cached = self.cached_manifest(&rec.digest).await?;
+            let age = SystemTime::now()
+                .duration_since(rec.checked_at)
+                .unwrap_or_default();
+            if let Some(m) = &cached {
+                if age < up.config.tag_ttl {
+                    return Ok(m.clone());
+                }
+            }
+        }
+
+        let unknown = || CoreError::ManifestUnknown(format!("{}:{tag}", route.name));
+        let reference = Reference::Tag(tag.clone());
+        if let Some(m) = cached {
+            // Revalidate: a HEAD tells whether the tag still points where it did.
+            match up
+                .registry
+                .manifest(&route.name, &reference, Method::HEAD)
+                .await
+            {
+                Ok(resp) if header_digest(resp.headers()).as_ref() == Some(&m.digest) => {
+                    self.record_tag(route, tag, &m).await?;
+                    return Ok(m);
+                }
+                Ok(_) => {} // moved, or no digest header: fetch it
+                Err(e) if e.is_unavailable() => return Ok(serve_stale(route, tag, m, &e)),
+                Err(e) => return Err(CoreError::from_upstream(e, unknown())),
+            }
+            return match up
+                .registry
+                .manifest(&route.name, &reference, Method::GET)
+                .await
+            {
+                Ok(resp) => self.fetched_tag(route, tag, resp).await,
+                Err(e) if e.is_unavailable() => Ok(serve_stale(route, tag, m, &e)),
+                Err(e) => Err(CoreError::from_upstream(e, unknown())),
+            };
+        }
+        let resp = up
+            .registry
+            .manifest(&route.name, &reference, Method::GET)
+            .await
+            .map_err(|e| CoreError::from_upstream(e, unknown()))?;
+        self.fetched_tag(route, tag, resp).await
+    }
+
+    async fn fetched_tag(
+        &self,
+        route: &Route,
+        tag: &Tag,
+        resp: http::Response<Incoming>,
+    ) -> Result<Manifest, CoreError> {
+        let m = self.read_manifest(route, resp, None).await?;
+        self.store_manifest(&m).await?;
+        self.record_tag(route, tag, &m).await?;
+        Ok(m)
+    }
+
+    async fn record_tag(&self, route: &Route, tag: &Tag, m: &Manifest) -> Result<(), CoreError> {
+        let rec = TagRecord {
+            digest: m.digest.clone(),
+            media_type: m.media_type.clone(),
+            checked_at: SystemTime::now(),
+        };
+        let store = self.store.clone();
+        let (h, n, t) = (
+            route.upstream.host().to_string(),
+            route.name.clone(),
+            tag.clone(),
+        );
+        blocking(move || store.tags.put(&h, &n, &t, &rec)).await?;
+        Ok(())
+    }
+
+    async fn store_manifest(&self, m: &Manifest) -> Result<(), CoreError> {
+        let store = self.store.clone();
+        let m = m.clone();
+        blocking(move || store.cas.put_manifest(&m.digest, &m.media_type, &m.bytes)).await?;
+        Ok(())
+    }
+
+    /// Read and verify a manifest response: its digest must equal the one requested, and
+    /// the one upstream announced in `Docker-Content-Digest`.
+    async fn read_manifest(
+        &self,
+        route: &Route,
+        resp: http::Response<Incoming>,
+        expected: Option<&Digest>,
+    ) -> Result<Manifest, CoreError> {
+        let registry = &route.upstream.registry;
+        let host = registry.host().to_string();
+        let announced = header_digest(resp.headers());
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
+        let body = tokio::time::timeout(
+            registry.read_timeout,
+            Limited::new(resp.into_body(), media::MAX_MANIFEST_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| {
+            CoreError::Upstream(UpstreamError::Timeout {
+                host: host.clone(),
+                after: registry.read_timeout,
+            })
+        })?
+        .map_err(|e| {
+            CoreError::Upstream(UpstreamError::BadResponse {
+                host: host.clone(),
+                message: format!("manifest body: {e}"),
+            })
+        })?
+        .to_bytes();
+        let digest = Digest::of_bytes(&body);
+        for want in expected.into_iter().chain(announced.as_ref()) {
+            if *want != digest {
+                return Err(CoreError::Verification(format!(
+                    "manifest from {host} for {} hashes to {digest}, expected {want}",
+                    route.name
+                )));
+            }
+        }
+        let generic = |t: &str| {
+            t.is_empty()
+                || t == "application/json"
+                || t == "text/plain"
+                || t == "application/octet-stream"
+        };
+        let media_type = match content_type {
+            Some(t) if !generic(&t) => t,
+            _ => media::sniff_manifest_type(&body).ok_or_else(|| {
+                CoreError::Upstream(UpstreamError::BadResponse {
+                    host: host.clone(),
+                    message: "response is not a manifest".into(),
+                })
+            })?,
+        };
+        Ok(Manifest {
+            digest,
+            media_type,
+            bytes: body,
+        })
+    }
+
+    /// A blob to stream: from disk if cached, else by joining (or starting) its fill and
+    /// waiting for upstream's response headers.
+    pub async fn blob(&self, route: &Route, digest: &Digest) -> Result<Blob, CoreError> {
+        let store = self.store.clone();
+        let d = digest.clone();
+        if let Some((f, len)) = blocking(move || store.cas.open_blob(&d)).await? {
+            return Ok(Blob {
+                progress: fill::complete(f, len),
+                size: Some(len),
+                hit: true,
+            });
+        }
+        let (mut rx, started) = self.fills.join_or_start(&self.store, route, digest);
+        if !started {
+            tracing::debug!(%digest, "joined a fill in progress");
+        }
+        loop {
+            let p = rx.borrow_and_update().clone();
+            match &p.state {
+                FillState::Failed(e) => return Err(CoreError::from_fill(e)),
+                FillState::Streaming | FillState::Verified => {
+                    return Ok(Blob {
+                        size: p.total,
+                        progress: rx,
+                        hit: false,
+                    });
+                }
+                FillState::Connecting => {}
+            }
+            if rx.changed().await.is_err() && matches!(rx.borrow().state, FillState::Connecting) {
+                return Err(CoreError::Store(std::io::Error::other(
+                    "blob fill ended unexpectedly",
+                )));
+            }
+        }
+    }
+
+    /// Wait until the blob behind `progress` is complete and verified; its final size.
+    pub async fn wait_verified(
+        &self,
+        progress: &mut watch::Receiver<Progress>,
+    ) -> Result<u64, CoreError> {
+        loop {
+            let p = progress.borrow_and_update().clone();
+            match &p.state {
+                FillState::Verified => return Ok(p.written),
+                FillState::Failed(e) => return Err(CoreError::from_fill(e)),
+                _ => {}
+            }
+            if progress.changed().await.is_err()
+                && !matches!(
+                    progress.borrow().state,
+                    FillState::Verified | FillState::Failed(_)
+                )
+            {
+                return Err(CoreError::Store(std::io::Error::other(
+                    "blob fill ended unexpectedly",
+                )));
+            }
+        }
+    }
+
+    /// A blob's size without transferring it: from disk, else a HEAD upstream.
+    pub async fn blob_size(
+        &self,
+        route: &Route,
+        digest: &Digest,
+    ) -> Result<Option<u64>, CoreError> {
+        let store = self.store.clone();
+        let d = digest.clone();
+        if let Some((_, len)) = blocking(move || store.cas.open_blob(&d)).await? {
+            return Ok(Some(len));
+        }
+        let resp = route
+            .upstream
+            .registry
+            .blob(&route.name, digest, Method::HEAD)
+            .await
+            .map_err(|e| CoreError::from_upstream(e, CoreError::BlobUnknown))?;
+        Ok(resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()))
+    }
+
+    /// One page of the upstream's tag list (never cached: tag lists change).
+    pub async fn tags(&self, route: &Route, query: &TagsQuery) -> Result<TagsPage, CoreError> {
+        let registry = &route.upstream.registry;
+        let resp = registry
+            .tags(&route.name, &query.to_query())
+            .await
+            .map_err(|e| CoreError::from_upstream(e, CoreError::NameUnknown))?;
+        let next = resp
+            .headers()
+            .get(header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_link_query);
+        let host = registry.host().to_string();
+        let body = tokio::time::timeout(
+            registry.read_timeout,
+            Limited::new(resp.into_body(), MAX_TAGS_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| {
+            CoreError::Upstream(UpstreamError::Timeout {
+                host: host.clone(),
+                after: registry.read_timeout,
+            })
+        })?
+        .map_err(|e| {
+            CoreError::Upstream(UpstreamError::BadResponse {
+                host,
+                message: format!("tag list: {e}"),
+            })
+        })?
+        .to_bytes();
+        Ok(TagsPage { body, next })
+    }
+}
+
+fn serve_stale(route: &Route, tag: &Tag, m: Manifest, e: &UpstreamError) -> Manifest {
+    tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %tag, digest = %m.digest, error = %e,
+        "upstream unavailable; serving the cached digest for this tag (stale)");
+    m
+}
+
+fn header_digest(h: &HeaderMap) -> Option<Digest> {
+    h.get("docker-content-digest")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The query string of a `Link: <…?last=x&n=y>; rel="next"` header.
+fn next_link_query(link: &str) -> Option<TagsQuery> {
+    let (target, params) = link.split_once('>')?;
+    if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+        return None;
+    }
+    let target = target.trim().trim_start_matches('<');
+    let (_, query) = target.split_once('?')?;
+    TagsQuery::parse(query).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_next_link() {
+        assert_eq!(
+            next_link_query(r#"</v2/library/nginx/tags/list?last=1.2&n=2>; rel="next""#)
+                .map(|q| q.to_query())
+                .as_deref(),
+            Some("n=2&last=1.2")
+        );
+        assert_eq!(
+            next_link_query(r#"</v2/x/tags/list?n=2>; rel="prev""#),
+            None
+        );
+        assert_eq!(next_link_query("garbage"), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! One function per endpoint: turn a parsed request into a call on `PullThrough` and its
+//! answer into response headers and a body. No caching policy lives here.
+
+use super::error::ApiError;
+use super::range::{ByteRange, RangeError};
+use super::router::Endpoint;
+use super::Body;
+use crate::core::{follow, PullThrough};
+use crate::oci::media::AcceptList;
+use crate::oci::{query_pairs, Digest, Reference, RepoName, TagsQuery};
+use http::{header, HeaderMap, Response, StatusCode};
+use http_body_util::BodyExt;
+
+/// What a handler needs from the request, already parsed.
+pub struct Call<'a> {
+    pub head: bool,
+    pub headers: &'a HeaderMap,
+    pub query: &'a str,
+}
+
+/// Dispatch an endpoint; the `&'static str` is a cache-result label for the access log.
+pub async fn handle(
+    pull: &PullThrough,
+    ep: Endpoint,
+    call: &Call<'_>,
+) -> Result<(Response<Body>, &'static str), ApiError> {
+    match ep {
+        Endpoint::Base => Ok((base(call.head), "-")),
+        Endpoint::Manifest { name, reference } => manifest(pull, &name, &reference, call)
+            .await
+            .map(|r| (r, "-")),
+        Endpoint::Blob { name, digest } => blob(pull, &name, &digest, call).await,
+        Endpoint::Tags { name } => tags(pull, &name, call).await.map(|r| (r, "-")),
+    }
+}
+
+fn base(head: bool) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, 2)
+        .body(if head {
+            super::empty()
+        } else {
+            super::full("{}")
+        })
+        .expect("valid response")
+}
+
+fn ns(query: &str) -> Option<String> {
+    query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == "ns")
+        .map(|(_, v)| v)
+}
+
+async fn manifest(
+    pull: &PullThrough,
+    name: &RepoName,
+    reference: &Reference,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let route = pull.route(ns(call.query).as_deref(), name)?;
+    let accept = AcceptList::from_header_values(
+        call.headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let m = pull.manifest(&route, reference, &accept).await?;
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, &m.media_type)
+        .header(header::CONTENT_LENGTH, m.bytes.len())
+        .header("docker-content-digest", m.digest.to_string())
+        .header(header::ETAG, format!("\"{}\"", m.digest))
+        .body(if call.head {
+            super::empty()
+        } else {
+            super::full(m.bytes)
+        })
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "UNKNOWN",
+                format!("upstream media type is not a valid header: {e}"),
+            )
+        })?)
+}
+
+async fn blob(
+    pull: &PullThrough,
+    name: &RepoName,
+    digest: &Digest,
+    call: &Call<'_>,
+) -> Result<(Response<Body>, &'static str), ApiError> {
+    let route = pull.route(ns(call.query).as_deref(), name)?;
+    let range = call
+        .headers
+        .get(header::RANGE)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| RangeError::Malformed)
+                .and_then(ByteRange::parse)
+        })
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "RANGE_INVALID", e.to_string()))?;
+    let resp = Response::builder()
+        .header("docker-content-digest", digest.to_string())
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, format!("\"{digest}\""));
+
+    if call.head && range.is_none() {
+        let size = pull.blob_size(&route, digest).await?;
+        let mut resp = resp.header(header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(s) = size {
+            resp = resp.header(header::CONTENT_LENGTH, s);
+        }
+        return Ok((resp.body(super::empty()).expect("valid response"), "head"));
+    }
+
+    let mut blob = pull.blob(&route, digest).await?;
+    let label = if blob.hit { "hit" } else { "miss" };
+    let Some(range) = range else {
+        let mut resp = resp.header(header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(s) = blob.size {
+            resp = resp.header(header::CONTENT_LENGTH, s);
+        }
+        let body = if call.head {
+            super::empty()
+        } else {
+            stream_body(blob.progress, 0, blob.size)
+        };
+        return Ok((resp.body(body).expect("valid response"), label));
+    };
+    // A range needs the total size; an upstream that did not announce it makes us wait for
+    // the whole fill.
+    let total = match blob.size {
+        Some(s) => s,
+        None => pull.wait_verified(&mut blob.progress).await?,
+    };
+    let Some((start, end)) = range.resolve(total) else {
+        let mut e = ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "RANGE_INVALID",
+            format!("range is outside the blob's {total} bytes"),
+        )
+        .into_response(call.head);
+        e.headers_mut().insert(
+            header::CONTENT_RANGE,
+            format!("bytes */{total}").parse().expect("valid header"),
+        );
+        return Ok((e, label));
+    };
+    let resp = resp
+        .status(StatusCode::PARTIAL_CONTENT)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{total}", end - 1),
+        );
+    let body = if call.head {
+        super::empty()
+    } else {
+        stream_body(blob.progress, start, Some(end))
+    };
+    Ok((resp.body(body).expect("valid response"), label))
+}
+
+fn stream_body(
+    progress: tokio::sync::watch::Receiver<crate::core::fill::Progress>,
+    start: u64,
+    end: Option<u64>,
+) -> Body {
+    let s = follow::stream(progress, start, end);
+    http_body_util::StreamBody::new(futures_util::StreamExt::map(s, |r| {
+        r.map(hyper::body::Frame::data)
+    }))
+    .boxed_unsync()
+}
+
+async fn tags(
+    pull: &PullThrough,
+    name: &RepoName,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let route = pull.route(ns(call.query).as_deref(), name)?;
+    let q = TagsQuery::parse(call.query).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "PAGINATION_NUMBER_INVALID",
+            e.to_string(),
+        )
+    })?;
+    let page = pull.tags(&route, &q).await?;
+    let mut resp = Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, page.body.len());
+    if let Some(next) = page.next {
+        // The client's own name and ns, so the link works through the proxy.
+        let mut query = next.to_query();
+        if let Some(ns) = ns(call.query) {
+            query.push_str("&ns=");
+            query.push_str(
+                &percent_encoding::utf8_percent_encode(&ns, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string(),
+            );
+        }
+        resp = resp.header(
+            header::LINK,
+            format!("</v2/{name}/tags/list?{query}>; rel=\"next\""),
+        );
+    }
+    Ok(resp
+        .body(if call.head {
+            super::empty()
+        } else {
+            super::full(page.body)
+        })
+        .expect("valid response"))
+}

@@ -1,0 +1,174 @@
+//! Request paths to typed endpoints. Parsing is where untrusted strings become `RepoName`,
+//! `Reference` and `Digest`; nothing past this point sees a raw path.
+
+use super::error::ApiError;
+use crate::oci::{Digest, Reference, RepoName};
+use http::{Method, StatusCode};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v2/`: the API version check.
+    Base,
+    Manifest {
+        name: RepoName,
+        reference: Reference,
+    },
+    Blob {
+        name: RepoName,
+        digest: Digest,
+    },
+    Tags {
+        name: RepoName,
+    },
+}
+
+impl Endpoint {
+    /// A short label for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Endpoint::Base => "base",
+            Endpoint::Manifest { .. } => "manifest",
+            Endpoint::Blob { .. } => "blob",
+            Endpoint::Tags { .. } => "tags",
+        }
+    }
+}
+
+pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "not an OCI distribution API path",
+        )
+    };
+    let rest = match path {
+        "/v2" | "/v2/" => {
+            return read_only(method).map(|_| Endpoint::Base);
+        }
+        p => p.strip_prefix("/v2/").ok_or_else(not_found)?,
+    };
+    if rest == "_catalog" {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UNSUPPORTED",
+            "the catalog is not available through a pull-through cache",
+        ));
+    }
+    let parse_name = |n: &str| n.parse::<RepoName>().map_err(ApiError::name_invalid);
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        let name = parse_name(name)?;
+        read_only(method)?;
+        return Ok(Endpoint::Tags { name });
+    }
+    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+        let name = parse_name(name)?;
+        read_only(method)?;
+        let reference = reference.parse::<Reference>().map_err(|e| match e {
+            crate::oci::ReferenceError::Digest(d) => ApiError::digest_invalid(d),
+            crate::oci::ReferenceError::Tag(t) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "TAG_INVALID", t.to_string())
+            }
+        })?;
+        return Ok(Endpoint::Manifest { name, reference });
+    }
+    if let Some((name, _)) = rest.split_once("/blobs/uploads") {
+        parse_name(name)?;
+        return Err(ApiError::unsupported_method());
+    }
+    if let Some((name, digest)) = rest.rsplit_once("/blobs/") {
+        let name = parse_name(name)?;
+        read_only(method)?;
+        let digest = digest.parse::<Digest>().map_err(ApiError::digest_invalid)?;
+        return Ok(Endpoint::Blob { name, digest });
+    }
+    if rest.contains("/referrers/") {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UNSUPPORTED",
+            "the referrers API is not proxied",
+        ));
+    }
+    Err(not_found())
+}
+
+fn read_only(method: &Method) -> Result<(), ApiError> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_method())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn get(p: &str) -> Result<Endpoint, (StatusCode, &'static str)> {
+        route(&Method::GET, p).map_err(|e| (e.status, e.code))
+    }
+
+    #[test]
+    fn routes_endpoints() {
+        assert_eq!(get("/v2/"), Ok(Endpoint::Base));
+        assert!(
+            matches!(get("/v2/org/team/app/manifests/v1"), Ok(Endpoint::Manifest { name, .. }) if name.as_str() == "org/team/app")
+        );
+        assert!(matches!(
+            get(&format!("/v2/library/nginx/manifests/{D}")),
+            Ok(Endpoint::Manifest {
+                reference: Reference::Digest(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            get(&format!("/v2/a/blobs/{D}")),
+            Ok(Endpoint::Blob { .. })
+        ));
+        assert!(
+            matches!(get("/v2/a/b/tags/list"), Ok(Endpoint::Tags { name }) if name.as_str() == "a/b")
+        );
+        // A repository may itself be called "manifests" or "blobs".
+        assert!(
+            matches!(get("/v2/manifests/manifests/latest"), Ok(Endpoint::Manifest { name, .. }) if name.as_str() == "manifests")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert_eq!(
+            get("/v2/../etc/manifests/x").unwrap_err(),
+            (StatusCode::BAD_REQUEST, "NAME_INVALID")
+        );
+        assert_eq!(
+            get("/v2/a%2F..%2Fb/manifests/x").unwrap_err(),
+            (StatusCode::BAD_REQUEST, "NAME_INVALID")
+        );
+        assert_eq!(
+            get("/v2/a/blobs/sha256:abc").unwrap_err(),
+            (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+        );
+        assert_eq!(
+            get("/v2/a/manifests/sha256:abc").unwrap_err(),
+            (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+        );
+        assert_eq!(
+            get("/v2/a/manifests/..").unwrap_err(),
+            (StatusCode::BAD_REQUEST, "TAG_INVALID")
+        );
+        assert_eq!(get("/etc/passwd").unwrap_err().0, StatusCode::NOT_FOUND);
+        let put = |p: &str| route(&Method::PUT, p).map_err(|e| (e.status, e.code));
+        assert_eq!(
+            put("/v2/a/manifests/x").unwrap_err(),
+            (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED")
+        );
+        assert_eq!(
+            route(&Method::POST, "/v2/a/blobs/uploads/")
+                .map_err(|e| (e.status, e.code))
+                .unwrap_err(),
+            (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED")
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! The OCI vocabulary: typed values for what crosses the wire.
+//!
+//! Everything that arrives from a client or an upstream as a string is parsed here into a type
+//! that can only hold a valid value (`Digest`, `RepoName`, `Tag`, `Reference`), so the layers
+//! below never re-validate and never build a file path from an unchecked string.
+
+mod digest;
+pub mod media;
+mod name;
+mod pagination;
+mod reference;
+
+pub use digest::{Digest, DigestError, Sha256Hasher};
+pub use name::{NameError, RepoName};
+pub use pagination::{query_pairs, TagsQuery, TagsQueryError};
+pub use reference::{Reference, ReferenceError, Tag, TagError};

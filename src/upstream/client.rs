@@ -1,0 +1,346 @@
+//! The registry client for one upstream: the pull requests pullthrough makes, with auth,
+//! redirects, timeouts and a retry on connection failure.
+
+use super::auth::{Auth, HttpClient};
+use super::challenge::parse_challenges;
+use super::error::UpstreamError;
+use crate::config::{AuthConfig, UpstreamConfig};
+use crate::oci::{media, Digest, Reference, RepoName};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use std::time::Duration;
+
+/// Redirect hops followed before giving up (registries use one, to a CDN or S3).
+const MAX_REDIRECTS: usize = 5;
+
+/// A client for one upstream registry.
+pub struct Registry {
+    host: String,
+    base: Uri,
+    client: HttpClient,
+    auth: Auth,
+    pub read_timeout: Duration,
+}
+
+impl Registry {
+    pub fn new(cfg: &UpstreamConfig, tls: &rustls::ClientConfig) -> Registry {
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client: HttpClient =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(64)
+                .build(https);
+        let credentials = match &cfg.auth {
+            AuthConfig::Anonymous => None,
+            AuthConfig::Basic {
+                username, password, ..
+            } => password.clone().map(|p| (username.clone(), p)),
+        };
+        let base: Uri = cfg
+            .url
+            .trim_end_matches('/')
+            .parse()
+            .expect("validated in config");
+        Registry {
+            host: cfg.host.clone(),
+            auth: Auth::new(
+                cfg.host.clone(),
+                credentials,
+                client.clone(),
+                cfg.read_timeout,
+            ),
+            base,
+            client,
+            read_timeout: cfg.read_timeout,
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `HEAD` or `GET` a manifest, asking for every manifest type.
+    pub async fn manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        method: Method,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let path = format!("/v2/{name}/manifests/{reference}");
+        self.send(method, &path, name, Some(media::MANIFEST_ACCEPT))
+            .await
+    }
+
+    /// `GET` or `HEAD` a blob, following redirects to its storage.
+    pub async fn blob(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        method: Method,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let path = format!("/v2/{name}/blobs/{digest}");
+        self.send(method, &path, name, None).await
+    }
+
+    /// `GET` a tag list page; `query` is the already-validated `n`/`last` query string.
+    pub async fn tags(
+        &self,
+        name: &RepoName,
+        query: &str,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut path = format!("/v2/{name}/tags/list");
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(query);
+        }
+        self.send(Method::GET, &path, name, None).await
+    }
+
+    /// Send a request for repository `name`, authorising as the registry demands (one
+    /// retry after a 401), following redirects, and mapping failures to `UpstreamError`.
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        name: &RepoName,
+        accept: Option<&str>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let scope = format!("repository:{name}:pull");
+        let url = self.url(path_and_query)?;
+        let mut retried_auth = false;
+        loop {
+            let authz = self.auth.authorization(&scope).await?;
+            let resp = self
+                .follow(method.clone(), url.clone(), accept, authz)
+                .await?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !retried_auth {
+                let challenges: Vec<_> = resp
+                    .headers()
+                    .get_all(header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(parse_challenges)
+                    .collect();
+                retried_auth = true;
+                if self.auth.on_unauthorized(&challenges, &scope).await {
+                    continue;
+                }
+            }
+            return self.check_status(resp);
+        }
+    }
+
+    fn check_status(&self, resp: Response<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+        let host = self.host.clone();
+        let status = resp.status();
+        match status {
+            s if s.is_success() => Ok(resp),
+            StatusCode::NOT_FOUND => Err(UpstreamError::NotFound { host }),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(UpstreamError::Denied { host, status })
+            }
+            StatusCode::TOO_MANY_REQUESTS => Err(UpstreamError::TooManyRequests {
+                host,
+                retry_after: retry_after(resp.headers()),
+            }),
+            _ => Err(UpstreamError::Status { host, status }),
+        }
+    }
+
+    fn url(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query =
+            Some(
+                path_and_query
+                    .parse()
+                    .map_err(|e| UpstreamError::BadResponse {
+                        host: self.host.clone(),
+                        message: format!("cannot build request path: {e}"),
+                    })?,
+            );
+        Uri::from_parts(parts).map_err(|e| UpstreamError::BadResponse {
+            host: self.host.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// One request plus its redirect chain. The registry's `Authorization` goes only to the
+    /// registry's own origin: a CDN or bucket on another host never sees it.
+    async fn follow(
+        &self,
+        method: Method,
+        mut url: Uri,
+        accept: Option<&str>,
+        authz: Option<HeaderValue>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        for _ in 0..=MAX_REDIRECTS {
+            let same_origin =
+                url.scheme() == self.base.scheme() && url.authority() == self.base.authority();
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(url.clone())
+                .header(header::USER_AGENT, crate::USER_AGENT);
+            if let Some(a) = accept {
+                req = req.header(header::ACCEPT, a);
+            }
+            if same_origin {
+                if let Some(v) = &authz {
+                    req = req.header(header::AUTHORIZATION, v.clone());
+                }
+            }
+            let req = req
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| UpstreamError::BadResponse {
+                    host: self.host.clone(),
+                    message: e.to_string(),
+                })?;
+            let resp = self.request_with_retry(req).await?;
+            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            let location = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| self.redirect_error("redirect without a Location".into()))?;
+            url = resolve_location(&url, location).map_err(|m| self.redirect_error(m))?;
+        }
+        Err(self.redirect_error(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
+    fn redirect_error(&self, message: String) -> UpstreamError {
+        UpstreamError::Redirect {
+            host: self.host.clone(),
+            message,
+        }
+    }
+
+    /// Send, retrying once when the connection could not be made (a stale pooled
+    /// connection or a momentary refusal); never after a request may have been processed.
+    async fn request_with_retry(
+        &self,
+        req: Request<Empty<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let (parts, _) = req.into_parts();
+        let mut attempt = 0;
+        loop {
+            let req = Request::from_parts(parts.clone(), Empty::new());
+            match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
+                Err(_) => {
+                    return Err(UpstreamError::Timeout {
+                        host: self.host.clone(),
+                        after: self.read_timeout,
+                    })
+                }
+                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Err(e)) if e.is_connect() && attempt == 0 => {
+                    attempt += 1;
+                    tracing::debug!(upstream = %self.host, error = %e, "connect failed, retrying once");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    return Err(UpstreamError::Connect {
+                        host: self.host.clone(),
+                        message: error_chain(&e),
+                    })
+                }
+                Ok(Err(e)) => {
+                    return Err(UpstreamError::Transfer {
+                        host: self.host.clone(),
+                        message: error_chain(&e),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// An error with its sources, since hyper's top-level messages alone ("client error
+/// (Connect)") do not say what happened.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// `Location` may be absolute or relative to the request URL; only http(s) targets are
+/// followed.
+fn resolve_location(current: &Uri, location: &str) -> Result<Uri, String> {
+    let target: Uri = location
+        .parse()
+        .map_err(|_| format!("unparseable Location {location:?}"))?;
+    if target.scheme().is_some() {
+        if !matches!(target.scheme_str(), Some("http" | "https")) || target.authority().is_none() {
+            return Err(format!(
+                "refusing to follow redirect to {location:?}: only http(s) URLs"
+            ));
+        }
+        return Ok(target);
+    }
+    let mut parts = current.clone().into_parts();
+    let pq = if location.starts_with('/') {
+        location.to_string()
+    } else {
+        let base = current.path();
+        let dir = &base[..base.rfind('/').map(|i| i + 1).unwrap_or(0)];
+        format!("{dir}{location}")
+    };
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|_| format!("unparseable Location {location:?}"))?,
+    );
+    Uri::from_parts(parts).map_err(|e| e.to_string())
+}
+
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    h.get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_redirect_locations() {
+        let cur: Uri = "https://r.io/v2/a/blobs/sha256:x".parse().unwrap();
+        assert_eq!(
+            resolve_location(&cur, "https://cdn.io/b?sig=1")
+                .unwrap()
+                .to_string(),
+            "https://cdn.io/b?sig=1"
+        );
+        assert_eq!(
+            resolve_location(&cur, "/other").unwrap().to_string(),
+            "https://r.io/other"
+        );
+        assert_eq!(
+            resolve_location(&cur, "rel").unwrap().to_string(),
+            "https://r.io/v2/a/blobs/rel"
+        );
+        assert!(resolve_location(&cur, "file:///etc/passwd").is_err());
+        assert!(resolve_location(&cur, "gopher://x/").is_err());
+    }
+}
