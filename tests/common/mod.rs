@@ -1,0 +1,296 @@
+//! Test harness: real processes on loopback (Debian's docker-registry as the upstream,
+//! the pullthrough binary, skopeo), deterministic test images, and a small HTTP client.
+//! Every process is started by the test, killed when its handle drops, and every wait is
+//! bounded.
+#![allow(dead_code)]
+
+pub mod fake;
+pub mod image;
+pub mod net;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use net::{get, get_hashed, Resp};
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Fail the test with `what` unless `cond` becomes true within `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).unwrap();
+        cmd.stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null());
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {cmd:?}: {e} (run .ci/run to install test dependencies)")
+        });
+        Proc { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Token-auth settings for a registry (`auth: token:`).
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub cert: PathBuf,
+}
+
+/// Debian's docker-registry (distribution 2.8) on a loopback port, filesystem storage.
+pub struct Registry {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub proc: Proc,
+}
+
+impl Registry {
+    pub async fn start(auth: Option<&TokenAuth>) -> Registry {
+        Self::start_at(tempfile::tempdir().unwrap(), free_port(), auth).await
+    }
+
+    /// Start on a given directory and port (to restart a stopped registry with its data).
+    pub async fn start_at(dir: tempfile::TempDir, port: u16, auth: Option<&TokenAuth>) -> Registry {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let auth_yaml = match auth {
+            None => String::new(),
+            Some(a) => format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                a.realm,
+                a.service,
+                a.issuer,
+                a.cert.display()
+            ),
+        };
+        let cfg = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n{auth_yaml}",
+            dir.path().join("data").display()
+        );
+        let cfg_path = dir.path().join("config.yml");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("serve").arg(&cfg_path);
+        let proc = Proc::spawn(cmd, dir.path().join(format!("registry-{port}.log")));
+        let url = format!("http://{addr}/v2/");
+        wait_until(
+            "docker-registry to answer",
+            Duration::from_secs(20),
+            async || matches!(get(&url, &[]).await, Ok(r) if r.status == 200 || r.status == 401),
+        )
+        .await;
+        Registry { addr, dir, proc }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many `GET` requests for `path` (e.g. `/v2/x/blobs/sha256:…`) the registry served.
+    pub fn count_gets(&self, path: &str) -> usize {
+        let needle = format!("\"GET {path} HTTP");
+        self.proc
+            .log_text()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+
+    /// Stop the registry, keeping its data directory for `start_at`.
+    pub fn stop(mut self) -> (tempfile::TempDir, u16) {
+        self.proc.kill();
+        (self.dir, self.addr.port())
+    }
+}
+
+/// The pullthrough binary under test.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub cache: PathBuf,
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Start with `[[upstream]]` sections given as TOML; server and cache are filled in.
+    pub async fn start(upstreams_toml: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, upstreams_toml).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, upstreams_toml: &str) -> Proxy {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let cache = dir.path().join("cache");
+        let cfg = format!(
+            "[server]\nlisten = \"{addr}\"\nshutdown_grace = \"5s\"\n[cache]\ndir = \"{}\"\n{upstreams_toml}",
+            cache.display()
+        );
+        let cfg_path = dir.path().join("pullthrough.toml");
+        std::fs::File::create(&cfg_path)
+            .unwrap()
+            .write_all(cfg.as_bytes())
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullthrough"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&cfg_path)
+            .env("RUST_LOG", "info,pullthrough=debug");
+        let proc = Proc::spawn(cmd, dir.path().join(format!("pullthrough-{port}.log")));
+        let url = format!("http://{addr}/v2/");
+        let mut proxy = Proxy {
+            addr,
+            cache,
+            proc,
+            dir,
+        };
+        let start = Instant::now();
+        loop {
+            if matches!(get(&url, &[]).await, Ok(r) if r.status == 200) {
+                break;
+            }
+            if let Ok(Some(status)) = proxy.proc.child.try_wait() {
+                panic!(
+                    "pullthrough exited with {status}:\n{}",
+                    proxy.proc.log_text()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "pullthrough did not start:\n{}",
+                proxy.proc.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        proxy
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every file under the cache's `blobs/` (relative paths), sorted.
+    pub fn cached_blobs(&self) -> Vec<String> {
+        list_files(&self.cache.join("blobs"))
+    }
+}
+
+/// One plain-HTTP upstream section for a proxy config.
+pub fn upstream_toml(host: &str, url: &str, extra: &str) -> String {
+    format!("[[upstream]]\nhost = \"{host}\"\nurl = \"{url}\"\n{extra}\n")
+}
+
+/// All files below `root`, as sorted relative paths.
+pub fn list_files(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Run skopeo with `args`, failing the test with its output if it fails.
+pub fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run skopeo: {e} (run .ci/run to install test dependencies)")
+        });
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Push an OCI layout's `tag` to `registry` as `name:tag` (all platforms).
+pub fn push(layout: &Path, tag: &str, registry: &str, name: &str, creds: Option<&str>) {
+    let src = format!("oci:{}:{tag}", layout.display());
+    let dst = format!("docker://{registry}/{name}:{tag}");
+    let mut args = vec![
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        "--preserve-digests",
+    ];
+    if let Some(c) = creds {
+        args.push("--dest-creds");
+        args.push(c);
+    }
+    args.push(&src);
+    args.push(&dst);
+    skopeo(&args);
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
