@@ -148,21 +148,15 @@ impl fmt::Debug for Secret {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "{s:?} is not a duration like \"60s\", \"5m\" or \"1h\": {e}"
-        ))
-    })
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"60s\", \"5m\" or \"1h\": {e}")))
 }
 
 /// Why a configuration was refused; the message names the key and says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("{origin}: {key}: {message}")]
@@ -185,8 +179,7 @@ impl Config {
 
     /// The embedded default.
     pub fn embedded() -> Config {
-        Config::parse(DEFAULT_TOML, "embedded default config")
-            .expect("the embedded default config is valid")
+        Config::parse(DEFAULT_TOML, "embedded default config").expect("the embedded default config is valid")
     }
 
     /// Parse and validate TOML text; `origin` names it in error messages.
@@ -195,12 +188,11 @@ impl Config {
             origin: origin.to_string(),
             message: e.to_string(),
         })?;
-        cfg.validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                origin: origin.to_string(),
-                key,
-                message,
-            })?;
+        cfg.validate().map_err(|(key, message)| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            message,
+        })?;
         Ok(cfg)
     }
 
@@ -218,7 +210,10 @@ impl Config {
             if !valid_host(&u.host) {
                 return Err((
                     key("host"),
-                    format!("{:?} is not a registry host name (lowercase name with an optional :port, e.g. \"docker.io\")", u.host),
+                    format!(
+                        "{:?} is not a registry host name (lowercase name with an optional :port, e.g. \"docker.io\")",
+                        u.host
+                    ),
                 ));
             }
             validate_url(&u.url).map_err(|m| (key("url"), m))?;
@@ -226,42 +221,30 @@ impl Config {
                 if p.contains('/') || p.parse::<crate::oci::RepoName>().is_err() {
                     return Err((
                         key("prefix"),
-                        format!("{p:?} must be one repository-name component (lowercase letters, digits, '.', '_', '-')"),
+                        format!(
+                            "{p:?} must be one repository-name component (lowercase letters, digits, '.', '_', '-')"
+                        ),
                     ));
                 }
             }
             for (j, other) in self.upstreams[..i].iter().enumerate() {
                 if other.host == u.host {
-                    return Err((
-                        key("host"),
-                        format!("{:?} is already used by upstream[{j}]", u.host),
-                    ));
+                    return Err((key("host"), format!("{:?} is already used by upstream[{j}]", u.host)));
                 }
                 for mine in std::iter::once(&u.host).chain(u.prefix.iter()) {
-                    if Some(mine) == other.prefix.as_ref()
-                        || (u.prefix.as_ref() == Some(mine) && *mine == other.host)
-                    {
-                        return Err((
-                            key("prefix"),
-                            format!("{mine:?} is already used by upstream[{j}]"),
-                        ));
+                    if Some(mine) == other.prefix.as_ref() || (u.prefix.as_ref() == Some(mine) && *mine == other.host) {
+                        return Err((key("prefix"), format!("{mine:?} is already used by upstream[{j}]")));
                     }
                 }
             }
             if u.default {
                 defaults += 1;
                 if defaults > 1 {
-                    return Err((
-                        key("default"),
-                        "only one upstream can be the default".into(),
-                    ));
+                    return Err((key("default"), "only one upstream can be the default".into()));
                 }
             }
             if u.read_timeout.is_zero() || u.connect_timeout.is_zero() {
-                return Err((
-                    key("read_timeout"),
-                    "timeouts must be greater than zero".into(),
-                ));
+                return Err((key("read_timeout"), "timeouts must be greater than zero".into()));
             }
             if let AuthConfig::Basic {
                 password,
@@ -270,8 +253,7 @@ impl Config {
                 username,
             } = &u.auth
             {
-                let resolved = resolve_password(password, password_env, password_file)
-                    .map_err(|m| (key("auth"), m))?;
+                let resolved = resolve_password(password, password_env, password_file).map_err(|m| (key("auth"), m))?;
                 if password.is_some() {
                     tracing::warn!(upstream = %u.host, "a password is written inline in the config; prefer password_env or password_file");
                 }
@@ -288,22 +270,16 @@ impl Config {
     }
 }
 
-fn resolve_password(
-    inline: &Option<Secret>,
-    env: &Option<String>,
-    file: &Option<PathBuf>,
-) -> Result<Secret, String> {
+fn resolve_password(inline: &Option<Secret>, env: &Option<String>, file: &Option<PathBuf>) -> Result<Secret, String> {
     match (inline, env, file) {
         (Some(p), None, None) => Ok(p.clone()),
-        (None, Some(var), None) => std::env::var(var).map(Secret).map_err(|_| {
-            format!("password_env names {var:?}, but that environment variable is not set")
-        }),
+        (None, Some(var), None) => std::env::var(var)
+            .map(Secret)
+            .map_err(|_| format!("password_env names {var:?}, but that environment variable is not set")),
         (None, None, Some(path)) => std::fs::read_to_string(path)
             .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
             .map_err(|e| format!("password_file {}: {e}", path.display())),
-        (None, None, None) => {
-            Err("kind = \"basic\" needs one of password, password_env or password_file".into())
-        }
+        (None, None, None) => Err("kind = \"basic\" needs one of password, password_env or password_file".into()),
         _ => Err("give only one of password, password_env or password_file".into()),
     }
 }
@@ -328,9 +304,7 @@ fn valid_host(h: &str) -> bool {
 }
 
 fn validate_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         _ => {
@@ -367,13 +341,7 @@ mod tests {
         let hosts: Vec<_> = c.upstreams.iter().map(|u| u.host.as_str()).collect();
         assert_eq!(
             hosts,
-            [
-                "docker.io",
-                "ghcr.io",
-                "quay.io",
-                "registry.k8s.io",
-                "public.ecr.aws"
-            ]
+            ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "public.ecr.aws"]
         );
         assert_eq!(c.upstreams.iter().filter(|u| u.default).count(), 1);
     }
@@ -384,19 +352,15 @@ mod tests {
         assert!(err("").contains("upstream"));
         assert!(err(&format!("{up}tag_ttl = \"soon\"")).contains("tag_ttl"));
         assert!(err(&format!("{up}colour = 1")).contains("colour"));
-        assert!(
-            err("[[upstream]]\nhost = \"Docker.IO\"\nurl = \"https://x\"")
-                .contains("upstream[0].host")
-        );
+        assert!(err("[[upstream]]\nhost = \"Docker.IO\"\nurl = \"https://x\"").contains("upstream[0].host"));
         assert!(err("[[upstream]]\nhost = \"x.io\"\nurl = \"ftp://x\"").contains("upstream[0].url"));
         assert!(err(&format!("{up}{up}")).contains("upstream[1].host"));
         assert!(err(&format!("{up}prefix = \"a/b\"")).contains("upstream[0].prefix"));
+        assert!(err(&format!("{up}[upstream.auth]\nkind = \"basic\"\nusername = \"u\"")).contains("password"));
         assert!(err(&format!(
-            "{up}[upstream.auth]\nkind = \"basic\"\nusername = \"u\""
+            "{up}[upstream.auth]\nkind = \"basic\"\nusername = \"u\"\npassword_env = \"PT_SURELY_UNSET_VAR\""
         ))
-        .contains("password"));
-        assert!(err(&format!("{up}[upstream.auth]\nkind = \"basic\"\nusername = \"u\"\npassword_env = \"PT_SURELY_UNSET_VAR\""))
-            .contains("PT_SURELY_UNSET_VAR"));
+        .contains("PT_SURELY_UNSET_VAR"));
         assert!(err("[server]\nlisten = \"nowhere\"\n").contains("listen"));
     }
 
@@ -415,9 +379,7 @@ mod tests {
         )
         .unwrap();
         match &c.upstreams[0].auth {
-            AuthConfig::Basic {
-                password: Some(p), ..
-            } => assert_eq!(p.expose(), "hunter2"),
+            AuthConfig::Basic { password: Some(p), .. } => assert_eq!(p.expose(), "hunter2"),
             other => panic!("{other:?}"),
         }
         assert!(!format!("{c:?}").contains("hunter2"));

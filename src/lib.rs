@@ -20,10 +20,7 @@ pub const USER_AGENT: &str = concat!("pullthrough/", env!("CARGO_PKG_VERSION"));
 
 /// Assemble the service from a validated configuration: open (and clean) the cache
 /// directory and build a client per upstream.
-pub fn build_app(
-    cfg: &config::Config,
-    cache_dir: &std::path::Path,
-) -> anyhow::Result<Arc<http::App>> {
+pub fn build_app(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::Result<Arc<http::App>> {
     let store = store::Store::open(cache_dir).map_err(|e| {
         anyhow::anyhow!(
             "cannot use cache directory {}: {e}; create it or choose another with --cache-dir or [cache] dir",

@@ -84,24 +84,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn serve(
-    config: Option<&Path>,
-    listen: Option<SocketAddr>,
-    cache_dir: Option<PathBuf>,
-) -> anyhow::Result<()> {
+fn serve(config: Option<&Path>, listen: Option<SocketAddr>, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = load(config)?;
     let listen = listen.unwrap_or(cfg.server.listen);
     let cache_dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let app = pullthrough::build_app(&cfg, &cache_dir)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| {
-                format!("cannot listen on {listen}; choose another address with --listen")
-            })?;
+            .with_context(|| format!("cannot listen on {listen}; choose another address with --listen"))?;
         tracing::info!(
             listen = %listener.local_addr()?,
             cache_dir = %cache_dir.display(),

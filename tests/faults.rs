@@ -16,12 +16,7 @@ async fn setup() -> (FakeUpstream, Proxy, String, Vec<u8>) {
     let bytes = pseudo_random(42, SIZE);
     let digest = format!("sha256:{}", sha256_hex(&bytes));
     fake.set_blob(&digest, bytes.clone(), Fault::Good);
-    let proxy = Proxy::start(&upstream_toml(
-        "fake.test",
-        &fake.url(),
-        "read_timeout = \"5s\"",
-    ))
-    .await;
+    let proxy = Proxy::start(&upstream_toml("fake.test", &fake.url(), "read_timeout = \"5s\"")).await;
     (fake, proxy, digest, bytes)
 }
 
@@ -29,11 +24,9 @@ async fn setup() -> (FakeUpstream, Proxy, String, Vec<u8>) {
 async fn assert_nothing_cached(proxy: &Proxy, digest: &str) {
     let hex = digest.trim_start_matches("sha256:").to_string();
     // The fill task cleans up just after the client sees the failure.
-    wait_until(
-        "temp files to be removed",
-        Duration::from_secs(10),
-        async || list_files(&proxy.cache.join("tmp")).is_empty(),
-    )
+    wait_until("temp files to be removed", Duration::from_secs(10), async || {
+        list_files(&proxy.cache.join("tmp")).is_empty()
+    })
     .await;
     assert!(
         !proxy.cached_blobs().iter().any(|p| p.ends_with(&hex)),
@@ -67,10 +60,7 @@ async fn fault_case(fault: Fault, log_needle: &str) {
     // Upstream recovers: the next request fetches again and gets the right bytes.
     fake.set_fault(&digest, Fault::Good);
     let (status, n, hex) = get_hashed(&url, &[]).await.unwrap();
-    assert_eq!(
-        (status, n, format!("sha256:{hex}")),
-        (200, SIZE as u64, digest.clone())
-    );
+    assert_eq!((status, n, format!("sha256:{hex}")), (200, SIZE as u64, digest.clone()));
     assert_eq!(
         fake.hits(&format!("/blobs/{digest}")),
         2,
@@ -155,26 +145,17 @@ async fn redirects_are_followed_without_leaking_credentials() {
         .any(|s| s.authorization.as_deref() == Some(basic)));
     let cdn_seen = cdn.seen();
     assert_eq!(cdn_seen.len(), 1);
-    assert_eq!(
-        cdn_seen[0].authorization, None,
-        "Authorization leaked to another host"
-    );
-    assert!(
-        !proxy.proc.log_text().contains("secret-pw"),
-        "a secret reached the log"
-    );
+    assert_eq!(cdn_seen[0].authorization, None, "Authorization leaked to another host");
+    assert!(!proxy.proc.log_text().contains("secret-pw"), "a secret reached the log");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redirects_to_non_http_schemes_are_refused() {
     let (fake, proxy, digest, _) = setup().await;
     fake.set_fault(&digest, Fault::RedirectTo("file:///etc/passwd".into()));
-    let r = get(
-        &format!("{}/v2/r/blobs/{digest}?ns=fake.test", proxy.url()),
-        &[],
-    )
-    .await
-    .unwrap();
+    let r = get(&format!("{}/v2/r/blobs/{digest}?ns=fake.test", proxy.url()), &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("redirect"), "{}", r.text());
     assert_nothing_cached(&proxy, &digest).await;

@@ -12,9 +12,7 @@ pub enum CoreError {
     BlobUnknown,
     #[error("repository unknown to the upstream registry")]
     NameUnknown,
-    #[error(
-        "the manifest is of type {media_type}, which the client's Accept header does not include"
-    )]
+    #[error("the manifest is of type {media_type}, which the client's Accept header does not include")]
     NotAcceptable { media_type: String },
     #[error("upstream sent content that failed verification: {0}")]
     Verification(String),

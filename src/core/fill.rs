@@ -92,8 +92,7 @@ impl Fills {
         });
         map.insert(digest.clone(), rx.clone());
         drop(map);
-        let (fills, store, route, digest) =
-            (self.clone(), store.clone(), route.clone(), digest.clone());
+        let (fills, store, route, digest) = (self.clone(), store.clone(), route.clone(), digest.clone());
         tokio::spawn(async move {
             if let Err(e) = run(&store, &route, &digest, &tx).await {
                 tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %digest, error = %e, "blob fill failed; nothing was cached");
@@ -123,10 +122,7 @@ async fn run(
     // Another fill may have committed this blob between the caller's cache check and ours.
     let s = store.clone();
     let d = digest.clone();
-    if let Some((f, len)) = blocking(move || s.cas.open_blob(&d))
-        .await
-        .map_err(io_err)?
-    {
+    if let Some((f, len)) = blocking(move || s.cas.open_blob(&d)).await.map_err(io_err)? {
         tx.send_modify(|p| {
             *p = Progress {
                 state: FillState::Verified,

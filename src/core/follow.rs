@@ -21,77 +21,66 @@ pub fn stream(
     start: u64,
     end: Option<u64>,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    futures_util::stream::unfold(
-        (progress, start, false),
-        move |(mut rx, pos, finished)| async move {
-            if finished {
+    futures_util::stream::unfold((progress, start, false), move |(mut rx, pos, finished)| async move {
+        if finished {
+            return None;
+        }
+        loop {
+            let p = rx.borrow_and_update().clone();
+            let verified = match &p.state {
+                FillState::Failed(e) => return Some((Err(io::Error::other(e.to_string())), (rx, pos, true))),
+                FillState::Verified => true,
+                FillState::Connecting | FillState::Streaming => false,
+            };
+            let end = end.or(if verified { p.total } else { None });
+            if verified && end.is_some_and(|e| pos >= e) {
                 return None;
             }
-            loop {
-                let p = rx.borrow_and_update().clone();
-                let verified = match &p.state {
-                    FillState::Failed(e) => {
-                        return Some((Err(io::Error::other(e.to_string())), (rx, pos, true)))
-                    }
-                    FillState::Verified => true,
-                    FillState::Connecting | FillState::Streaming => false,
+            // Hold back the final byte of the response until the whole blob is verified.
+            let limit = match end {
+                Some(e) if verified => e,
+                Some(e) => p.written.min(e.saturating_sub(1)),
+                None => p.written,
+            };
+            if pos < limit {
+                let Some(file) = p.file.clone() else {
+                    return Some((Err(io::Error::other("blob file missing")), (rx, pos, true)));
                 };
-                let end = end.or(if verified { p.total } else { None });
-                if verified && end.is_some_and(|e| pos >= e) {
-                    return None;
-                }
-                // Hold back the final byte of the response until the whole blob is verified.
-                let limit = match end {
-                    Some(e) if verified => e,
-                    Some(e) => p.written.min(e.saturating_sub(1)),
-                    None => p.written,
-                };
-                if pos < limit {
-                    let Some(file) = p.file.clone() else {
-                        return Some((Err(io::Error::other("blob file missing")), (rx, pos, true)));
-                    };
-                    let len = (limit - pos).min(CHUNK) as usize;
-                    let read = tokio::task::spawn_blocking(move || {
-                        let mut buf = vec![0u8; len];
-                        let mut filled = 0;
-                        while filled < len {
-                            match file.read_at(&mut buf[filled..], pos + filled as u64)? {
-                                0 => {
-                                    return Err(io::Error::new(
-                                        io::ErrorKind::UnexpectedEof,
-                                        "blob file shorter than expected",
-                                    ))
-                                }
-                                n => filled += n,
+                let len = (limit - pos).min(CHUNK) as usize;
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; len];
+                    let mut filled = 0;
+                    while filled < len {
+                        match file.read_at(&mut buf[filled..], pos + filled as u64)? {
+                            0 => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "blob file shorter than expected",
+                                ))
                             }
+                            n => filled += n,
                         }
-                        Ok(Bytes::from(buf))
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(io::Error::other(e)));
-                    return match read {
-                        Ok(b) => {
-                            let next = pos + b.len() as u64;
-                            Some((Ok(b), (rx, next, false)))
-                        }
-                        Err(e) => Some((Err(e), (rx, pos, true))),
-                    };
-                }
-                if rx.changed().await.is_err() {
-                    // The filler is gone. A final state is handled at the top of the loop (where
-                    // a verified or failed fill never waits again); any other state means it
-                    // vanished without finishing.
-                    if !matches!(
-                        rx.borrow().state,
-                        FillState::Verified | FillState::Failed(_)
-                    ) {
-                        return Some((
-                            Err(io::Error::other("blob fill ended unexpectedly")),
-                            (rx, pos, true),
-                        ));
                     }
+                    Ok(Bytes::from(buf))
+                })
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+                return match read {
+                    Ok(b) => {
+                        let next = pos + b.len() as u64;
+                        Some((Ok(b), (rx, next, false)))
+                    }
+                    Err(e) => Some((Err(e), (rx, pos, true))),
+                };
+            }
+            if rx.changed().await.is_err() {
+                // The filler is gone. A final state is handled at the top of the loop (where
+                // a verified or failed fill never waits again); any other state means it
+                // vanished without finishing.
+                if !matches!(rx.borrow().state, FillState::Verified | FillState::Failed(_)) {
+                    return Some((Err(io::Error::other("blob fill ended unexpectedly")), (rx, pos, true)));
                 }
             }
-        },
-    )
+        }
+    })
 }

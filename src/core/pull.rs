@@ -96,8 +96,7 @@ impl PullThrough {
     async fn cached_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, CoreError> {
         let store = self.store.clone();
         let d = digest.clone();
-        let found =
-            blocking(move || store.cas.read_manifest(&d, media::MAX_MANIFEST_BYTES)).await?;
+        let found = blocking(move || store.cas.read_manifest(&d, media::MAX_MANIFEST_BYTES)).await?;
         Ok(found.map(|(bytes, media_type)| Manifest {
             digest: digest.clone(),
             media_type: media_type
@@ -107,11 +106,7 @@ impl PullThrough {
         }))
     }
 
-    async fn manifest_by_digest(
-        &self,
-        route: &Route,
-        digest: &Digest,
-    ) -> Result<Manifest, CoreError> {
+    async fn manifest_by_digest(&self, route: &Route, digest: &Digest) -> Result<Manifest, CoreError> {
         if let Some(m) = self.cached_manifest(digest).await? {
             return Ok(m);
         }
@@ -120,9 +115,7 @@ impl PullThrough {
             .registry
             .manifest(&route.name, &Reference::Digest(digest.clone()), Method::GET)
             .await
-            .map_err(|e| {
-                CoreError::from_upstream(e, CoreError::ManifestUnknown(digest.to_string()))
-            })?;
+            .map_err(|e| CoreError::from_upstream(e, CoreError::ManifestUnknown(digest.to_string())))?;
         let m = self.read_manifest(route, resp, Some(digest)).await?;
         self.store_manifest(&m).await?;
         Ok(m)
@@ -138,9 +131,7 @@ impl PullThrough {
         let mut cached = None;
         if let Some(rec) = &record {
             cached = self.cached_manifest(&rec.digest).await?;
-            let age = SystemTime::now()
-                .duration_since(rec.checked_at)
-                .unwrap_or_default();
+            let age = SystemTime::now().duration_since(rec.checked_at).unwrap_or_default();
             if let Some(m) = &cached {
                 if age < up.config.tag_ttl {
                     return Ok(m.clone());
@@ -152,11 +143,7 @@ impl PullThrough {
         let reference = Reference::Tag(tag.clone());
         if let Some(m) = cached {
             // Revalidate: a HEAD tells whether the tag still points where it did.
-            match up
-                .registry
-                .manifest(&route.name, &reference, Method::HEAD)
-                .await
-            {
+            match up.registry.manifest(&route.name, &reference, Method::HEAD).await {
                 Ok(resp) if header_digest(resp.headers()).as_ref() == Some(&m.digest) => {
                     self.record_tag(route, tag, &m).await?;
                     return Ok(m);
@@ -165,11 +152,7 @@ impl PullThrough {
                 Err(e) if e.is_unavailable() => return Ok(serve_stale(route, tag, m, &e)),
                 Err(e) => return Err(CoreError::from_upstream(e, unknown())),
             }
-            return match up
-                .registry
-                .manifest(&route.name, &reference, Method::GET)
-                .await
-            {
+            return match up.registry.manifest(&route.name, &reference, Method::GET).await {
                 Ok(resp) => self.fetched_tag(route, tag, resp).await,
                 Err(e) if e.is_unavailable() => Ok(serve_stale(route, tag, m, &e)),
                 Err(e) => Err(CoreError::from_upstream(e, unknown())),
@@ -202,11 +185,7 @@ impl PullThrough {
             checked_at: SystemTime::now(),
         };
         let store = self.store.clone();
-        let (h, n, t) = (
-            route.upstream.host().to_string(),
-            route.name.clone(),
-            tag.clone(),
-        );
+        let (h, n, t) = (route.upstream.host().to_string(), route.name.clone(), tag.clone());
         blocking(move || store.tags.put(&h, &n, &t, &rec)).await?;
         Ok(())
     }
@@ -261,12 +240,8 @@ impl PullThrough {
                 )));
             }
         }
-        let generic = |t: &str| {
-            t.is_empty()
-                || t == "application/json"
-                || t == "text/plain"
-                || t == "application/octet-stream"
-        };
+        let generic =
+            |t: &str| t.is_empty() || t == "application/json" || t == "text/plain" || t == "application/octet-stream";
         let media_type = match content_type {
             Some(t) if !generic(&t) => t,
             _ => media::sniff_manifest_type(&body).ok_or_else(|| {
@@ -313,18 +288,13 @@ impl PullThrough {
                 FillState::Connecting => {}
             }
             if rx.changed().await.is_err() && matches!(rx.borrow().state, FillState::Connecting) {
-                return Err(CoreError::Store(std::io::Error::other(
-                    "blob fill ended unexpectedly",
-                )));
+                return Err(CoreError::Store(std::io::Error::other("blob fill ended unexpectedly")));
             }
         }
     }
 
     /// Wait until the blob behind `progress` is complete and verified; its final size.
-    pub async fn wait_verified(
-        &self,
-        progress: &mut watch::Receiver<Progress>,
-    ) -> Result<u64, CoreError> {
+    pub async fn wait_verified(&self, progress: &mut watch::Receiver<Progress>) -> Result<u64, CoreError> {
         loop {
             let p = progress.borrow_and_update().clone();
             match &p.state {
@@ -333,24 +303,15 @@ impl PullThrough {
                 _ => {}
             }
             if progress.changed().await.is_err()
-                && !matches!(
-                    progress.borrow().state,
-                    FillState::Verified | FillState::Failed(_)
-                )
+                && !matches!(progress.borrow().state, FillState::Verified | FillState::Failed(_))
             {
-                return Err(CoreError::Store(std::io::Error::other(
-                    "blob fill ended unexpectedly",
-                )));
+                return Err(CoreError::Store(std::io::Error::other("blob fill ended unexpectedly")));
             }
         }
     }
 
     /// A blob's size without transferring it: from disk, else a HEAD upstream.
-    pub async fn blob_size(
-        &self,
-        route: &Route,
-        digest: &Digest,
-    ) -> Result<Option<u64>, CoreError> {
+    pub async fn blob_size(&self, route: &Route, digest: &Digest) -> Result<Option<u64>, CoreError> {
         let store = self.store.clone();
         let d = digest.clone();
         if let Some((_, len)) = blocking(move || store.cas.open_blob(&d)).await? {
@@ -411,12 +372,7 @@ fn serve_stale(route: &Route, tag: &Tag, m: Manifest, e: &UpstreamError) -> Mani
 }
 
 fn header_digest(h: &HeaderMap) -> Option<Digest> {
-    h.get("docker-content-digest")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    h.get("docker-content-digest")?.to_str().ok()?.trim().parse().ok()
 }
 
 /// The query string of a `Link: <…?last=x&n=y>; rel="next"` header.
@@ -442,10 +398,7 @@ mod tests {
                 .as_deref(),
             Some("n=2&last=1.2")
         );
-        assert_eq!(
-            next_link_query(r#"</v2/x/tags/list?n=2>; rel="prev""#),
-            None
-        );
+        assert_eq!(next_link_query(r#"</v2/x/tags/list?n=2>; rel="prev""#), None);
         assert_eq!(next_link_query("garbage"), None);
     }
 }

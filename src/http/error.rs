@@ -61,24 +61,16 @@ impl ApiError {
         if let Some(s) = self.retry_after {
             resp = resp.header(header::RETRY_AFTER, HeaderValue::from(s));
         }
-        resp.body(if head {
-            super::empty()
-        } else {
-            super::full(body)
-        })
-        .expect("valid error response")
+        resp.body(if head { super::empty() } else { super::full(body) })
+            .expect("valid error response")
     }
 }
 
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> ApiError {
         match e {
-            RouteError::UnknownNamespace(_) => {
-                ApiError::new(StatusCode::FORBIDDEN, "DENIED", e.to_string())
-            }
-            RouteError::NoUpstream(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", e.to_string())
-            }
+            RouteError::UnknownNamespace(_) => ApiError::new(StatusCode::FORBIDDEN, "DENIED", e.to_string()),
+            RouteError::NoUpstream(_) => ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", e.to_string()),
         }
     }
 }
@@ -95,20 +87,14 @@ impl From<CoreError> for ApiError {
             CoreError::Verification(_) => ApiError::new(StatusCode::BAD_GATEWAY, "UNKNOWN", msg),
             CoreError::Store(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", msg),
             CoreError::Upstream(u) => match u {
-                UpstreamError::NotFound { .. } => {
-                    ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", msg)
-                }
+                UpstreamError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", msg),
                 UpstreamError::Denied { .. } => ApiError::new(StatusCode::FORBIDDEN, "DENIED", msg),
                 UpstreamError::TooManyRequests { retry_after, .. } => ApiError {
                     retry_after: retry_after.map(|d| d.as_secs().max(1)),
                     ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", msg)
                 },
-                UpstreamError::Timeout { .. } => {
-                    ApiError::new(StatusCode::GATEWAY_TIMEOUT, "UNAVAILABLE", msg)
-                }
-                UpstreamError::Connect { .. } => {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg)
-                }
+                UpstreamError::Timeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "UNAVAILABLE", msg),
+                UpstreamError::Connect { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg),
                 _ => ApiError::new(StatusCode::BAD_GATEWAY, "UNAVAILABLE", msg),
             },
         }

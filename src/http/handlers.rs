@@ -26,9 +26,7 @@ pub async fn handle(
 ) -> Result<(Response<Body>, &'static str), ApiError> {
     match ep {
         Endpoint::Base => Ok((base(call.head), "-")),
-        Endpoint::Manifest { name, reference } => manifest(pull, &name, &reference, call)
-            .await
-            .map(|r| (r, "-")),
+        Endpoint::Manifest { name, reference } => manifest(pull, &name, &reference, call).await.map(|r| (r, "-")),
         Endpoint::Blob { name, digest } => blob(pull, &name, &digest, call).await,
         Endpoint::Tags { name } => tags(pull, &name, call).await.map(|r| (r, "-")),
     }
@@ -38,19 +36,12 @@ fn base(head: bool) -> Response<Body> {
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CONTENT_LENGTH, 2)
-        .body(if head {
-            super::empty()
-        } else {
-            super::full("{}")
-        })
+        .body(if head { super::empty() } else { super::full("{}") })
         .expect("valid response")
 }
 
 fn ns(query: &str) -> Option<String> {
-    query_pairs(query)
-        .into_iter()
-        .find(|(k, _)| k == "ns")
-        .map(|(_, v)| v)
+    query_pairs(query).into_iter().find(|(k, _)| k == "ns").map(|(_, v)| v)
 }
 
 async fn manifest(
@@ -67,7 +58,7 @@ async fn manifest(
             .filter_map(|v| v.to_str().ok()),
     );
     let m = pull.manifest(&route, reference, &accept).await?;
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, &m.media_type)
         .header(header::CONTENT_LENGTH, m.bytes.len())
         .header("docker-content-digest", m.digest.to_string())
@@ -83,7 +74,7 @@ async fn manifest(
                 "UNKNOWN",
                 format!("upstream media type is not a valid header: {e}"),
             )
-        })?)
+        })
 }
 
 async fn blob(
@@ -96,11 +87,7 @@ async fn blob(
     let range = call
         .headers
         .get(header::RANGE)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| RangeError::Malformed)
-                .and_then(ByteRange::parse)
-        })
+        .map(|v| v.to_str().map_err(|_| RangeError::Malformed).and_then(ByteRange::parse))
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "RANGE_INVALID", e.to_string()))?;
     let resp = Response::builder()
@@ -154,10 +141,7 @@ async fn blob(
         .status(StatusCode::PARTIAL_CONTENT)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, end - start)
-        .header(
-            header::CONTENT_RANGE,
-            format!("bytes {start}-{}/{total}", end - 1),
-        );
+        .header(header::CONTENT_RANGE, format!("bytes {start}-{}/{total}", end - 1));
     let body = if call.head {
         super::empty()
     } else {
@@ -172,25 +156,13 @@ fn stream_body(
     end: Option<u64>,
 ) -> Body {
     let s = follow::stream(progress, start, end);
-    http_body_util::StreamBody::new(futures_util::StreamExt::map(s, |r| {
-        r.map(hyper::body::Frame::data)
-    }))
-    .boxed_unsync()
+    http_body_util::StreamBody::new(futures_util::StreamExt::map(s, |r| r.map(hyper::body::Frame::data))).boxed_unsync()
 }
 
-async fn tags(
-    pull: &PullThrough,
-    name: &RepoName,
-    call: &Call<'_>,
-) -> Result<Response<Body>, ApiError> {
+async fn tags(pull: &PullThrough, name: &RepoName, call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let route = pull.route(ns(call.query).as_deref(), name)?;
-    let q = TagsQuery::parse(call.query).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "PAGINATION_NUMBER_INVALID",
-            e.to_string(),
-        )
-    })?;
+    let q = TagsQuery::parse(call.query)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", e.to_string()))?;
     let page = pull.tags(&route, &q).await?;
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
@@ -200,15 +172,9 @@ async fn tags(
         let mut query = next.to_query();
         if let Some(ns) = ns(call.query) {
             query.push_str("&ns=");
-            query.push_str(
-                &percent_encoding::utf8_percent_encode(&ns, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string(),
-            );
+            query.push_str(&percent_encoding::utf8_percent_encode(&ns, percent_encoding::NON_ALPHANUMERIC).to_string());
         }
-        resp = resp.header(
-            header::LINK,
-            format!("</v2/{name}/tags/list?{query}>; rel=\"next\""),
-        );
+        resp = resp.header(header::LINK, format!("</v2/{name}/tags/list?{query}>; rel=\"next\""));
     }
     Ok(resp
         .body(if call.head {

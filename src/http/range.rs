@@ -20,11 +20,7 @@ pub enum RangeError {
 
 impl ByteRange {
     pub fn parse(h: &str) -> Result<ByteRange, RangeError> {
-        let spec = h
-            .trim()
-            .strip_prefix("bytes=")
-            .ok_or(RangeError::Malformed)?
-            .trim();
+        let spec = h.trim().strip_prefix("bytes=").ok_or(RangeError::Malformed)?.trim();
         if spec.contains(',') {
             return Err(RangeError::Multiple);
         }

@@ -35,13 +35,7 @@ impl Endpoint {
 }
 
 pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "not an OCI distribution API path",
-        )
-    };
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "not an OCI distribution API path");
     let rest = match path {
         "/v2" | "/v2/" => {
             return read_only(method).map(|_| Endpoint::Base);
@@ -66,9 +60,7 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         read_only(method)?;
         let reference = reference.parse::<Reference>().map_err(|e| match e {
             crate::oci::ReferenceError::Digest(d) => ApiError::digest_invalid(d),
-            crate::oci::ReferenceError::Tag(t) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "TAG_INVALID", t.to_string())
-            }
+            crate::oci::ReferenceError::Tag(t) => ApiError::new(StatusCode::BAD_REQUEST, "TAG_INVALID", t.to_string()),
         })?;
         return Ok(Endpoint::Manifest { name, reference });
     }
@@ -123,13 +115,8 @@ mod tests {
                 ..
             })
         ));
-        assert!(matches!(
-            get(&format!("/v2/a/blobs/{D}")),
-            Ok(Endpoint::Blob { .. })
-        ));
-        assert!(
-            matches!(get("/v2/a/b/tags/list"), Ok(Endpoint::Tags { name }) if name.as_str() == "a/b")
-        );
+        assert!(matches!(get(&format!("/v2/a/blobs/{D}")), Ok(Endpoint::Blob { .. })));
+        assert!(matches!(get("/v2/a/b/tags/list"), Ok(Endpoint::Tags { name }) if name.as_str() == "a/b"));
         // A repository may itself be called "manifests" or "blobs".
         assert!(
             matches!(get("/v2/manifests/manifests/latest"), Ok(Endpoint::Manifest { name, .. }) if name.as_str() == "manifests")

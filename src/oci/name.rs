@@ -133,8 +133,8 @@ mod tests {
     #[test]
     fn rejects_invalid_names() {
         for bad in [
-            "", "..", "a/../b", "a/./b", "/a", "a/", "a//b", "A", "a b", "a/.b", "a.", "-a",
-            "a___b", "a_-b", "a%2fb", "a\\b", "a\0b",
+            "", "..", "a/../b", "a/./b", "/a", "a/", "a//b", "A", "a b", "a/.b", "a.", "-a", "a___b", "a_-b", "a%2fb",
+            "a\\b", "a\0b",
         ] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad:?}");
         }

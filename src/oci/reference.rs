@@ -24,12 +24,8 @@ impl FromStr for Tag {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let b = s.as_bytes();
-        let first_ok = b
-            .first()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
-        let rest_ok = b
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c));
+        let first_ok = b.first().is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
+        let rest_ok = b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c));
         if first_ok && rest_ok && b.len() <= 128 {
             Ok(Tag(s.to_string()))
         } else {
@@ -96,26 +92,14 @@ mod tests {
         assert!("v1.2.3-rc_1".parse::<Tag>().is_ok());
         assert!("_x".parse::<Tag>().is_ok());
         assert!("x".repeat(128).parse::<Tag>().is_ok());
-        for bad in [
-            "",
-            ".",
-            "..",
-            "-x",
-            ".hidden",
-            "a/b",
-            "a b",
-            &"x".repeat(129),
-        ] {
+        for bad in ["", ".", "..", "-x", ".hidden", "a/b", "a b", &"x".repeat(129)] {
             assert!(bad.parse::<Tag>().is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn references() {
-        assert!(matches!(
-            "latest".parse::<Reference>(),
-            Ok(Reference::Tag(_))
-        ));
+        assert!(matches!("latest".parse::<Reference>(), Ok(Reference::Tag(_))));
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert!(matches!(d.parse::<Reference>(), Ok(Reference::Digest(_))));
         assert!(matches!(

@@ -64,14 +64,8 @@ impl Cas {
 
     /// Start writing a blob. Blocking.
     pub fn begin(&self, d: &Digest) -> io::Result<TempBlob> {
-        let path = self
-            .tmp
-            .join(format!("{}.{}.tmp", d.hex(), unique_suffix()));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let path = self.tmp.join(format!("{}.{}.tmp", d.hex(), unique_suffix()));
+        let file = File::options().read(true).write(true).create_new(true).open(&path)?;
         Ok(TempBlob {
             path,
             file: Some(file),
@@ -83,11 +77,7 @@ impl Cas {
 
     /// A manifest (small, buffered) and its media type, checked against its digest as it is
     /// read: a file damaged on disk is dropped rather than served. Blocking.
-    pub fn read_manifest(
-        &self,
-        d: &Digest,
-        limit: usize,
-    ) -> io::Result<Option<(Vec<u8>, Option<String>)>> {
+    pub fn read_manifest(&self, d: &Digest, limit: usize) -> io::Result<Option<(Vec<u8>, Option<String>)>> {
         let Some((f, len)) = self.open_blob(d)? else {
             return Ok(None);
         };

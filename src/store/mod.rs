@@ -34,10 +34,7 @@ impl Store {
         let cas = Cas::open(root)?;
         let removed = cas.clean_temp()?;
         if removed > 0 {
-            tracing::info!(
-                removed,
-                "removed temp files of fills interrupted by the last shutdown"
-            );
+            tracing::info!(removed, "removed temp files of fills interrupted by the last shutdown");
         }
         Ok(Store {
             root: root.to_path_buf(),
@@ -52,12 +49,8 @@ impl Store {
 }
 
 /// Run blocking filesystem work off the async worker threads.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(io::Error::other)?
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(io::Error::other)?
 }
 
 /// Write `bytes` to `path` atomically: a temp file in `tmp_dir`, fsync, rename.
@@ -83,9 +76,5 @@ fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
 fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }

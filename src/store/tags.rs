@@ -66,21 +66,11 @@ impl TagIndex {
     }
 
     /// Blocking.
-    pub fn put(
-        &self,
-        upstream: &str,
-        name: &RepoName,
-        tag: &Tag,
-        rec: &TagRecord,
-    ) -> io::Result<()> {
+    pub fn put(&self, upstream: &str, name: &RepoName, tag: &Tag, rec: &TagRecord) -> io::Result<()> {
         let d = OnDisk {
             digest: rec.digest.to_string(),
             media_type: rec.media_type.clone(),
-            checked_at: rec
-                .checked_at
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs(),
+            checked_at: rec.checked_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
         };
         write_atomic(
             &self.tmp,

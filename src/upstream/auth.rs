@@ -60,20 +60,12 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(
-        host: String,
-        credentials: Option<(String, Secret)>,
-        client: HttpClient,
-        timeout: Duration,
-    ) -> Auth {
+    pub fn new(host: String, credentials: Option<(String, Secret)>, client: HttpClient, timeout: Duration) -> Auth {
         Auth {
             host,
             credentials,
             scheme: RwLock::new(Scheme::Unknown),
-            tokens: Cache::builder()
-                .max_capacity(10_000)
-                .expire_after(TokenExpiry)
-                .build(),
+            tokens: Cache::builder().max_capacity(10_000).expire_after(TokenExpiry).build(),
             client,
             timeout,
         }
@@ -107,11 +99,12 @@ impl Auth {
                         host: self.host.clone(),
                         message: e.to_string(),
                     })?;
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", token.value.expose()))
-                    .map_err(|_| UpstreamError::Token {
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", token.value.expose())).map_err(|_| {
+                    UpstreamError::Token {
                         host: self.host.clone(),
                         message: "token has invalid characters".into(),
-                    })?;
+                    }
+                })?;
                 v.set_sensitive(true);
                 Ok(Some(v))
             }
@@ -126,12 +119,10 @@ impl Auth {
         let basic = challenges.iter().any(|c| c.scheme == "basic");
         let new = if let Some(c) = bearer {
             match c.param("realm").and_then(|r| r.parse::<http::Uri>().ok()) {
-                Some(realm) if matches!(realm.scheme_str(), Some("http" | "https")) => {
-                    Scheme::Bearer {
-                        realm,
-                        service: c.param("service").map(str::to_string),
-                    }
-                }
+                Some(realm) if matches!(realm.scheme_str(), Some("http" | "https")) => Scheme::Bearer {
+                    realm,
+                    service: c.param("service").map(str::to_string),
+                },
                 _ => return false,
             }
         } else if basic && self.credentials.is_some() {
@@ -154,9 +145,7 @@ impl Auth {
             message,
         };
         let mut query = String::new();
-        let enc = |s: &str| {
-            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-        };
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
         if let Some(s) = &service {
             query.push_str(&format!("service={}&", enc(s)));
         }
@@ -167,9 +156,7 @@ impl Auth {
         if let Some(v) = self.basic_value() {
             req = req.header(header::AUTHORIZATION, v);
         }
-        let req = req
-            .body(Empty::new())
-            .map_err(|e| err(format!("bad realm URL: {e}")))?;
+        let req = req.body(Empty::new()).map_err(|e| err(format!("bad realm URL: {e}")))?;
         let resp = tokio::time::timeout(self.timeout, self.client.request(req))
             .await
             .map_err(|_| err(format!("no answer within {:?}", self.timeout)))?
@@ -192,8 +179,8 @@ impl Auth {
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let t: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| err(format!("token response is not JSON: {e}")))?;
+        let t: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| err(format!("token response is not JSON: {e}")))?;
         let value = t
             .token
             .or(t.access_token)

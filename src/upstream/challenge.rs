@@ -112,9 +112,7 @@ mod tests {
 
     #[test]
     fn several_challenges_and_odd_spacing() {
-        let c = parse_challenges(
-            r#"Basic realm="a \"q\" b", Bearer realm=https://x/t , service = "s""#,
-        );
+        let c = parse_challenges(r#"Basic realm="a \"q\" b", Bearer realm=https://x/t , service = "s""#);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].param("realm"), Some(r#"a "q" b"#));
         assert_eq!(c[1].param("realm"), Some("https://x/t"));

@@ -36,30 +36,18 @@ impl Registry {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client: HttpClient =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(64)
-                .build(https);
+        let client: HttpClient = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build(https);
         let credentials = match &cfg.auth {
             AuthConfig::Anonymous => None,
-            AuthConfig::Basic {
-                username, password, ..
-            } => password.clone().map(|p| (username.clone(), p)),
+            AuthConfig::Basic { username, password, .. } => password.clone().map(|p| (username.clone(), p)),
         };
-        let base: Uri = cfg
-            .url
-            .trim_end_matches('/')
-            .parse()
-            .expect("validated in config");
+        let base: Uri = cfg.url.trim_end_matches('/').parse().expect("validated in config");
         Registry {
             host: cfg.host.clone(),
-            auth: Auth::new(
-                cfg.host.clone(),
-                credentials,
-                client.clone(),
-                cfg.read_timeout,
-            ),
+            auth: Auth::new(cfg.host.clone(), credentials, client.clone(), cfg.read_timeout),
             base,
             client,
             read_timeout: cfg.read_timeout,
@@ -78,8 +66,7 @@ impl Registry {
         method: Method,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let path = format!("/v2/{name}/manifests/{reference}");
-        self.send(method, &path, name, Some(media::MANIFEST_ACCEPT))
-            .await
+        self.send(method, &path, name, Some(media::MANIFEST_ACCEPT)).await
     }
 
     /// `GET` or `HEAD` a blob, following redirects to its storage.
@@ -94,11 +81,7 @@ impl Registry {
     }
 
     /// `GET` a tag list page; `query` is the already-validated `n`/`last` query string.
-    pub async fn tags(
-        &self,
-        name: &RepoName,
-        query: &str,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn tags(&self, name: &RepoName, query: &str) -> Result<Response<Incoming>, UpstreamError> {
         let mut path = format!("/v2/{name}/tags/list");
         if !query.is_empty() {
             path.push('?');
@@ -121,9 +104,7 @@ impl Registry {
         let mut retried_auth = false;
         loop {
             let authz = self.auth.authorization(&scope).await?;
-            let resp = self
-                .follow(method.clone(), url.clone(), accept, authz)
-                .await?;
+            let resp = self.follow(method.clone(), url.clone(), accept, authz).await?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !retried_auth {
                 let challenges: Vec<_> = resp
@@ -148,9 +129,7 @@ impl Registry {
         match status {
             s if s.is_success() => Ok(resp),
             StatusCode::NOT_FOUND => Err(UpstreamError::NotFound { host }),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Err(UpstreamError::Denied { host, status })
-            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(UpstreamError::Denied { host, status }),
             StatusCode::TOO_MANY_REQUESTS => Err(UpstreamError::TooManyRequests {
                 host,
                 retry_after: retry_after(resp.headers()),
@@ -161,15 +140,10 @@ impl Registry {
 
     fn url(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
         let mut parts = self.base.clone().into_parts();
-        parts.path_and_query =
-            Some(
-                path_and_query
-                    .parse()
-                    .map_err(|e| UpstreamError::BadResponse {
-                        host: self.host.clone(),
-                        message: format!("cannot build request path: {e}"),
-                    })?,
-            );
+        parts.path_and_query = Some(path_and_query.parse().map_err(|e| UpstreamError::BadResponse {
+            host: self.host.clone(),
+            message: format!("cannot build request path: {e}"),
+        })?);
         Uri::from_parts(parts).map_err(|e| UpstreamError::BadResponse {
             host: self.host.clone(),
             message: e.to_string(),
@@ -186,8 +160,7 @@ impl Registry {
         authz: Option<HeaderValue>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         for _ in 0..=MAX_REDIRECTS {
-            let same_origin =
-                url.scheme() == self.base.scheme() && url.authority() == self.base.authority();
+            let same_origin = url.scheme() == self.base.scheme() && url.authority() == self.base.authority();
             let mut req = Request::builder()
                 .method(method.clone())
                 .uri(url.clone())
@@ -229,10 +202,7 @@ impl Registry {
 
     /// Send, retrying once when the connection could not be made (a stale pooled
     /// connection or a momentary refusal); never after a request may have been processed.
-    async fn request_with_retry(
-        &self,
-        req: Request<Empty<Bytes>>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    async fn request_with_retry(&self, req: Request<Empty<Bytes>>) -> Result<Response<Incoming>, UpstreamError> {
         let (parts, _) = req.into_parts();
         let mut attempt = 0;
         loop {
@@ -302,10 +272,7 @@ fn resolve_location(current: &Uri, location: &str) -> Result<Uri, String> {
         let dir = &base[..base.rfind('/').map(|i| i + 1).unwrap_or(0)];
         format!("{dir}{location}")
     };
-    parts.path_and_query = Some(
-        pq.parse()
-            .map_err(|_| format!("unparseable Location {location:?}"))?,
-    );
+    parts.path_and_query = Some(pq.parse().map_err(|_| format!("unparseable Location {location:?}"))?);
     Uri::from_parts(parts).map_err(|e| e.to_string())
 }
 
@@ -327,9 +294,7 @@ mod tests {
     fn resolves_redirect_locations() {
         let cur: Uri = "https://r.io/v2/a/blobs/sha256:x".parse().unwrap();
         assert_eq!(
-            resolve_location(&cur, "https://cdn.io/b?sig=1")
-                .unwrap()
-                .to_string(),
+            resolve_location(&cur, "https://cdn.io/b?sig=1").unwrap().to_string(),
             "https://cdn.io/b?sig=1"
         );
         assert_eq!(

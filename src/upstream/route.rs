@@ -65,9 +65,7 @@ impl Upstreams {
     }
 
     pub fn by_host(&self, host: &str) -> Option<&Arc<Upstream>> {
-        self.list
-            .iter()
-            .find(|u| u.config.host.eq_ignore_ascii_case(host))
+        self.list.iter().find(|u| u.config.host.eq_ignore_ascii_case(host))
     }
 
     /// Resolve a client's `(name, ?ns=)` to an upstream and the upstream's repository name.
@@ -135,14 +133,8 @@ mod tests {
             r(Some("docker.io"), "nginx"),
             ("docker.io".into(), "library/nginx".into())
         );
-        assert_eq!(
-            r(Some("ghcr.io"), "org/app"),
-            ("ghcr.io".into(), "org/app".into())
-        );
-        assert_eq!(
-            r(Some("GHCR.IO"), "org/app"),
-            ("ghcr.io".into(), "org/app".into())
-        );
+        assert_eq!(r(Some("ghcr.io"), "org/app"), ("ghcr.io".into(), "org/app".into()));
+        assert_eq!(r(Some("GHCR.IO"), "org/app"), ("ghcr.io".into(), "org/app".into()));
         assert_eq!(
             r(None, "docker.io/library/nginx"),
             ("docker.io".into(), "library/nginx".into())
@@ -155,19 +147,10 @@ mod tests {
             r(None, "quay.io/org/team/app"),
             ("quay.io".into(), "org/team/app".into())
         );
-        assert_eq!(
-            r(None, "nginx"),
-            ("docker.io".into(), "library/nginx".into())
-        );
-        assert_eq!(
-            r(None, "someone/app"),
-            ("docker.io".into(), "someone/app".into())
-        );
+        assert_eq!(r(None, "nginx"), ("docker.io".into(), "library/nginx".into()));
+        assert_eq!(r(None, "someone/app"), ("docker.io".into(), "someone/app".into()));
         // A prefix alone names no repository: it is an ordinary name on the default upstream.
-        assert_eq!(
-            r(None, "ghcr.io"),
-            ("docker.io".into(), "library/ghcr.io".into())
-        );
+        assert_eq!(r(None, "ghcr.io"), ("docker.io".into(), "library/ghcr.io".into()));
         assert_eq!(
             route(&u, Some("evil.example.com"), "x"),
             Err(RouteError::UnknownNamespace("evil.example.com".into()))
@@ -177,13 +160,7 @@ mod tests {
     #[test]
     fn no_default_means_no_route() {
         let u = upstreams("[[upstream]]\nhost = \"r.io\"\nurl = \"http://127.0.0.1:9\"\n");
-        assert!(matches!(
-            route(&u, None, "x/y"),
-            Err(RouteError::NoUpstream(_))
-        ));
-        assert_eq!(
-            route(&u, None, "r.io/x").unwrap(),
-            ("r.io".into(), "x".into())
-        );
+        assert!(matches!(route(&u, None, "x/y"), Err(RouteError::NoUpstream(_))));
+        assert_eq!(route(&u, None, "r.io/x").unwrap(), ("r.io".into(), "x".into()));
     }
 }

@@ -93,10 +93,7 @@ impl FakeUpstream {
 
     /// Requests for paths ending in `suffix`.
     pub fn hits(&self, suffix: &str) -> usize {
-        self.seen()
-            .iter()
-            .filter(|s| s.path.ends_with(suffix))
-            .count()
+        self.seen().iter().filter(|s| s.path.ends_with(suffix)).count()
     }
 }
 
@@ -114,13 +111,7 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
     let mut lines = head.split("\r\n");
     let mut first = lines.next().unwrap_or("").split(' ');
     let method = first.next().unwrap_or("").to_string();
-    let path = first
-        .next()
-        .unwrap_or("")
-        .split('?')
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let path = first.next().unwrap_or("").split('?').next().unwrap_or("").to_string();
     let authorization = lines
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
@@ -186,24 +177,11 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
             sock.write_all(&bytes[..n]).await?;
             sock.shutdown().await
         }
-        Fault::RedirectTo(url) => {
-            respond(
-                &mut sock,
-                "307 Temporary Redirect",
-                &[("Location", &url)],
-                b"",
-            )
-            .await
-        }
+        Fault::RedirectTo(url) => respond(&mut sock, "307 Temporary Redirect", &[("Location", &url)], b"").await,
     }
 }
 
-async fn respond(
-    sock: &mut TcpStream,
-    status: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<()> {
+async fn respond(sock: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<()> {
     let mut h = format!(
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()

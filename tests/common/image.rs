@@ -137,11 +137,7 @@ pub fn index(layout: &Path, seed: u64, layer_sizes: &[usize], arches: &[&str]) -
 
 /// Write `index.json` and `oci-layout`, naming each (descriptor, tag).
 pub fn finish_layout(layout: &Path, tagged: &[(&Desc, &str)]) {
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let manifests: Vec<_> = tagged
         .iter()
         .map(|(d, tag)| {

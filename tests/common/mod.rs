@@ -7,6 +7,7 @@
 pub mod fake;
 pub mod image;
 pub mod net;
+pub mod token;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -47,12 +48,10 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
         let out = std::fs::File::create(&log).unwrap();
-        cmd.stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null());
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot start {cmd:?}: {e} (run .ci/run to install test dependencies)")
-        });
+        cmd.stdout(out.try_clone().unwrap()).stderr(out).stdin(Stdio::null());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e} (run .ci/run to install test dependencies)"));
         Proc { child, log }
     }
 
@@ -138,11 +137,7 @@ impl Registry {
     /// How many `GET` requests for `path` (e.g. `/v2/x/blobs/sha256:…`) the registry served.
     pub fn count_gets(&self, path: &str) -> usize {
         let needle = format!("\"GET {path} HTTP");
-        self.proc
-            .log_text()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .count()
+        self.proc.log_text().lines().filter(|l| l.contains(&needle)).count()
     }
 
     /// Stop the registry, keeping its data directory for `start_at`.
@@ -187,22 +182,14 @@ impl Proxy {
             .env("RUST_LOG", "info,pullthrough=debug");
         let proc = Proc::spawn(cmd, dir.path().join(format!("pullthrough-{port}.log")));
         let url = format!("http://{addr}/v2/");
-        let mut proxy = Proxy {
-            addr,
-            cache,
-            proc,
-            dir,
-        };
+        let mut proxy = Proxy { addr, cache, proc, dir };
         let start = Instant::now();
         loop {
             if matches!(get(&url, &[]).await, Ok(r) if r.status == 200) {
                 break;
             }
             if let Ok(Some(status)) = proxy.proc.child.try_wait() {
-                panic!(
-                    "pullthrough exited with {status}:\n{}",
-                    proxy.proc.log_text()
-                );
+                panic!("pullthrough exited with {status}:\n{}", proxy.proc.log_text());
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
@@ -256,9 +243,7 @@ pub fn skopeo(args: &[&str]) -> String {
         .arg("--insecure-policy")
         .args(args)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run skopeo: {e} (run .ci/run to install test dependencies)")
-        });
+        .unwrap_or_else(|e| panic!("cannot run skopeo: {e} (run .ci/run to install test dependencies)"));
     assert!(
         out.status.success(),
         "skopeo {args:?} failed:\n{}\n{}",
@@ -272,12 +257,7 @@ pub fn skopeo(args: &[&str]) -> String {
 pub fn push(layout: &Path, tag: &str, registry: &str, name: &str, creds: Option<&str>) {
     let src = format!("oci:{}:{tag}", layout.display());
     let dst = format!("docker://{registry}/{name}:{tag}");
-    let mut args = vec![
-        "copy",
-        "--all",
-        "--dest-tls-verify=false",
-        "--preserve-digests",
-    ];
+    let mut args = vec!["copy", "--all", "--dest-tls-verify=false", "--preserve-digests"];
     if let Some(c) = creds {
         args.push("--dest-creds");
         args.push(c);
@@ -289,8 +269,5 @@ pub fn push(layout: &Path, tag: &str, registry: &str, name: &str, creds: Option<
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -62,11 +62,7 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<R
             .await
             .map_err(|e| format!("body: {e:?}"))?
             .to_bytes();
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
+        Ok(Resp { status, headers, body })
     };
     tokio::time::timeout(Duration::from_secs(60), fut)
         .await
