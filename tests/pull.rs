@@ -338,6 +338,9 @@ async fn twenty_concurrent_requests_for_a_cold_blob_make_one_upstream_get() {
         1,
         "one upstream GET for 20 clients"
     );
+    // The transfers overlapped: clients joined the fill in progress rather than queueing.
+    let joined = proxy.proc.log_text().matches("joined a fill in progress").count();
+    assert!(joined >= 1, "no client joined the running fill");
     // And a later request is served from the cache.
     let (status, _, hex) = get_hashed(&url, &[]).await.unwrap();
     assert_eq!((status, format!("sha256:{hex}")), (200, layer.digest.clone()));

@@ -16,7 +16,6 @@ use crate::store::{blocking, Store, TagRecord};
 use crate::upstream::{Route, RouteError, UpstreamError, Upstreams};
 use bytes::Bytes;
 use http::{header, HeaderMap, Method};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -213,24 +212,10 @@ impl PullThrough {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
-        let body = tokio::time::timeout(
-            registry.read_timeout,
-            Limited::new(resp.into_body(), media::MAX_MANIFEST_BYTES).collect(),
-        )
-        .await
-        .map_err(|_| {
-            CoreError::Upstream(UpstreamError::Timeout {
-                host: host.clone(),
-                after: registry.read_timeout,
-            })
-        })?
-        .map_err(|e| {
-            CoreError::Upstream(UpstreamError::BadResponse {
-                host: host.clone(),
-                message: format!("manifest body: {e}"),
-            })
-        })?
-        .to_bytes();
+        let body = registry
+            .read_body(resp, media::MAX_MANIFEST_BYTES, "manifest")
+            .await
+            .map_err(CoreError::Upstream)?;
         let digest = Digest::of_bytes(&body);
         for want in expected.into_iter().chain(announced.as_ref()) {
             if *want != digest {
@@ -342,25 +327,10 @@ impl PullThrough {
             .get(header::LINK)
             .and_then(|v| v.to_str().ok())
             .and_then(next_link_query);
-        let host = registry.host().to_string();
-        let body = tokio::time::timeout(
-            registry.read_timeout,
-            Limited::new(resp.into_body(), MAX_TAGS_BYTES).collect(),
-        )
-        .await
-        .map_err(|_| {
-            CoreError::Upstream(UpstreamError::Timeout {
-                host: host.clone(),
-                after: registry.read_timeout,
-            })
-        })?
-        .map_err(|e| {
-            CoreError::Upstream(UpstreamError::BadResponse {
-                host,
-                message: format!("tag list: {e}"),
-            })
-        })?
-        .to_bytes();
+        let body = registry
+            .read_body(resp, MAX_TAGS_BYTES, "tag list")
+            .await
+            .map_err(CoreError::Upstream)?;
         Ok(TagsPage { body, next })
     }
 }

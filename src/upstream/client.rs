@@ -90,6 +90,21 @@ impl Registry {
         self.send(Method::GET, &path, name, None).await
     }
 
+    /// Collect a small response body (manifest, tag list), bounded in size and time.
+    pub async fn read_body(&self, resp: Response<Incoming>, limit: usize, what: &str) -> Result<Bytes, UpstreamError> {
+        use http_body_util::{BodyExt, Limited};
+        let collected = tokio::time::timeout(self.read_timeout, Limited::new(resp.into_body(), limit).collect())
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                host: self.host.clone(),
+                after: self.read_timeout,
+            })?;
+        collected.map(|c| c.to_bytes()).map_err(|e| UpstreamError::BadResponse {
+            host: self.host.clone(),
+            message: format!("{what} body: {e}"),
+        })
+    }
+
     /// Send a request for repository `name`, authorising as the registry demands (one
     /// retry after a 401), following redirects, and mapping failures to `UpstreamError`.
     async fn send(
