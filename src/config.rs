@@ -4,6 +4,8 @@
 //! than a silently ignored setting. Secrets are resolved here, once, at load time, so a
 //! missing environment variable or file stops the daemon at start instead of at first pull.
 
+use crate::core::lifecycle::LifecyclePolicy;
+use crate::pattern::Pattern;
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::net::SocketAddr;
@@ -51,11 +53,141 @@ fn default_shutdown_grace() -> Duration {
     Duration::from_secs(30)
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Where blobs, manifests and tag records live. See `default_cache_dir`.
     pub dir: Option<PathBuf>,
+    /// Budget for cached content; eviction keeps the total under it. Unset: no size cap
+    /// (only `min_free` applies).
+    pub max_size: Option<ByteSize>,
+    /// Free space to leave on the cache's filesystem: bytes (`"10GiB"`) or a share (`"10%"`).
+    #[serde(default = "default_min_free")]
+    pub min_free: SpaceAmount,
+    /// Eviction starts above this share of `max_size`...
+    #[serde(default = "default_high_watermark")]
+    pub high_watermark: f64,
+    /// ...and stops below this one.
+    #[serde(default = "default_low_watermark")]
+    pub low_watermark: f64,
+    /// How often the budget and free space are checked (fills also trigger a check).
+    #[serde(default = "default_housekeeping_interval", deserialize_with = "duration")]
+    pub housekeeping_interval: Duration,
+    /// How often lifecycle policies are applied.
+    #[serde(default = "default_lifecycle_interval", deserialize_with = "duration")]
+    pub lifecycle_interval: Duration,
+    /// Images never evicted or expired: `host/repo:tag` or `host/repo@sha256:…`.
+    #[serde(default)]
+    pub pins: Vec<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("cache defaults")
+    }
+}
+
+fn default_min_free() -> SpaceAmount {
+    SpaceAmount::Percent(10.0)
+}
+fn default_high_watermark() -> f64 {
+    0.95
+}
+fn default_low_watermark() -> f64 {
+    0.85
+}
+fn default_housekeeping_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_lifecycle_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// A size in bytes, written `"50GiB"`, `"500MB"`, `"1048576"` (or a bare integer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size like \"50GiB\" or \"500MB\""))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1000 * 1000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1000 * 1000 * 1000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1000u64.pow(4),
+            "tib" => 1 << 40,
+            u => {
+                return Err(format!(
+                    "{s:?}: unknown unit {u:?} (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"
+                ))
+            }
+        };
+        Ok(ByteSize((n * mult as f64) as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::Integer(i) if i >= 0 => Ok(ByteSize(i as u64)),
+            toml::Value::String(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!(
+                "{other} is not a size like \"50GiB\""
+            ))),
+        }
+    }
+}
+
+/// Free space: an absolute amount or a share of the filesystem.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SpaceAmount {
+    Bytes(u64),
+    Percent(f64),
+}
+
+impl SpaceAmount {
+    /// The amount in bytes on a filesystem of `fs_size` bytes.
+    pub fn bytes_of(self, fs_size: u64) -> u64 {
+        match self {
+            SpaceAmount::Bytes(b) => b,
+            SpaceAmount::Percent(p) => (fs_size as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SpaceAmount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) if s.trim().ends_with('%') => {
+                let p: f64 = s
+                    .trim()
+                    .trim_end_matches('%')
+                    .trim()
+                    .parse()
+                    .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a percentage like \"10%\"")))?;
+                if !(0.0..=100.0).contains(&p) {
+                    return Err(serde::de::Error::custom(format!("{s:?} must be between 0% and 100%")));
+                }
+                Ok(SpaceAmount::Percent(p))
+            }
+            toml::Value::String(s) => ByteSize::parse(&s)
+                .map(|b| SpaceAmount::Bytes(b.0))
+                .map_err(serde::de::Error::custom),
+            toml::Value::Integer(i) if i >= 0 => Ok(SpaceAmount::Bytes(i as u64)),
+            other => Err(serde::de::Error::custom(format!(
+                "{other} is not a size (\"10GiB\") or a share (\"10%\")"
+            ))),
+        }
+    }
 }
 
 impl CacheConfig {
@@ -98,6 +230,31 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Per-repository settings; the first entry whose `match` fits a repository applies.
+    #[serde(default, rename = "repository")]
+    pub repositories: Vec<RepositoryRule>,
+}
+
+impl UpstreamConfig {
+    /// The settings for repository `name` (as the upstream knows it), if any entry matches.
+    pub fn rule_for(&self, name: &str) -> Option<&RepositoryRule> {
+        self.repositories.iter().find(|r| r.pattern.matches(name))
+    }
+}
+
+/// Settings for the repositories of one upstream whose names match a glob.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryRule {
+    /// Glob over the upstream's repository name (`*` crosses `/`): `"library/*"`, `"*"`.
+    #[serde(rename = "match")]
+    pub pattern: Pattern,
+    /// Tags that, once cached, are never revalidated upstream (ECR's IMMUTABLE, from the
+    /// cache's side): globs like `"v*"`.
+    #[serde(default)]
+    pub immutable_tags: Vec<Pattern>,
+    /// An ECR lifecycle policy: its JSON text, or the same fields as a TOML table.
+    pub lifecycle_policy: Option<LifecyclePolicy>,
 }
 
 fn default_tag_ttl() -> Duration {
@@ -197,11 +354,39 @@ impl Config {
     }
 
     fn validate(&mut self) -> Result<(), (String, String)> {
+        let c = &self.cache;
+        if !(0.0 < c.low_watermark && c.low_watermark < c.high_watermark && c.high_watermark <= 1.0) {
+            return Err((
+                "cache.low_watermark".into(),
+                "watermarks must satisfy 0 < low_watermark < high_watermark <= 1 (e.g. 0.85 and 0.95)".into(),
+            ));
+        }
+        if c.housekeeping_interval.is_zero() || c.lifecycle_interval.is_zero() {
+            return Err((
+                "cache.housekeeping_interval".into(),
+                "intervals must be greater than zero".into(),
+            ));
+        }
         if self.upstreams.is_empty() {
             return Err((
                 "upstream".into(),
                 "no [[upstream]] is configured; add at least one with `host` and `url`".into(),
             ));
+        }
+        for (i, pin) in self.cache.pins.iter().enumerate() {
+            let key = format!("cache.pins[{i}]");
+            let r: crate::oci::ImageRef = pin
+                .parse()
+                .map_err(|e: crate::oci::ImageRefError| (key.clone(), e.to_string()))?;
+            if !self.upstreams.iter().any(|u| u.host == r.host) {
+                return Err((
+                    key,
+                    format!(
+                        "{pin:?} names registry {:?}, which is not a configured upstream host",
+                        r.host
+                    ),
+                ));
+            }
         }
         let mut defaults = 0;
         for i in 0..self.upstreams.len() {

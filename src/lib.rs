@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 pub mod http;
 pub mod oci;
+pub mod pattern;
 pub mod store;
 pub mod upstream;
 
@@ -21,7 +22,20 @@ pub const USER_AGENT: &str = concat!("pullthrough/", env!("CARGO_PKG_VERSION"));
 /// Assemble the service from a validated configuration: open (and clean) the cache
 /// directory and build a client per upstream.
 pub fn build_app(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::Result<Arc<http::App>> {
-    let store = store::Store::open(cache_dir).map_err(|e| {
+    let pt = build_pull_through(cfg, cache_dir)?;
+    Ok(Arc::new(http::App { pull: Arc::new(pt) }))
+}
+
+/// The pull-through service alone (for the CLI's offline commands and for `build_app`).
+pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::Result<core::PullThrough> {
+    let c = &cfg.cache;
+    let budget = store::Budget {
+        max_size: c.max_size.map(|b| b.0),
+        min_free: c.min_free,
+        high_watermark: c.high_watermark,
+        low_watermark: c.low_watermark,
+    };
+    let store = store::Store::open(cache_dir, budget).map_err(|e| {
         anyhow::anyhow!(
             "cannot use cache directory {}: {e}; create it or choose another with --cache-dir or [cache] dir",
             cache_dir.display()
@@ -37,6 +51,11 @@ pub fn build_app(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::R
             })
             .collect(),
     );
-    let pull = core::PullThrough::new(Arc::new(store), upstreams);
-    Ok(Arc::new(http::App { pull }))
+    let pins = cfg
+        .cache
+        .pins
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(core::PullThrough::new(Arc::new(store), upstreams, pins))
 }

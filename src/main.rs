@@ -38,6 +38,27 @@ enum Command {
     },
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Apply lifecycle policies now: print the images expired and the bytes freed.
+    Prune {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Report what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List cached images: repositories, tags, digests, sizes, last pull.
+    Ls {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn load(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -74,6 +95,17 @@ fn main() -> std::process::ExitCode {
             print!("{}", pullthrough::config::DEFAULT_TOML);
             Ok(())
         }
+        Command::Prune {
+            config,
+            cache_dir,
+            dry_run,
+            json,
+        } => prune(config.as_deref(), cache_dir, dry_run, json),
+        Command::Ls {
+            config,
+            cache_dir,
+            json,
+        } => ls(config.as_deref(), cache_dir, json),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -91,6 +123,11 @@ fn serve(config: Option<&Path>, listen: Option<SocketAddr>, cache_dir: Option<Pa
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let app = pullthrough::build_app(&cfg, &cache_dir)?;
+        pullthrough::core::spawn_housekeeping(
+            app.pull.clone(),
+            cfg.cache.housekeeping_interval,
+            cfg.cache.lifecycle_interval,
+        );
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}; choose another address with --listen"))?;
@@ -119,5 +156,103 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// The cache service for an offline command, on the configured (or given) cache dir.
+fn offline(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::Result<pullthrough::core::PullThrough> {
+    let cfg = load(config)?;
+    let dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
+    anyhow::ensure!(
+        dir.is_dir(),
+        "cache directory {} does not exist; pass --cache-dir or --config",
+        dir.display()
+    );
+    pullthrough::build_pull_through(&cfg, &dir)
+}
+
+fn prune(config: Option<&Path>, cache_dir: Option<PathBuf>, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let pt = offline(config, cache_dir)?;
+    let report = pt.apply_lifecycle(dry_run)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"dry_run": dry_run, "report": report}))?
+        );
+        return Ok(());
+    }
+    let verb = if dry_run { "would expire" } else { "expired" };
+    for e in &report.expired {
+        let tags = if e.tags.is_empty() {
+            "untagged".to_string()
+        } else {
+            format!("tags {}", e.tags.join(", "))
+        };
+        println!("{verb} {}/{}@{} ({tags})", e.upstream, e.repository, e.digest);
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    println!(
+        "{verb} {} images, {} blobs, {} ({} bytes)",
+        report.expired.len(),
+        report.blobs_removed,
+        human_bytes(report.bytes_freed),
+        report.bytes_freed
+    );
+    Ok(())
+}
+
+fn ls(config: Option<&Path>, cache_dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let pt = offline(config, cache_dir)?;
+    let images = pt.list_images()?;
+    let index = &pt.store().cas.index;
+    if json {
+        let v = serde_json::json!({"images": images, "blobs": index.len(), "bytes": index.total()});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<32} {:<20} {:<19} {:>10}  LAST PULLED",
+        "UPSTREAM", "REPOSITORY", "TAGS", "DIGEST", "SIZE"
+    );
+    for i in &images {
+        let tags = if i.tags.is_empty() {
+            "<none>".to_string()
+        } else {
+            i.tags.join(",")
+        };
+        let ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH + std::time::Duration::from_secs(i.pulled_at))
+            .unwrap_or_default();
+        println!(
+            "{:<16} {:<32} {:<20} {:<19} {:>10}  {} ago",
+            i.upstream,
+            i.repository,
+            tags,
+            &i.digest[..19.min(i.digest.len())],
+            human_bytes(i.size),
+            humantime::format_duration(std::time::Duration::from_secs(ago.as_secs()))
+        );
+    }
+    println!(
+        "{} images; {} blobs, {} in the cache",
+        images.len(),
+        index.len(),
+        human_bytes(index.total())
+    );
+    Ok(())
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
     }
 }

@@ -37,7 +37,7 @@ impl CoreError {
             FillError::Verification { .. } => CoreError::Verification(e.to_string()),
             // The fill's error is shared by all its waiters; each gets its own copy.
             FillError::Upstream(u) => CoreError::Upstream(u.clone()),
-            FillError::Io { .. } => CoreError::Store(std::io::Error::other(e.to_string())),
+            FillError::Io { .. } | FillError::NoSpace { .. } => CoreError::Store(std::io::Error::other(e.to_string())),
         }
     }
 }

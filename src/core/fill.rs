@@ -49,6 +49,9 @@ pub enum FillError {
     Verification { digest: Digest, message: String },
     #[error("fill of {digest} failed: {message}")]
     Io { digest: Digest, message: String },
+    /// The cache has no room for this blob; it must be served without caching.
+    #[error("not caching {digest}: {message}")]
+    NoSpace { digest: Digest, message: String },
 }
 
 /// Watchers of a committed blob: a progress that is already final.
@@ -66,6 +69,9 @@ pub fn complete(file: File, len: u64) -> watch::Receiver<Progress> {
 #[derive(Default)]
 pub struct Fills {
     inflight: Mutex<HashMap<Digest, watch::Receiver<Progress>>>,
+    /// Woken when a fill commits past the high watermark or finds no room: the
+    /// housekeeper then evicts without waiting for its next tick.
+    pub housekeeping: Arc<tokio::sync::Notify>,
 }
 
 /// Chunks queued between the network task and the disk writer: bounds memory per fill.
@@ -94,9 +100,24 @@ impl Fills {
         drop(map);
         let (fills, store, route, digest) = (self.clone(), store.clone(), route.clone(), digest.clone());
         tokio::spawn(async move {
-            if let Err(e) = run(&store, &route, &digest, &tx).await {
-                tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %digest, error = %e, "blob fill failed; nothing was cached");
-                tx.send_modify(|p| p.state = FillState::Failed(Arc::new(e)));
+            match run(&store, &route, &digest, &tx).await {
+                Ok(()) => {
+                    let b = store.budget();
+                    if b.max_size
+                        .is_some_and(|m| store.cas.index.total() as f64 > m as f64 * b.high_watermark)
+                    {
+                        fills.housekeeping.notify_one();
+                    }
+                }
+                Err(e) => {
+                    if matches!(e, FillError::NoSpace { .. }) {
+                        tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %digest, reason = %e, "cache full: serving this blob without caching it");
+                        fills.housekeeping.notify_one();
+                    } else {
+                        tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %digest, error = %e, "blob fill failed; nothing was cached");
+                    }
+                    tx.send_modify(|p| p.state = FillState::Failed(Arc::new(e)));
+                }
             }
             fills.inflight.lock().expect("fills lock").remove(&digest);
         });
@@ -142,6 +163,16 @@ async fn run(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
 
+    // Room first: with none, the waiters are told to relay from upstream uncached.
+    let s = store.clone();
+    let reservation = tokio::task::spawn_blocking(move || s.reserve(total))
+        .await
+        .map_err(|e| io_err(std::io::Error::other(e)))?
+        .map_err(|e| FillError::NoSpace {
+            digest: digest.clone(),
+            message: e.to_string(),
+        })?;
+
     let s = store.clone();
     let d = digest.clone();
     let (temp, reader) = blocking(move || {
@@ -150,7 +181,16 @@ async fn run(
         Ok((t, r))
     })
     .await
-    .map_err(io_err)?;
+    .map_err(|e| {
+        if e.raw_os_error() == Some(28) {
+            FillError::NoSpace {
+                digest: digest.clone(),
+                message: e.to_string(),
+            }
+        } else {
+            io_err(e)
+        }
+    })?;
     tx.send_modify(|p| {
         p.state = FillState::Streaming;
         p.file = Some(Arc::new(reader));
@@ -214,6 +254,7 @@ async fn run(
     let committed = tokio::task::spawn_blocking(move || temp.commit(&s.cas, total))
         .await
         .map_err(|e| io_err(std::io::Error::other(e)))?;
+    drop(reservation);
     match committed {
         Ok(()) => {
             tx.send_modify(|p| {

@@ -4,7 +4,13 @@
 mod error;
 pub mod fill;
 pub mod follow;
+mod housekeeping;
+pub mod lifecycle;
 mod pull;
+mod relay;
 
 pub use error::CoreError;
-pub use pull::{Blob, Manifest, PullThrough, TagsPage};
+pub use housekeeping::{spawn as spawn_housekeeping, CachedImage, ExpiredImage, PruneReport};
+pub use pull::{Blob, BlobBody, Manifest, PullThrough, TagsPage};
+
+pub use relay::stream as relay_stream;

@@ -9,9 +9,9 @@
 //! - blobs: filled once per digest (see `fill`), verified before they enter the cache.
 
 use super::error::CoreError;
-use super::fill::{self, FillState, Fills, Progress};
+use super::fill::{self, FillError, FillState, Fills, Progress};
 use crate::oci::media::{self, AcceptList};
-use crate::oci::{Digest, Reference, RepoName, Tag, TagsQuery};
+use crate::oci::{Digest, ImageRef, Reference, RepoName, Tag, TagsQuery};
 use crate::store::{blocking, Store, TagRecord};
 use crate::upstream::{Route, RouteError, UpstreamError, Upstreams};
 use bytes::Bytes;
@@ -25,9 +25,11 @@ use tokio::sync::watch;
 const MAX_TAGS_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct PullThrough {
-    store: Arc<Store>,
-    fills: Arc<Fills>,
-    upstreams: Upstreams,
+    pub(super) store: Arc<Store>,
+    pub(super) fills: Arc<Fills>,
+    pub(super) upstreams: Upstreams,
+    /// Images never evicted or expired.
+    pub(super) pins: Vec<ImageRef>,
 }
 
 /// A manifest ready to serve.
@@ -38,13 +40,24 @@ pub struct Manifest {
     pub bytes: Bytes,
 }
 
-/// A blob ready to stream: follow `progress` for its bytes.
+/// A blob ready to stream.
 pub struct Blob {
-    pub progress: watch::Receiver<Progress>,
+    pub body: BlobBody,
     /// The blob's size, when known before the transfer ends.
     pub size: Option<u64>,
     /// Served from a committed file (no upstream involved).
     pub hit: bool,
+}
+
+pub enum BlobBody {
+    /// From the cache: a committed file, or one being filled (follow its progress).
+    Cached(watch::Receiver<Progress>),
+    /// Straight from upstream, verified but not cached (the cache has no room).
+    Uncached {
+        body: Incoming,
+        digest: Digest,
+        idle_timeout: std::time::Duration,
+    },
 }
 
 /// One page of a tag list, with the query for the next page if upstream announced one.
@@ -54,11 +67,12 @@ pub struct TagsPage {
 }
 
 impl PullThrough {
-    pub fn new(store: Arc<Store>, upstreams: Upstreams) -> PullThrough {
+    pub fn new(store: Arc<Store>, upstreams: Upstreams, pins: Vec<ImageRef>) -> PullThrough {
         PullThrough {
             store,
             fills: Arc::new(Fills::default()),
             upstreams,
+            pins,
         }
     }
 
@@ -125,14 +139,18 @@ impl PullThrough {
         let host = up.host().to_string();
         let store = self.store.clone();
         let (h, n, t) = (host.clone(), route.name.clone(), tag.clone());
-        let record = blocking(move || store.tags.get(&h, &n, &t)).await?;
+        let record = blocking(move || store.records.get_tag(&h, &n, &t)).await?;
 
         let mut cached = None;
         if let Some(rec) = &record {
             cached = self.cached_manifest(&rec.digest).await?;
             let age = SystemTime::now().duration_since(rec.checked_at).unwrap_or_default();
+            let immutable = up
+                .config
+                .rule_for(route.name.as_str())
+                .is_some_and(|r| r.immutable_tags.iter().any(|p| p.matches(tag.as_str())));
             if let Some(m) = &cached {
-                if age < up.config.tag_ttl {
+                if immutable || age < up.config.tag_ttl {
                     return Ok(m.clone());
                 }
             }
@@ -185,7 +203,7 @@ impl PullThrough {
         };
         let store = self.store.clone();
         let (h, n, t) = (route.upstream.host().to_string(), route.name.clone(), tag.clone());
-        blocking(move || store.tags.put(&h, &n, &t, &rec)).await?;
+        blocking(move || store.records.put_tag(&h, &n, &t, &rec)).await?;
         Ok(())
     }
 
@@ -250,7 +268,7 @@ impl PullThrough {
         let d = digest.clone();
         if let Some((f, len)) = blocking(move || store.cas.open_blob(&d)).await? {
             return Ok(Blob {
-                progress: fill::complete(f, len),
+                body: BlobBody::Cached(fill::complete(f, len)),
                 size: Some(len),
                 hit: true,
             });
@@ -262,11 +280,14 @@ impl PullThrough {
         loop {
             let p = rx.borrow_and_update().clone();
             match &p.state {
+                FillState::Failed(e) if matches!(**e, FillError::NoSpace { .. }) => {
+                    return self.relay(route, digest).await;
+                }
                 FillState::Failed(e) => return Err(CoreError::from_fill(e)),
                 FillState::Streaming | FillState::Verified => {
                     return Ok(Blob {
                         size: p.total,
-                        progress: rx,
+                        body: BlobBody::Cached(rx),
                         hit: false,
                     });
                 }
@@ -276,6 +297,26 @@ impl PullThrough {
                 return Err(CoreError::Store(std::io::Error::other("blob fill ended unexpectedly")));
             }
         }
+    }
+
+    /// Serve a blob from upstream without caching it.
+    async fn relay(&self, route: &Route, digest: &Digest) -> Result<Blob, CoreError> {
+        let registry = &route.upstream.registry;
+        let resp = registry
+            .blob(&route.name, digest, Method::GET)
+            .await
+            .map_err(|e| CoreError::from_upstream(e, CoreError::BlobUnknown))?;
+        let size = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = BlobBody::Uncached {
+            body: resp.into_body(),
+            digest: digest.clone(),
+            idle_timeout: registry.read_timeout,
+        };
+        Ok(Blob { body, size, hit: false })
     }
 
     /// Wait until the blob behind `progress` is complete and verified; its final size.

@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::range::{ByteRange, RangeError};
 use super::router::Endpoint;
 use super::Body;
-use crate::core::{follow, PullThrough};
+use crate::core::{follow, BlobBody, PullThrough};
 use crate::oci::media::AcceptList;
 use crate::oci::{query_pairs, Digest, Reference, RepoName, TagsQuery};
 use http::{header, HeaderMap, Response, StatusCode};
@@ -104,8 +104,28 @@ async fn blob(
         return Ok((resp.body(super::empty()).expect("valid response"), "head"));
     }
 
-    let mut blob = pull.blob(&route, digest).await?;
+    let blob = pull.blob(&route, digest).await?;
     let label = if blob.hit { "hit" } else { "miss" };
+    let mut progress = match blob.body {
+        BlobBody::Cached(rx) => rx,
+        // Uncached relays cannot seek: the whole blob, as HTTP allows for a Range request.
+        BlobBody::Uncached {
+            body,
+            digest,
+            idle_timeout,
+        } => {
+            let mut resp = resp.header(header::CONTENT_TYPE, "application/octet-stream");
+            if let Some(s) = blob.size {
+                resp = resp.header(header::CONTENT_LENGTH, s);
+            }
+            let body = if call.head {
+                super::empty()
+            } else {
+                frames(crate::core::relay_stream(body, digest, idle_timeout))
+            };
+            return Ok((resp.body(body).expect("valid response"), "uncached"));
+        }
+    };
     let Some(range) = range else {
         let mut resp = resp.header(header::CONTENT_TYPE, "application/octet-stream");
         if let Some(s) = blob.size {
@@ -114,7 +134,7 @@ async fn blob(
         let body = if call.head {
             super::empty()
         } else {
-            stream_body(blob.progress, 0, blob.size)
+            frames(follow::stream(progress, 0, blob.size))
         };
         return Ok((resp.body(body).expect("valid response"), label));
     };
@@ -122,7 +142,7 @@ async fn blob(
     // the whole fill.
     let total = match blob.size {
         Some(s) => s,
-        None => pull.wait_verified(&mut blob.progress).await?,
+        None => pull.wait_verified(&mut progress).await?,
     };
     let Some((start, end)) = range.resolve(total) else {
         let mut e = ApiError::new(
@@ -145,17 +165,12 @@ async fn blob(
     let body = if call.head {
         super::empty()
     } else {
-        stream_body(blob.progress, start, Some(end))
+        frames(follow::stream(progress, start, Some(end)))
     };
     Ok((resp.body(body).expect("valid response"), label))
 }
 
-fn stream_body(
-    progress: tokio::sync::watch::Receiver<crate::core::fill::Progress>,
-    start: u64,
-    end: Option<u64>,
-) -> Body {
-    let s = follow::stream(progress, start, end);
+fn frames(s: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static) -> Body {
     http_body_util::StreamBody::new(futures_util::StreamExt::map(s, |r| r.map(hyper::body::Frame::data))).boxed_unsync()
 }
 

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 /// Everything a request handler can reach.
 pub struct App {
-    pub pull: PullThrough,
+    pub pull: Arc<PullThrough>,
 }
 
 impl App {

@@ -5,12 +5,15 @@
 //! below never re-validate and never build a file path from an unchecked string.
 
 mod digest;
+mod image_ref;
+pub mod manifest;
 pub mod media;
 mod name;
 mod pagination;
 mod reference;
 
 pub use digest::{Digest, DigestError, Sha256Hasher};
+pub use image_ref::{ImageRef, ImageRefError};
 pub use name::{NameError, RepoName};
 pub use pagination::{query_pairs, TagsQuery, TagsQueryError};
 pub use reference::{Reference, ReferenceError, Tag, TagError};

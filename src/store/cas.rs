@@ -1,5 +1,6 @@
 //! Content-addressed storage: blob files named by their sha256, committed only when verified.
 
+use super::index::BlobIndex;
 use super::{unique_suffix, write_atomic};
 use crate::oci::{Digest, Sha256Hasher};
 use std::fs::File;
@@ -10,19 +11,34 @@ pub struct Cas {
     blobs: PathBuf,
     types: PathBuf,
     tmp: PathBuf,
+    /// Every committed blob's size and last use; kept in step with `blobs/` by every
+    /// method here that adds or removes a file.
+    pub index: BlobIndex,
 }
 
 impl Cas {
     pub(super) fn open(root: &Path) -> io::Result<Cas> {
-        let cas = Cas {
-            blobs: root.join("blobs").join("sha256"),
-            types: root.join("manifest-types").join("sha256"),
-            tmp: root.join("tmp"),
-        };
-        for d in [&cas.blobs, &cas.types, &cas.tmp] {
+        let blobs = root.join("blobs").join("sha256");
+        let types = root.join("manifest-types").join("sha256");
+        let tmp = root.join("tmp");
+        for d in [&blobs, &types, &tmp] {
             std::fs::create_dir_all(d)?;
         }
-        Ok(cas)
+        let started = std::time::Instant::now();
+        let (index, removed) = BlobIndex::rebuild(&blobs)?;
+        tracing::info!(
+            blobs = index.len(),
+            bytes = index.total(),
+            removed_invalid = removed,
+            ms = started.elapsed().as_millis() as u64,
+            "cache index rebuilt from disk"
+        );
+        Ok(Cas {
+            blobs,
+            types,
+            tmp,
+            index,
+        })
     }
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -46,20 +62,52 @@ impl Cas {
         Ok(n)
     }
 
-    /// Open a committed blob for reading, with its length. Blocking.
+    /// Open a committed blob for reading, with its length, and count it as used. Blocking.
     pub fn open_blob(&self, d: &Digest) -> io::Result<Option<(File, u64)>> {
         match File::open(self.blob_path(d)) {
             Ok(f) => {
                 let len = f.metadata()?.len();
+                self.index.touch(d);
                 Ok(Some((f, len)))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Removed behind our back (another process pruned it): forget it.
+                self.index.remove(d);
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
 
     pub fn contains(&self, d: &Digest) -> bool {
         self.blob_path(d).is_file()
+    }
+
+    /// Delete a blob (and its media type, if a manifest); returns the bytes freed. A reader
+    /// that already opened it keeps reading what it opened. Blocking.
+    pub fn remove_blob(&self, d: &Digest) -> io::Result<u64> {
+        let size = match std::fs::metadata(self.blob_path(d)) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        match std::fs::remove_file(self.blob_path(d)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let _ = std::fs::remove_file(self.type_path(d));
+        self.index.remove(d);
+        Ok(size)
+    }
+
+    /// Whether a stored blob is a manifest (it has a recorded media type).
+    pub fn is_manifest(&self, d: &Digest) -> bool {
+        self.type_path(d).is_file()
+    }
+
+    /// Persist last-use times gathered since the last call. Blocking.
+    pub fn flush_last_use(&self) -> usize {
+        self.index.flush_touched(|d| self.blob_path(d))
     }
 
     /// Start writing a blob. Blocking.
@@ -88,7 +136,7 @@ impl Cas {
         f.take(limit as u64).read_to_end(&mut bytes)?;
         if Digest::of_bytes(&bytes) != *d {
             tracing::warn!(digest = %d, "cached manifest does not match its digest; removing it");
-            let _ = std::fs::remove_file(self.blob_path(d));
+            self.remove_blob(d)?;
             return Ok(None);
         }
         let media_type = std::fs::read_to_string(self.type_path(d))
@@ -102,7 +150,9 @@ impl Cas {
     pub fn put_manifest(&self, d: &Digest, media_type: &str, bytes: &[u8]) -> io::Result<()> {
         debug_assert_eq!(Digest::of_bytes(bytes), *d);
         write_atomic(&self.tmp, &self.type_path(d), media_type.as_bytes())?;
-        write_atomic(&self.tmp, &self.blob_path(d), bytes)
+        write_atomic(&self.tmp, &self.blob_path(d), bytes)?;
+        self.index.insert(d, bytes.len() as u64);
+        Ok(())
     }
 }
 
@@ -174,6 +224,7 @@ impl TempBlob {
         // Make the rename itself durable.
         File::open(dir)?.sync_all()?;
         self.path = PathBuf::new();
+        cas.index.insert(&self.expected, self.written);
         Ok(())
     }
 }

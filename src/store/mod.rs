@@ -4,7 +4,8 @@
 //! ```text
 //! blobs/sha256/ab/<hex>          verified content (layers, configs, manifests), by digest
 //! manifest-types/sha256/ab/<hex> a manifest's media type (the wire type is not in the bytes)
-//! tags/<upstream>/<repo>/_tags/<tag>   JSON tag record: digest, media type, fetched-at
+//! tags/<upstream>/<repo>/_tags/<tag>     JSON tag record: digest, media type, checked-at
+//! tags/<upstream>/<repo>/_images/<hex>   JSON image record: cached-at, pulled-at
 //! tmp/                           fills in progress; emptied at start
 //! ```
 //! Only `rename` puts a file under `blobs/`, and only after its bytes were hashed and
@@ -12,10 +13,17 @@
 //! with a repository component, which must start with a letter or digit.
 
 mod cas;
-mod tags;
+mod evict;
+mod index;
+mod reach;
+mod records;
+mod space;
 
 pub use cas::{Cas, CommitError, TempBlob};
-pub use tags::{TagIndex, TagRecord};
+pub use evict::{Budget, EvictionReport, NoSpace};
+pub use index::IndexedBlob;
+pub use records::{ImageRecord, Records, TagRecord};
+pub use space::{fs_space, Reservation};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,12 +32,14 @@ use std::path::{Path, PathBuf};
 pub struct Store {
     root: PathBuf,
     pub cas: Cas,
-    pub tags: TagIndex,
+    pub records: Records,
+    budget: Budget,
+    reservations: space::Reservations,
 }
 
 impl Store {
     /// Open (creating if needed) a store and clean up what an interrupted run left behind.
-    pub fn open(root: &Path) -> io::Result<Store> {
+    pub fn open(root: &Path, budget: Budget) -> io::Result<Store> {
         std::fs::create_dir_all(root)?;
         let cas = Cas::open(root)?;
         let removed = cas.clean_temp()?;
@@ -38,13 +48,19 @@ impl Store {
         }
         Ok(Store {
             root: root.to_path_buf(),
-            tags: TagIndex::new(root.join("tags"), root.join("tmp")),
+            records: Records::new(root.join("tags"), root.join("tmp")),
             cas,
+            budget,
+            reservations: Default::default(),
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 }
 

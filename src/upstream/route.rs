@@ -24,7 +24,7 @@ impl Upstream {
     }
 
     /// Docker Hub's official images live under `library/`: `nginx` is `library/nginx`.
-    fn normalize(&self, name: RepoName) -> RepoName {
+    pub fn normalize(&self, name: RepoName) -> RepoName {
         if self.is_docker_hub() && name.split_first().is_none() {
             // "library/" + a valid name is always valid, short names being the only case.
             name.with_prefix("library").unwrap_or(name)

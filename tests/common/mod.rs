@@ -158,29 +158,51 @@ pub struct Proxy {
 impl Proxy {
     /// Start with `[[upstream]]` sections given as TOML; server and cache are filled in.
     pub async fn start(upstreams_toml: &str) -> Proxy {
-        let dir = tempfile::tempdir().unwrap();
-        Self::start_in(dir, upstreams_toml).await
+        Self::start_with("", upstreams_toml).await
     }
 
-    pub async fn start_in(dir: tempfile::TempDir, upstreams_toml: &str) -> Proxy {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let cache = dir.path().join("cache");
+    /// Start with extra `[cache]` settings.
+    pub async fn start_with(cache_toml: &str, upstreams_toml: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = Self::write_config(dir.path(), cache_toml, upstreams_toml);
+        Self::launch(dir, &cfg_path, |c| c).await
+    }
+
+    /// Write a config into `dir`; the cache is `dir/cache`, the listen port fresh.
+    pub fn write_config(dir: &Path, cache_toml: &str, upstreams_toml: &str) -> PathBuf {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let cache = dir.join("cache");
         let cfg = format!(
-            "[server]\nlisten = \"{addr}\"\nshutdown_grace = \"5s\"\n[cache]\ndir = \"{}\"\n{upstreams_toml}",
+            "[server]\nlisten = \"{addr}\"\nshutdown_grace = \"5s\"\n[cache]\ndir = \"{}\"\nmin_free = \"0\"\n{cache_toml}\n{upstreams_toml}",
             cache.display()
         );
-        let cfg_path = dir.path().join("pullthrough.toml");
+        let cfg_path = dir.join("pullthrough.toml");
         std::fs::File::create(&cfg_path)
             .unwrap()
             .write_all(cfg.as_bytes())
             .unwrap();
+        cfg_path
+    }
+
+    /// Start the binary on an existing config; `wrap` may put a command in front of it.
+    pub async fn launch(dir: tempfile::TempDir, cfg_path: &Path, wrap: impl FnOnce(Command) -> Command) -> Proxy {
+        let text = std::fs::read_to_string(cfg_path).unwrap();
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap()
+                .trim()
+                .trim_matches('"')
+                .to_string()
+        };
+        let addr: SocketAddr = value("listen = ").parse().unwrap();
+        let cache = PathBuf::from(value("dir = "));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullthrough"));
         cmd.arg("serve")
             .arg("--config")
-            .arg(&cfg_path)
+            .arg(cfg_path)
             .env("RUST_LOG", "info,pullthrough=debug");
-        let proc = Proc::spawn(cmd, dir.path().join(format!("pullthrough-{port}.log")));
+        let proc = Proc::spawn(wrap(cmd), dir.path().join(format!("pullthrough-{}.log", addr.port())));
         let url = format!("http://{addr}/v2/");
         let mut proxy = Proxy { addr, cache, proc, dir };
         let start = Instant::now();
@@ -203,6 +225,43 @@ impl Proxy {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("pullthrough.toml")
+    }
+
+    /// Kill (SIGKILL) and start again on the same config and cache.
+    pub async fn restart(self) -> Proxy {
+        let Proxy { mut proc, dir, .. } = self;
+        proc.kill();
+        drop(proc);
+        let cfg = dir.path().join("pullthrough.toml");
+        Self::launch(dir, &cfg, |c| c).await
+    }
+
+    /// Run a pullthrough subcommand against this proxy's config; (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_pullthrough"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Total bytes of the files under the cache's `blobs/`.
+    pub fn cached_bytes(&self) -> u64 {
+        let root = self.cache.join("blobs");
+        list_files(&root)
+            .iter()
+            .map(|p| std::fs::metadata(root.join(p)).map(|m| m.len()).unwrap_or(0))
+            .sum()
     }
 
     /// Every file under the cache's `blobs/` (relative paths), sorted.

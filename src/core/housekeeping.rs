@@ -1,0 +1,280 @@
+//! Keeping the cache in shape: eviction to the budget, lifecycle policies, pins, and the
+//! inventory `ls` prints. The blocking passes here run on blocking threads (background
+//! tasks) or in the CLI; none is on a request's path.
+
+use super::lifecycle::{self, Image};
+use super::pull::PullThrough;
+use crate::oci::{manifest, media, Digest, Reference, RepoName};
+use crate::store::EvictionReport;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What a lifecycle pass expired (or, dry, would expire) and what that frees.
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub expired: Vec<ExpiredImage>,
+    pub blobs_removed: usize,
+    pub bytes_freed: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExpiredImage {
+    pub upstream: String,
+    pub repository: String,
+    pub digest: String,
+    pub tags: Vec<String>,
+}
+
+/// One image in the cache, for `ls`.
+#[derive(Debug, Serialize)]
+pub struct CachedImage {
+    pub upstream: String,
+    pub repository: String,
+    pub tags: Vec<String>,
+    pub digest: String,
+    pub media_type: String,
+    /// Bytes of this image (manifest, config, layers, children) present in the cache.
+    pub size: u64,
+    pub cached_at: u64,
+    pub pulled_at: u64,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// The images of one repository: tag and image records merged by digest, child manifests
+/// of an index folded into their parent (they are not images of their own).
+fn repo_images(pt: &PullThrough, up: &str, name: &RepoName) -> io::Result<Vec<(Image, String)>> {
+    let store = &pt.store;
+    let mut by_digest: HashMap<Digest, (Image, String)> = HashMap::new();
+    for (d, rec) in store.records.images(up, name)? {
+        by_digest.insert(
+            d.clone(),
+            (
+                Image {
+                    digest: d,
+                    tags: vec![],
+                    pushed_at: rec.cached_at,
+                    pulled_at: rec.pulled_at,
+                },
+                rec.media_type,
+            ),
+        );
+    }
+    for (tag, rec) in store.records.tags(up, name)? {
+        let e = by_digest.entry(rec.digest.clone()).or_insert_with(|| {
+            (
+                Image {
+                    digest: rec.digest.clone(),
+                    tags: vec![],
+                    pushed_at: rec.checked_at,
+                    pulled_at: rec.checked_at,
+                },
+                rec.media_type.clone(),
+            )
+        });
+        e.0.tags.push(tag.to_string());
+    }
+    let mut children = HashSet::new();
+    for (img, mt) in by_digest.values() {
+        if mt == media::OCI_INDEX || mt == media::DOCKER_LIST {
+            if let Some((bytes, _)) = store.cas.read_manifest(&img.digest, media::MAX_MANIFEST_BYTES)? {
+                children.extend(manifest::index_children(&bytes).into_iter().map(|(d, _)| d));
+            }
+        }
+    }
+    Ok(by_digest
+        .into_values()
+        .filter(|(i, _)| !children.contains(&i.digest) || !i.tags.is_empty())
+        .collect())
+}
+
+impl PullThrough {
+    /// Every blob the pins keep: pinned manifests (tags resolved through their records)
+    /// and all they reference. Blocking.
+    pub fn pinned(&self) -> io::Result<HashSet<Digest>> {
+        let mut roots = Vec::new();
+        for pin in &self.pins {
+            let Some(up) = self.upstreams.by_host(&pin.host) else {
+                continue;
+            };
+            let name = up.normalize(pin.name.clone());
+            match &pin.reference {
+                Reference::Digest(d) => roots.push(d.clone()),
+                Reference::Tag(t) => {
+                    if let Some(rec) = self.store.records.get_tag(up.host(), &name, t)? {
+                        roots.push(rec.digest);
+                    }
+                }
+            }
+        }
+        self.store.closure(roots)
+    }
+
+    /// One eviction pass, if the budget needs one. Blocking.
+    pub fn evict_now(&self) -> io::Result<EvictionReport> {
+        let need = self.store.eviction_need()?;
+        if need == 0 {
+            return Ok(EvictionReport::default());
+        }
+        let referenced = self.store.closure(self.store.record_roots()?)?;
+        let report = self.store.evict(need, &self.pinned()?, &referenced)?;
+        tracing::info!(
+            removed = report.removed,
+            bytes = report.bytes,
+            need,
+            "evicted least recently used blobs"
+        );
+        Ok(report)
+    }
+
+    /// Apply every repository's lifecycle policy: expire images (their tag and image
+    /// records) and delete the blobs that only expired images referenced. With `dry_run`,
+    /// report the same without changing anything. Blocking.
+    pub fn apply_lifecycle(&self, dry_run: bool) -> io::Result<PruneReport> {
+        let now = SystemTime::now();
+        let pinned = self.pinned()?;
+        let mut report = PruneReport::default();
+        let mut kept_roots = Vec::new();
+        let mut expired_roots = Vec::new();
+        for (up, name) in self.store.records.repositories()? {
+            let images = repo_images(self, &up, &name)?;
+            let policy = self
+                .upstreams
+                .by_host(&up)
+                .and_then(|u| u.config.rule_for(name.as_str()))
+                .and_then(|r| r.lifecycle_policy.clone());
+            let expired: HashSet<Digest> = match &policy {
+                Some(p) => {
+                    let imgs: Vec<Image> = images.iter().map(|(i, _)| i.clone()).collect();
+                    lifecycle::evaluate(&p.0, &imgs, now)
+                        .into_iter()
+                        .filter(|d| !pinned.contains(d))
+                        .collect()
+                }
+                None => HashSet::new(),
+            };
+            for (img, _) in images {
+                if !expired.contains(&img.digest) {
+                    kept_roots.push(img.digest);
+                    continue;
+                }
+                if !dry_run {
+                    for t in &img.tags {
+                        if let Ok(tag) = t.parse() {
+                            self.store.records.remove_tag(&up, &name, &tag)?;
+                        }
+                    }
+                    self.store.records.remove_image(&up, &name, &img.digest)?;
+                }
+                report.expired.push(ExpiredImage {
+                    upstream: up.clone(),
+                    repository: name.to_string(),
+                    digest: img.digest.to_string(),
+                    tags: img.tags.clone(),
+                });
+                expired_roots.push(img.digest);
+            }
+        }
+        if !expired_roots.is_empty() {
+            let keep = self.store.closure(kept_roots.into_iter().chain(pinned))?;
+            for d in self.store.closure(expired_roots)? {
+                if keep.contains(&d) {
+                    continue;
+                }
+                let size = std::fs::metadata(self.store.cas.blob_path(&d))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                if size == 0 && !self.store.cas.contains(&d) {
+                    continue;
+                }
+                if !dry_run {
+                    self.store.cas.remove_blob(&d)?;
+                }
+                report.blobs_removed += 1;
+                report.bytes_freed += size;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Every image in the cache with its tags and size. Blocking.
+    pub fn list_images(&self) -> io::Result<Vec<CachedImage>> {
+        let sizes: HashMap<Digest, u64> = self
+            .store
+            .cas
+            .index
+            .snapshot()
+            .into_iter()
+            .map(|b| (b.digest, b.size))
+            .collect();
+        let mut out = Vec::new();
+        for (up, name) in self.store.records.repositories()? {
+            for (mut img, media_type) in repo_images(self, &up, &name)? {
+                img.tags.sort();
+                let size = self
+                    .store
+                    .closure([img.digest.clone()])?
+                    .iter()
+                    .filter_map(|d| sizes.get(d))
+                    .sum();
+                out.push(CachedImage {
+                    upstream: up.clone(),
+                    repository: name.to_string(),
+                    tags: img.tags,
+                    digest: img.digest.to_string(),
+                    media_type,
+                    size,
+                    cached_at: unix(img.pushed_at),
+                    pulled_at: unix(img.pulled_at),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.upstream, &a.repository, &a.tags).cmp(&(&b.upstream, &b.repository, &b.tags)));
+        Ok(out)
+    }
+}
+
+/// Run eviction (every `interval`, or at once when a fill asks) and lifecycle policies
+/// (every `lifecycle_interval`) until the process ends.
+pub fn spawn(pt: Arc<PullThrough>, interval: Duration, lifecycle_interval: Duration) {
+    let notify = pt.fills.housekeeping.clone();
+    let p = pt.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = notify.notified() => {}
+            }
+            let p = p.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                p.store.cas.flush_last_use();
+                p.evict_now()
+            })
+            .await;
+            if let Ok(Err(e)) = r {
+                tracing::warn!(error = %e, "eviction pass failed");
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(lifecycle_interval).await;
+            let p = pt.clone();
+            match tokio::task::spawn_blocking(move || p.apply_lifecycle(false)).await {
+                Ok(Ok(r)) if !r.expired.is_empty() => tracing::info!(
+                    images = r.expired.len(),
+                    blobs = r.blobs_removed,
+                    bytes = r.bytes_freed,
+                    "lifecycle policies expired images"
+                ),
+                Ok(Err(e)) => tracing::warn!(error = %e, "lifecycle pass failed"),
+                _ => {}
+            }
+        }
+    });
+}
