@@ -28,7 +28,7 @@ async fn pulls_through_a_bearer_token_upstream_anonymously() {
     let src = tempfile::tempdir().unwrap();
     let img = image::manifest(src.path(), 11, &[200_000, 50_000], "amd64");
     image::finish_layout(src.path(), &[(&img.top, "v1")]);
-    push(src.path(), "v1", &registry.addr.to_string(), "team/app", None);
+    push(src.path(), "v1", &registry.addr.to_string(), "team/app:v1", None);
 
     let proxy = Proxy::start(&upstream_toml("hub.test", &registry.url(), "prefix = \"hub\"")).await;
     let before = tokens.issued.load(Ordering::SeqCst);

@@ -103,6 +103,15 @@ impl PullThrough {
                 media_type: m.media_type,
             });
         }
+        // The repository's image record: lifecycle policies and `ls` work from these.
+        let store = self.store.clone();
+        let (h, n, d, t) = (
+            route.upstream.host().to_string(),
+            route.name.clone(),
+            m.digest.clone(),
+            m.media_type.clone(),
+        );
+        blocking(move || store.records.note_pull(&h, &n, &d, &t)).await?;
         Ok(m)
     }
 

@@ -93,6 +93,7 @@ impl Store {
             .filter(|b| !protected.contains(&b.digest))
             .collect();
         candidates.sort_by_key(|b| (referenced.contains(&b.digest), b.last_use));
+        tracing::debug!(order = ?candidates.iter().map(|b| (&b.digest.hex()[..6], b.last_use)).collect::<Vec<_>>(), "eviction order");
         for b in candidates {
             if report.bytes >= need {
                 break;

@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     size: u64,
-    /// Unix seconds.
+    /// Unix milliseconds: fine enough to order fills that follow each other closely.
     last_use: u64,
     touched: bool,
 }
@@ -41,14 +41,15 @@ pub struct BlobIndex {
 pub struct IndexedBlob {
     pub digest: Digest,
     pub size: u64,
+    /// Unix milliseconds.
     pub last_use: u64,
 }
 
-pub fn now_secs() -> u64 {
+pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_secs()
+        .as_millis() as u64
 }
 
 impl BlobIndex {
@@ -57,7 +58,7 @@ impl BlobIndex {
     }
 
     pub fn insert(&self, d: &Digest, size: u64) {
-        self.insert_at(d, size, now_secs());
+        self.insert_at(d, size, now_millis());
     }
 
     fn insert_at(&self, d: &Digest, size: u64, last_use: u64) {
@@ -77,7 +78,7 @@ impl BlobIndex {
 
     pub fn touch(&self, d: &Digest) {
         if let Some(e) = self.lock().entries.get_mut(d) {
-            e.last_use = now_secs();
+            e.last_use = now_millis();
             e.touched = true;
         }
     }
@@ -132,7 +133,7 @@ impl BlobIndex {
         };
         let mut n = 0;
         for (d, t) in touched {
-            let when = UNIX_EPOCH + std::time::Duration::from_secs(t);
+            let when = UNIX_EPOCH + std::time::Duration::from_millis(t);
             if std::fs::File::open(path_of(&d))
                 .and_then(|f| f.set_modified(when))
                 .is_ok()
@@ -173,7 +174,7 @@ impl BlobIndex {
                             .modified()
                             .ok()
                             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                            .map(|d| d.as_secs());
+                            .map(|d| d.as_millis() as u64);
                         entries.push((d, meta.len(), mtime.unwrap_or(0)));
                     }
                     _ => {

@@ -20,6 +20,8 @@ pub enum Fault {
     TruncateAt(usize),
     /// Answer with a 307 to this URL.
     RedirectTo(String),
+    /// Send the blob in `chunk`-byte pieces with `delay_ms` between them.
+    Slow { chunk: usize, delay_ms: u64 },
 }
 
 #[derive(Clone, Debug)]
@@ -178,6 +180,15 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
             sock.shutdown().await
         }
         Fault::RedirectTo(url) => respond(&mut sock, "307 Temporary Redirect", &[("Location", &url)], b"").await,
+        Fault::Slow { chunk, delay_ms } => {
+            sock.write_all(head(bytes.len()).as_bytes()).await?;
+            for piece in bytes.chunks(chunk) {
+                sock.write_all(piece).await?;
+                sock.flush().await?;
+                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            }
+            sock.shutdown().await
+        }
     }
 }
 

@@ -312,10 +312,10 @@ pub fn skopeo(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Push an OCI layout's `tag` to `registry` as `name:tag` (all platforms).
-pub fn push(layout: &Path, tag: &str, registry: &str, name: &str, creds: Option<&str>) {
-    let src = format!("oci:{}:{tag}", layout.display());
-    let dst = format!("docker://{registry}/{name}:{tag}");
+/// Push an OCI layout's `layout_tag` (all platforms) to `registry` as `name_tag`.
+pub fn push(layout: &Path, layout_tag: &str, registry: &str, name_tag: &str, creds: Option<&str>) {
+    let src = format!("oci:{}:{layout_tag}", layout.display());
+    let dst = format!("docker://{registry}/{name_tag}");
     let mut args = vec!["copy", "--all", "--dest-tls-verify=false", "--preserve-digests"];
     if let Some(c) = creds {
         args.push("--dest-creds");
