@@ -212,7 +212,9 @@ pub fn default_cache_dir() -> PathBuf {
 pub struct UpstreamConfig {
     /// The registry name clients use: containerd's `?ns=` value and a path prefix.
     pub host: String,
-    /// Where the registry really is: `https://…` or, for labs and air-gapped sites, `http://…`.
+    /// Where the registry really is: `https://…` or, for labs and air-gapped sites,
+    /// `http://…`. Default: `https://<host>`.
+    #[serde(default)]
     pub url: String,
     /// An extra path prefix that selects this upstream (ECR pull-through-cache style).
     pub prefix: Option<String>,
@@ -280,6 +282,32 @@ pub enum AuthConfig {
         password_env: Option<String>,
         password_file: Option<PathBuf>,
     },
+    /// Amazon ECR: tokens from GetAuthorizationToken, refreshed in the background.
+    Ecr(EcrAuthConfig),
+    /// Credentials from a Docker `config.json` (`auths`), read at start.
+    #[serde(rename = "docker-config")]
+    DockerConfig {
+        /// Default: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+        path: Option<PathBuf>,
+        /// The `auths` key to use. Default: the upstream's host (Docker Hub:
+        /// `https://index.docker.io/v1/`).
+        registry: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EcrAuthConfig {
+    /// AWS region. Default: parsed from an ECR host name.
+    #[serde(default)]
+    pub region: String,
+    /// Registry (account) id. Default: parsed from an ECR host name, else the caller's.
+    pub registry_id: Option<String>,
+    /// ECR API endpoint override: VPC endpoints, FIPS, tests.
+    pub endpoint_url: Option<String>,
+    /// Refresh at least this often (tokens live 12 h; by default refresh at half-life).
+    #[serde(default, deserialize_with = "option_duration")]
+    pub refresh_every: Option<Duration>,
 }
 
 /// A secret string. Its `Debug` and `Display` never show the value, so it cannot leak into
@@ -301,6 +329,10 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
+}
+
+fn option_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -401,6 +433,10 @@ impl Config {
                     ),
                 ));
             }
+            if u.url.is_empty() {
+                self.upstreams[i].url = format!("https://{}", self.upstreams[i].host);
+            }
+            let u = &self.upstreams[i];
             validate_url(&u.url).map_err(|m| (key("url"), m))?;
             if let Some(p) = &u.prefix {
                 if p.contains('/') || p.parse::<crate::oci::RepoName>().is_err() {
@@ -431,6 +467,41 @@ impl Config {
             if u.read_timeout.is_zero() || u.connect_timeout.is_zero() {
                 return Err((key("read_timeout"), "timeouts must be greater than zero".into()));
             }
+            let host = u.host.clone();
+            match &mut self.upstreams[i].auth {
+                AuthConfig::Ecr(e) => {
+                    let parsed = crate::upstream::parse_ecr_host(&host);
+                    if e.region.is_empty() {
+                        match &parsed {
+                            Some((_, region)) => e.region = region.clone(),
+                            None => {
+                                return Err((
+                                    key("auth.region"),
+                                    format!("{host:?} is not an ECR host name (<account>.dkr.ecr.<region>.amazonaws.com): set region"),
+                                ))
+                            }
+                        }
+                    }
+                    if e.registry_id.is_none() {
+                        e.registry_id = parsed.map(|(id, _)| id);
+                    }
+                    if let Some(url) = &e.endpoint_url {
+                        validate_endpoint(url).map_err(|m| (key("auth.endpoint_url"), m))?;
+                    }
+                }
+                AuthConfig::DockerConfig { path, registry } => {
+                    let (username, password) = docker_config_credentials(path.as_deref(), registry.as_deref(), &host)
+                        .map_err(|m| (key("auth"), m))?;
+                    self.upstreams[i].auth = AuthConfig::Basic {
+                        username,
+                        password: Some(password),
+                        password_env: None,
+                        password_file: None,
+                    };
+                }
+                _ => {}
+            }
+            let u = &self.upstreams[i];
             if let AuthConfig::Basic {
                 password,
                 password_env,
@@ -467,6 +538,76 @@ fn resolve_password(inline: &Option<Secret>, env: &Option<String>, file: &Option
         (None, None, None) => Err("kind = \"basic\" needs one of password, password_env or password_file".into()),
         _ => Err("give only one of password, password_env or password_file".into()),
     }
+}
+
+fn validate_endpoint(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!("{url:?} must be an http(s) URL"));
+    }
+    Ok(())
+}
+
+/// Username and password for `host` from a Docker `config.json`'s `auths`.
+fn docker_config_credentials(
+    path: Option<&Path>,
+    registry: Option<&str>,
+    host: &str,
+) -> Result<(String, Secret), String> {
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => match (std::env::var_os("DOCKER_CONFIG"), std::env::var_os("HOME")) {
+            (Some(d), _) => PathBuf::from(d).join("config.json"),
+            (None, Some(h)) => PathBuf::from(h).join(".docker").join("config.json"),
+            _ => return Err("no path given and neither DOCKER_CONFIG nor HOME is set".into()),
+        },
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    #[derive(Deserialize)]
+    struct Entry {
+        auth: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct DockerConfig {
+        #[serde(default)]
+        auths: std::collections::HashMap<String, Entry>,
+    }
+    let cfg: DockerConfig =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not a Docker config.json: {e}", path.display()))?;
+    let wanted: Vec<String> = match registry {
+        Some(r) => vec![r.to_string()],
+        None if host == "docker.io" => {
+            vec![
+                "https://index.docker.io/v1/".into(),
+                "index.docker.io".into(),
+                "docker.io".into(),
+            ]
+        }
+        None => vec![host.to_string(), format!("https://{host}")],
+    };
+    let entry = wanted
+        .iter()
+        .find_map(|k| cfg.auths.get(k))
+        .ok_or_else(|| format!("{} has no auths entry for {}", path.display(), wanted.join(" or ")))?;
+    if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
+        return Ok((u.clone(), Secret(p.clone())));
+    }
+    let raw = entry
+        .auth
+        .as_deref()
+        .ok_or_else(|| format!("the auths entry in {} has no auth", path.display()))?;
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| format!("the auth in {} is not base64 of user:password", path.display()))?;
+    let (u, p) = decoded
+        .split_once(':')
+        .ok_or_else(|| format!("the auth in {} is not base64 of user:password", path.display()))?;
+    Ok((u.to_string(), Secret(p.to_string())))
 }
 
 /// `name[:port]` with lowercase DNS characters (or an IPv4 address).
@@ -547,6 +688,63 @@ mod tests {
         ))
         .contains("PT_SURELY_UNSET_VAR"));
         assert!(err("[server]\nlisten = \"nowhere\"\n").contains("listen"));
+    }
+
+    #[test]
+    fn ecr_and_docker_config_auth() {
+        let c = Config::parse(
+            "[[upstream]]\nhost = \"123456789012.dkr.ecr.eu-west-1.amazonaws.com\"\n[upstream.auth]\nkind = \"ecr\"\n",
+            "t",
+        )
+        .unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(u.url, "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com");
+        match &u.auth {
+            AuthConfig::Ecr(e) => {
+                assert_eq!(e.region, "eu-west-1");
+                assert_eq!(e.registry_id.as_deref(), Some("123456789012"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Config::parse("[[upstream]]\nhost = \"r.io\"\n[upstream.auth]\nkind = \"ecr\"\n", "t")
+                .unwrap_err()
+                .to_string()
+                .contains("auth.region")
+        );
+
+        let dir = std::env::temp_dir().join(format!("pt-dc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("config.json");
+        // "bob:s3cret"
+        std::fs::write(&f, r#"{"auths":{"ghcr.io":{"auth":"Ym9iOnMzY3JldA=="}}}"#).unwrap();
+        let c = Config::parse(
+            &format!(
+                "[[upstream]]\nhost = \"ghcr.io\"\n[upstream.auth]\nkind = \"docker-config\"\npath = \"{}\"\n",
+                f.display()
+            ),
+            "t",
+        )
+        .unwrap();
+        match &c.upstreams[0].auth {
+            AuthConfig::Basic {
+                username,
+                password: Some(p),
+                ..
+            } => assert_eq!((username.as_str(), p.expose()), ("bob", "s3cret")),
+            other => panic!("{other:?}"),
+        }
+        let e = Config::parse(
+            &format!(
+                "[[upstream]]\nhost = \"quay.io\"\n[upstream.auth]\nkind = \"docker-config\"\npath = \"{}\"\n",
+                f.display()
+            ),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no auths entry for quay.io"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

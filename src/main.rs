@@ -123,6 +123,7 @@ fn serve(config: Option<&Path>, listen: Option<SocketAddr>, cache_dir: Option<Pa
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let app = pullthrough::build_app(&cfg, &cache_dir)?;
+        app.pull.start_background();
         pullthrough::core::spawn_housekeeping(
             app.pull.clone(),
             cfg.cache.housekeeping_interval,

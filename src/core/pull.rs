@@ -76,6 +76,13 @@ impl PullThrough {
         }
     }
 
+    /// Start upstream background work (ECR token refresh). Inside the runtime, once.
+    pub fn start_background(&self) {
+        for u in self.upstreams.iter() {
+            u.registry.start_background();
+        }
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }

@@ -50,9 +50,17 @@ impl moka::Expiry<String, Token> for TokenExpiry {
     }
 }
 
+/// Where an upstream's credentials come from.
+pub enum Credentials {
+    None,
+    Static(String, Secret),
+    /// Amazon ECR tokens, refreshed in the background.
+    Ecr(Arc<super::ecr::EcrTokens>),
+}
+
 pub struct Auth {
     host: String,
-    credentials: Option<(String, Secret)>,
+    credentials: Credentials,
     scheme: RwLock<Scheme>,
     tokens: Cache<String, Token>,
     client: HttpClient,
@@ -60,27 +68,47 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(host: String, credentials: Option<(String, Secret)>, client: HttpClient, timeout: Duration) -> Auth {
+    pub fn new(host: String, credentials: Credentials, client: HttpClient, timeout: Duration) -> Auth {
+        // ECR registries take Basic credentials directly: skip the first 401.
+        let scheme = match credentials {
+            Credentials::Ecr(_) => Scheme::Basic,
+            _ => Scheme::Unknown,
+        };
         Auth {
             host,
             credentials,
-            scheme: RwLock::new(Scheme::Unknown),
+            scheme: RwLock::new(scheme),
             tokens: Cache::builder().max_capacity(10_000).expire_after(TokenExpiry).build(),
             client,
             timeout,
         }
     }
 
-    fn basic_value(&self) -> Option<HeaderValue> {
-        let (user, pass) = self.credentials.as_ref()?;
+    pub fn ecr(&self) -> Option<&Arc<super::ecr::EcrTokens>> {
+        match &self.credentials {
+            Credentials::Ecr(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    async fn basic_value(&self) -> Result<Option<HeaderValue>, UpstreamError> {
+        let (user, pass) = match &self.credentials {
+            Credentials::None => return Ok(None),
+            Credentials::Static(u, p) => (u.clone(), p.clone()),
+            Credentials::Ecr(e) => e.credentials().await?,
+        };
         let raw = format!("{user}:{}", pass.expose());
-        let mut v = HeaderValue::from_str(&format!(
+        let Ok(mut v) = HeaderValue::from_str(&format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(raw)
-        ))
-        .ok()?;
+        )) else {
+            return Err(UpstreamError::Token {
+                host: self.host.clone(),
+                message: "credentials are not valid header text".into(),
+            });
+        };
         v.set_sensitive(true);
-        Some(v)
+        Ok(Some(v))
     }
 
     /// The `Authorization` value for a request needing `scope` (e.g. `repository:x:pull`),
@@ -89,7 +117,7 @@ impl Auth {
         let scheme = self.scheme.read().expect("auth scheme lock").clone();
         match scheme {
             Scheme::Unknown => Ok(None),
-            Scheme::Basic => Ok(self.basic_value()),
+            Scheme::Basic => self.basic_value().await,
             Scheme::Bearer { realm, service } => {
                 let token = self
                     .tokens
@@ -115,6 +143,11 @@ impl Auth {
     /// whether a retry can be expected to do better.
     pub async fn on_unauthorized(&self, challenges: &[Challenge], scope: &str) -> bool {
         self.tokens.invalidate(scope).await;
+        if let Credentials::Ecr(e) = &self.credentials {
+            // The registry refused a token we believed valid: replace it, once.
+            tracing::warn!(upstream = %self.host, "registry refused the ECR token; forcing a refresh");
+            return e.force_refresh().await.is_ok();
+        }
         let bearer = challenges.iter().find(|c| c.scheme == "bearer");
         let basic = challenges.iter().any(|c| c.scheme == "basic");
         let new = if let Some(c) = bearer {
@@ -125,7 +158,7 @@ impl Auth {
                 },
                 _ => return false,
             }
-        } else if basic && self.credentials.is_some() {
+        } else if basic && !matches!(self.credentials, Credentials::None) {
             Scheme::Basic
         } else {
             return false;
@@ -153,7 +186,7 @@ impl Auth {
         let sep = if realm.query().is_some() { '&' } else { '?' };
         let url = format!("{realm}{sep}{query}");
         let mut req = Request::get(&url).header(header::USER_AGENT, crate::USER_AGENT);
-        if let Some(v) = self.basic_value() {
+        if let Some(v) = self.basic_value().await? {
             req = req.header(header::AUTHORIZATION, v);
         }
         let req = req.body(Empty::new()).map_err(|e| err(format!("bad realm URL: {e}")))?;

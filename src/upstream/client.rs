@@ -1,8 +1,9 @@
 //! The registry client for one upstream: the pull requests pullthrough makes, with auth,
 //! redirects, timeouts and a retry on connection failure.
 
-use super::auth::{Auth, HttpClient};
+use super::auth::{Auth, Credentials, HttpClient};
 use super::challenge::parse_challenges;
+use super::ecr::EcrTokens;
 use super::error::UpstreamError;
 use crate::config::{AuthConfig, UpstreamConfig};
 use crate::oci::{media, Digest, Reference, RepoName};
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
 use hyper::body::Incoming;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Redirect hops followed before giving up (registries use one, to a CDN or S3).
@@ -41,8 +43,12 @@ impl Registry {
             .pool_max_idle_per_host(64)
             .build(https);
         let credentials = match &cfg.auth {
-            AuthConfig::Anonymous => None,
-            AuthConfig::Basic { username, password, .. } => password.clone().map(|p| (username.clone(), p)),
+            AuthConfig::Anonymous | AuthConfig::DockerConfig { .. } => Credentials::None,
+            AuthConfig::Basic { username, password, .. } => match password {
+                Some(p) => Credentials::Static(username.clone(), p.clone()),
+                None => Credentials::None,
+            },
+            AuthConfig::Ecr(e) => Credentials::Ecr(Arc::new(EcrTokens::new(&cfg.host, e.clone()))),
         };
         let base: Uri = cfg.url.trim_end_matches('/').parse().expect("validated in config");
         Registry {
@@ -56,6 +62,14 @@ impl Registry {
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Start what runs for this upstream in the background (ECR token refresh). Must be
+    /// called inside the runtime, once, when serving starts.
+    pub fn start_background(&self) {
+        if let Some(e) = self.auth.ecr() {
+            e.spawn_refresher();
+        }
     }
 
     /// `HEAD` or `GET` a manifest, asking for every manifest type.

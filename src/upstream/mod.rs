@@ -5,10 +5,12 @@
 mod auth;
 pub mod challenge;
 mod client;
+mod ecr;
 mod error;
 mod route;
 
 pub use client::{error_chain, Registry};
+pub use ecr::{parse_ecr_host, EcrTokens};
 pub use error::UpstreamError;
 pub use route::{Route, RouteError, Upstream, Upstreams};
 

@@ -6,6 +6,7 @@
 
 pub mod fake;
 pub mod image;
+pub mod moto;
 pub mod net;
 pub mod token;
 
@@ -86,6 +87,25 @@ pub struct TokenAuth {
     pub cert: PathBuf,
 }
 
+impl TokenAuth {
+    pub fn yaml(&self) -> String {
+        format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            self.realm,
+            self.service,
+            self.issuer,
+            self.cert.display()
+        )
+    }
+}
+
+/// An `auth: htpasswd:` section for one user (bcrypt, as distribution requires).
+pub fn htpasswd_yaml(dir: &Path, user: &str, password: &str) -> String {
+    let file = dir.join("htpasswd");
+    std::fs::write(&file, format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap())).unwrap();
+    format!("auth:\n  htpasswd:\n    realm: test\n    path: {}\n", file.display())
+}
+
 /// Debian's docker-registry (distribution 2.8) on a loopback port, filesystem storage.
 pub struct Registry {
     pub addr: SocketAddr,
@@ -95,22 +115,14 @@ pub struct Registry {
 
 impl Registry {
     pub async fn start(auth: Option<&TokenAuth>) -> Registry {
-        Self::start_at(tempfile::tempdir().unwrap(), free_port(), auth).await
+        let yaml = auth.map(TokenAuth::yaml).unwrap_or_default();
+        Self::start_at(tempfile::tempdir().unwrap(), free_port(), &yaml).await
     }
 
-    /// Start on a given directory and port (to restart a stopped registry with its data).
-    pub async fn start_at(dir: tempfile::TempDir, port: u16, auth: Option<&TokenAuth>) -> Registry {
+    /// Start on a given directory and port (to restart a stopped registry with its data),
+    /// with an `auth:` section in YAML (empty: none).
+    pub async fn start_at(dir: tempfile::TempDir, port: u16, auth_yaml: &str) -> Registry {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let auth_yaml = match auth {
-            None => String::new(),
-            Some(a) => format!(
-                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
-                a.realm,
-                a.service,
-                a.issuer,
-                a.cert.display()
-            ),
-        };
         let cfg = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n{auth_yaml}",
             dir.path().join("data").display()

@@ -1,0 +1,254 @@
+//! Amazon ECR credentials: `GetAuthorizationToken` through aws-sdk-ecr with the default AWS
+//! credential chain (environment, shared profile, web identity/IRSA, container and instance
+//! metadata), decoded to the `AWS:<password>` Basic credentials ECR registries take.
+//!
+//! A background task keeps the token fresh: at half its remaining lifetime (capped by
+//! `refresh_every`), with jitter, and with exponential backoff after a failure, during
+//! which the old token is used while it is still valid. A request waits for a fetch only
+//! when no valid token exists at all. An `expiresAt` already in the past (emulators do
+//! this) means "refresh soon", never a tight loop.
+
+use super::error::UpstreamError;
+use crate::config::{EcrAuthConfig, Secret};
+use base64::Engine as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::OnceCell;
+
+/// How long a token whose `expiresAt` is already past is trusted before a 401 says
+/// otherwise; it is refreshed long before that.
+const UNKNOWN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How soon to refresh a token whose `expiresAt` made no sense.
+const REFRESH_SOON: Duration = Duration::from_secs(300);
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+#[derive(Clone)]
+struct Token {
+    username: String,
+    password: Secret,
+    valid_until: SystemTime,
+    refresh_at: SystemTime,
+}
+
+pub struct EcrTokens {
+    host: String,
+    cfg: EcrAuthConfig,
+    client: OnceCell<aws_sdk_ecr::Client>,
+    current: Mutex<Option<Token>>,
+    /// One fetch at a time; concurrent callers wait for it and reuse its result.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// `(registry id, region)` of an ECR registry host name such as
+/// `123456789012.dkr.ecr.eu-west-1.amazonaws.com` (also `.amazonaws.com.cn` and FIPS).
+pub fn parse_ecr_host(host: &str) -> Option<(String, String)> {
+    let host = host.split(':').next()?;
+    let rest = host
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let mut parts = rest.split('.');
+    let account = parts.next()?;
+    if parts.next()? != "dkr" {
+        return None;
+    }
+    let svc = parts.next()?;
+    if svc != "ecr" && svc != "ecr-fips" {
+        return None;
+    }
+    let region = parts.next()?;
+    if parts.next().is_some()
+        || account.len() != 12
+        || !account.bytes().all(|b| b.is_ascii_digit())
+        || region.is_empty()
+    {
+        return None;
+    }
+    Some((account.to_string(), region.to_string()))
+}
+
+/// A pseudo-random fraction in [0, 1) for jitter; no cryptographic use.
+fn jitter() -> f64 {
+    let n = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    (n.wrapping_mul(2_654_435_761) % 1_000_000) as f64 / 1_000_000.0
+}
+
+impl EcrTokens {
+    pub fn new(host: &str, cfg: EcrAuthConfig) -> EcrTokens {
+        EcrTokens {
+            host: host.to_string(),
+            cfg,
+            client: OnceCell::new(),
+            current: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn client(&self) -> &aws_sdk_ecr::Client {
+        self.client
+            .get_or_init(|| async {
+                let http = aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https();
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .http_client(http)
+                    .region(aws_config::Region::new(self.cfg.region.clone()));
+                if let Some(url) = &self.cfg.endpoint_url {
+                    loader = loader.endpoint_url(url);
+                }
+                aws_sdk_ecr::Client::new(&loader.load().await)
+            })
+            .await
+    }
+
+    /// Basic credentials for the registry: the current token if it is valid, else a fresh
+    /// one (the only case in which a request waits for ECR).
+    pub async fn credentials(&self) -> Result<(String, Secret), UpstreamError> {
+        if let Some(t) = self.valid() {
+            return Ok((t.username, t.password));
+        }
+        let _guard = self.fetching.lock().await;
+        if let Some(t) = self.valid() {
+            return Ok((t.username, t.password));
+        }
+        let t = self.fetch().await?;
+        Ok((t.username, t.password))
+    }
+
+    fn valid(&self) -> Option<Token> {
+        self.current
+            .lock()
+            .expect("ecr token lock")
+            .clone()
+            .filter(|t| t.valid_until > SystemTime::now())
+    }
+
+    /// Replace the token now, after the registry refused the one we believed valid.
+    pub async fn force_refresh(&self) -> Result<(), UpstreamError> {
+        let _guard = self.fetching.lock().await;
+        self.fetch().await.map(|_| ())
+    }
+
+    async fn fetch(&self) -> Result<Token, UpstreamError> {
+        let err = |message: String| UpstreamError::Token {
+            host: self.host.clone(),
+            message,
+        };
+        let mut req = self.client().await.get_authorization_token();
+        if let Some(id) = &self.cfg.registry_id {
+            #[allow(deprecated)] // registryIds is deprecated upstream but still how to pick a registry
+            {
+                req = req.registry_ids(id.clone());
+            }
+        }
+        let out = req.send().await.map_err(|e| {
+            tracing::warn!(upstream = %self.host, error = %super::error_chain(&e), "ECR GetAuthorizationToken failed");
+            err(format!("ECR GetAuthorizationToken failed: {}", super::error_chain(&e)))
+        })?;
+        let data = out
+            .authorization_data()
+            .first()
+            .ok_or_else(|| err("ECR returned no authorization data".into()))?;
+        let encoded = data
+            .authorization_token()
+            .ok_or_else(|| err("ECR returned no token".into()))?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| err("ECR token is not base64 text".into()))?;
+        let (username, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| err("ECR token is not of the form user:password".into()))?;
+        let now = SystemTime::now();
+        let expires = data.expires_at().and_then(|t| SystemTime::try_from(*t).ok());
+        let (valid_until, base_refresh) = match expires {
+            Some(e) if e > now + Duration::from_secs(60) => (e, e.duration_since(now).unwrap_or_default() / 2),
+            _ => {
+                tracing::warn!(upstream = %self.host, "ECR token has no usable expiresAt (already past?); using it and refreshing soon");
+                (now + UNKNOWN_LIFETIME, REFRESH_SOON)
+            }
+        };
+        let mut refresh = base_refresh;
+        if let Some(cap) = self.cfg.refresh_every {
+            refresh = refresh.min(cap);
+        }
+        // Up to 10% earlier, so many nodes do not refresh in lockstep.
+        let refresh = refresh.mul_f64(1.0 - 0.1 * jitter()).max(Duration::from_millis(200));
+        let token = Token {
+            username: username.to_string(),
+            password: Secret::new(password),
+            valid_until,
+            refresh_at: now + refresh,
+        };
+        *self.current.lock().expect("ecr token lock") = Some(token.clone());
+        tracing::info!(upstream = %self.host, refresh_in = ?refresh, "ECR token refreshed");
+        Ok(token)
+    }
+
+    /// Keep the token fresh until the process ends.
+    pub fn spawn_refresher(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = MIN_BACKOFF;
+            loop {
+                let wait = match me.current.lock().expect("ecr token lock").as_ref() {
+                    None => Duration::ZERO,
+                    Some(t) => t.refresh_at.duration_since(SystemTime::now()).unwrap_or_default(),
+                };
+                tokio::time::sleep(wait).await;
+                let result = {
+                    let _guard = me.fetching.lock().await;
+                    me.fetch().await
+                };
+                match result {
+                    Ok(_) => backoff = MIN_BACKOFF,
+                    Err(e) => {
+                        let still_valid = me.valid().is_some();
+                        tracing::warn!(upstream = %me.host, error = %e, retry_in = ?backoff, still_valid, "ECR token refresh failed; keeping the current token while it is valid");
+                        tokio::time::sleep(backoff.mul_f64(1.0 + 0.2 * jitter())).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        // Retry at once on the next turn of the loop.
+                        if let Some(t) = me.current.lock().expect("ecr token lock").as_mut() {
+                            t.refresh_at = SystemTime::now();
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_ecr_hosts() {
+        assert_eq!(
+            parse_ecr_host("123456789012.dkr.ecr.eu-west-1.amazonaws.com"),
+            Some(("123456789012".into(), "eu-west-1".into()))
+        );
+        assert_eq!(
+            parse_ecr_host("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"),
+            Some(("123456789012".into(), "cn-north-1".into()))
+        );
+        assert_eq!(
+            parse_ecr_host("123456789012.dkr.ecr-fips.us-east-1.amazonaws.com"),
+            Some(("123456789012".into(), "us-east-1".into()))
+        );
+        for bad in [
+            "public.ecr.aws",
+            "12345.dkr.ecr.us-east-1.amazonaws.com",
+            "123456789012.dkr.ecr.amazonaws.com",
+            "x.dkr.ecr.us-east-1.amazonaws.com.evil.com",
+        ] {
+            assert_eq!(parse_ecr_host(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! ECR token injection against moto's ECR API and a real docker-registry that demands the
+//! token as Basic auth (htpasswd user `AWS`).
+
+mod common;
+
+use common::image;
+use common::moto::{self, Moto};
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+struct EcrLab {
+    registry: Registry,
+    img: image::Built,
+    _src: tempfile::TempDir,
+}
+
+async fn ecr_registry() -> EcrLab {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = htpasswd_yaml(dir.path(), "AWS", &moto::password());
+    let registry = Registry::start_at(dir, free_port(), &yaml).await;
+    let src = tempfile::tempdir().unwrap();
+    let img = image::manifest(src.path(), 61, &[150_000], "amd64");
+    image::finish_layout(src.path(), &[(&img.top, "v1")]);
+    let creds = format!("AWS:{}", moto::password());
+    push(
+        src.path(),
+        "v1",
+        &registry.addr.to_string(),
+        "team/app:v1",
+        Some(&creds),
+    );
+    EcrLab {
+        registry,
+        img,
+        _src: src,
+    }
+}
+
+async fn ecr_proxy(registry: &Registry, moto: &Moto, extra_auth: &str) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = upstream_toml(
+        "ecr.test",
+        &registry.url(),
+        &format!(
+            "prefix = \"ecr\"\n[upstream.auth]\nkind = \"ecr\"\nregion = \"us-east-1\"\nregistry_id = \"{}\"\nendpoint_url = \"{}\"\n{extra_auth}",
+            moto::ACCOUNT,
+            moto.url()
+        ),
+    );
+    let cfg = Proxy::write_config(dir.path(), "", &upstream);
+    Proxy::launch(dir, &cfg, |mut c: Command| {
+        // The default credential chain finds these; nothing reaches for instance metadata.
+        for v in [
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_ROLE_ARN",
+        ] {
+            c.env_remove(v);
+        }
+        c.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+        c
+    })
+    .await
+}
+
+fn assert_no_secret_in(log: &str) {
+    use base64::Engine as _;
+    let pw = moto::password();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{pw}"));
+    assert!(!log.contains(&pw), "the ECR password reached the log");
+    assert!(!log.contains(&basic), "the ECR Basic credentials reached the log");
+    assert!(!log.contains("testing\""), "AWS credentials reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pulls_with_ecr_tokens_refreshed_in_the_background_and_survives_a_failed_refresh() {
+    let lab = ecr_registry().await;
+    // Sanity: the registry refuses anonymous pulls.
+    let r = get(&format!("{}/v2/team/app/manifests/v1", lab.registry.url()), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+
+    let moto = Moto::start().await;
+    let proxy = ecr_proxy(&lab.registry, &moto, "refresh_every = \"1s\"").await;
+    let out = tempfile::tempdir().unwrap();
+    let from = format!("docker://{}/ecr/team/app:v1", proxy.addr);
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &from,
+        &format!("oci:{}:v1", out.path().display()),
+    ]);
+    let mut got: Vec<String> = list_files(&out.path().join("blobs/sha256"))
+        .into_iter()
+        .map(|h| format!("sha256:{h}"))
+        .collect();
+    got.sort();
+    let mut want = lab.img.all.clone();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(moto.calls() >= 1, "no GetAuthorizationToken call reached moto");
+
+    // Refreshed in the background, with no requests: about once a second here.
+    let before = moto.calls();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let refreshed = moto.calls() - before;
+    assert!(refreshed >= 2, "expected background refreshes, saw {refreshed}");
+
+    // ECR goes away: refreshes fail, the current token keeps working.
+    let Moto { mut proc, .. } = moto;
+    proc.kill();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let tags = get(&format!("{}/v2/ecr/team/app/tags/list", proxy.url()), &[])
+        .await
+        .unwrap();
+    assert_eq!(tags.status, 200, "{}", tags.text());
+    let log = proxy.proc.log_text();
+    assert!(log.contains("ECR token refresh failed"), "{log}");
+    assert_no_secret_in(&log);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_401_forces_exactly_one_refresh() {
+    let lab = ecr_registry().await;
+    let moto = Moto::start().await;
+    // No refresh_every: with moto's past expiresAt the next scheduled refresh is minutes away.
+    let proxy = ecr_proxy(&lab.registry, &moto, "").await;
+    let m = get(&format!("{}/v2/ecr/team/app/manifests/v1", proxy.url()), &[])
+        .await
+        .unwrap();
+    assert_eq!(m.status, 200, "{}", m.text());
+    assert_eq!(m.header("docker-content-digest"), Some(lab.img.top.digest.as_str()));
+
+    // The registry rotates its password: our token is now refused.
+    let (dir, port) = lab.registry.stop();
+    let yaml = htpasswd_yaml(dir.path(), "AWS", "rotated-password");
+    let registry = Registry::start_at(dir, port, &yaml).await;
+    let before = moto.calls();
+    let r = get(&format!("{}/v2/ecr/team/app/tags/list", proxy.url()), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.error_code().as_deref(), Some("DENIED"));
+    assert_eq!(moto.calls() - before, 1, "a 401 must force exactly one token refresh");
+    assert!(proxy.proc.log_text().contains("forcing a refresh"));
+
+    // Back to the password ECR hands out: pulls work again with the refreshed token.
+    let (dir, port) = registry.stop();
+    let yaml = htpasswd_yaml(dir.path(), "AWS", &moto::password());
+    let _registry = Registry::start_at(dir, port, &yaml).await;
+    let r = get(&format!("{}/v2/ecr/team/app/tags/list", proxy.url()), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_no_secret_in(&proxy.proc.log_text());
+}
