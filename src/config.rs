@@ -31,17 +31,35 @@ pub struct Config {
 pub struct ServerConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Where /metrics, /healthz and /readyz are served; `""` or `"off"` disables it.
+    #[serde(default = "default_admin_listen", deserialize_with = "optional_addr")]
+    pub admin_listen: Option<SocketAddr>,
     /// How long in-flight responses may run after SIGTERM/SIGINT before they are cut.
     #[serde(default = "default_shutdown_grace", deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// TLS for the client listener: PEM certificate chain and private key, reloaded on
+    /// SIGHUP or when the files change.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            listen: default_listen(),
-            shutdown_grace: default_shutdown_grace(),
-        }
+        toml::from_str("").expect("server defaults")
+    }
+}
+
+fn default_admin_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 5001)))
+}
+
+fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.trim() {
+        "" | "off" => Ok(None),
+        a => a.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("{a:?} is not an address like \"127.0.0.1:5001\" (or \"off\")"))
+        }),
     }
 }
 
@@ -386,6 +404,12 @@ impl Config {
     }
 
     fn validate(&mut self) -> Result<(), (String, String)> {
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err((
+                "server.tls_cert".into(),
+                "set both tls_cert and tls_key, or neither".into(),
+            ));
+        }
         let c = &self.cache;
         if !(0.0 < c.low_watermark && c.low_watermark < c.high_watermark && c.high_watermark <= 1.0) {
             return Err((

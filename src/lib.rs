@@ -9,6 +9,7 @@
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod metrics;
 pub mod oci;
 pub mod pattern;
 pub mod store;

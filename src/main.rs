@@ -13,8 +13,17 @@ use std::path::{Path, PathBuf};
     about = "A pull-through caching proxy for container images"
 )]
 struct Cli {
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -30,6 +39,9 @@ enum Command {
         /// Cache directory, overriding [cache] dir.
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Admin address (metrics, health), overriding [server] admin_listen.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
     },
     /// Validate a configuration file and exit (non-zero, with the reason, if invalid).
     CheckConfig {
@@ -69,20 +81,23 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let result = match cli.command {
         Command::Serve {
             config,
             listen,
             cache_dir,
-        } => serve(config.as_deref(), listen, cache_dir),
+            admin_listen,
+        } => serve(config.as_deref(), listen, cache_dir, admin_listen),
         Command::CheckConfig { config } => Config::load(&config).map_err(Into::into).map(|c| {
             println!(
                 "{}: ok ({} upstreams, cache dir {})",
@@ -116,30 +131,58 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn serve(config: Option<&Path>, listen: Option<SocketAddr>, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
+fn serve(
+    config: Option<&Path>,
+    listen: Option<SocketAddr>,
+    cache_dir: Option<PathBuf>,
+    admin_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let cfg = load(config)?;
     let listen = listen.unwrap_or(cfg.server.listen);
+    let admin_listen = admin_listen.or(cfg.server.admin_listen);
     let cache_dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let app = pullthrough::build_app(&cfg, &cache_dir)?;
+        let tls = match (&cfg.server.tls_cert, &cfg.server.tls_key) {
+            (Some(cert), Some(key)) => {
+                let reloading = pullthrough::http::tls::ReloadingCert::new(cert, key)?;
+                reloading.spawn_watcher();
+                Some(pullthrough::http::tls::server_config(reloading))
+            }
+            _ => None,
+        };
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} ({what}); choose another address"))
+        };
+        let main = bind(listen, "client listener").await?;
+        let admin = match admin_listen {
+            Some(a) => Some(bind(a, "admin listener").await?),
+            None => None,
+        };
+        tracing::info!(
+            listen = %main.local_addr()?,
+            tls = tls.is_some(),
+            admin = ?admin.as_ref().and_then(|a| a.local_addr().ok()),
+            cache_dir = %cache_dir.display(),
+            upstreams = cfg.upstreams.len(),
+            version = env!("CARGO_PKG_VERSION"),
+            "pullthrough serving"
+        );
         app.pull.start_background();
         pullthrough::core::spawn_housekeeping(
             app.pull.clone(),
             cfg.cache.housekeeping_interval,
             cfg.cache.lifecycle_interval,
         );
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}; choose another address with --listen"))?;
-        tracing::info!(
-            listen = %listener.local_addr()?,
-            cache_dir = %cache_dir.display(),
-            upstreams = cfg.upstreams.len(),
-            version = env!("CARGO_PKG_VERSION"),
-            "pullthrough serving"
-        );
-        pullthrough::http::serve(listener, app, shutdown_signal(), cfg.server.shutdown_grace).await;
+        let listeners = pullthrough::http::Listeners { main, admin, tls };
+        pullthrough::http::serve(listeners, app.clone(), shutdown_signal(), cfg.server.shutdown_grace).await;
+        // Fills cut short by the shutdown leave temp files; remove them now rather than at
+        // the next start.
+        let removed = app.pull.store().clean_temp().unwrap_or(0);
+        tracing::info!(removed_temp_files = removed, "stopped");
         Ok(())
     })
 }

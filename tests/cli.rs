@@ -68,8 +68,15 @@ async fn serve_runs_on_the_embedded_default_and_cleans_leftover_temp_files() {
     std::fs::write(cache.join("tmp").join("0123.99-1.tmp"), b"partial fill").unwrap();
     let port = free_port();
     let mut cmd = pullthrough();
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("XDG_CACHE_HOME", home.path().join("xdg"));
+    let admin = free_port();
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+    ])
+    .env("XDG_CACHE_HOME", home.path().join("xdg"));
     let proc = Proc::spawn(cmd, home.path().join("log"));
     let url = format!("http://127.0.0.1:{port}");
     wait_until(

@@ -88,6 +88,7 @@ impl Fills {
     ) -> (watch::Receiver<Progress>, bool) {
         let mut map = self.inflight.lock().expect("fills lock");
         if let Some(rx) = map.get(digest) {
+            crate::metrics::METRICS.fills_joined.inc();
             return (rx.clone(), false);
         }
         let (tx, rx) = watch::channel(Progress {
@@ -110,6 +111,15 @@ impl Fills {
                     }
                 }
                 Err(e) => {
+                    let m = &crate::metrics::METRICS;
+                    match &e {
+                        FillError::NoSpace { .. } => m.uncached_blobs.with_label_values(&[route.upstream.host()]).inc(),
+                        FillError::Verification { .. } => m
+                            .fill_verification_failures
+                            .with_label_values(&[route.upstream.host()])
+                            .inc(),
+                        _ => {}
+                    }
                     if matches!(e, FillError::NoSpace { .. }) {
                         tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %digest, reason = %e, "cache full: serving this blob without caching it");
                         fills.housekeeping.notify_one();

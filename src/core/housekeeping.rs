@@ -123,6 +123,8 @@ impl PullThrough {
         }
         let referenced = self.store.closure(self.store.record_roots()?)?;
         let report = self.store.evict(need, &self.pinned()?, &referenced)?;
+        crate::metrics::METRICS.evictions.inc_by(report.removed as u64);
+        crate::metrics::METRICS.evicted_bytes.inc_by(report.bytes);
         tracing::info!(
             removed = report.removed,
             bytes = report.bytes,

@@ -38,6 +38,8 @@ pub struct Manifest {
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Bytes,
+    /// Served from the cache (true) or fetched from upstream for this request (false).
+    pub cached: bool,
 }
 
 /// A blob ready to stream.
@@ -132,6 +134,7 @@ impl PullThrough {
                 .or_else(|| media::sniff_manifest_type(&bytes))
                 .unwrap_or_else(|| media::OCI_MANIFEST.to_string()),
             bytes: Bytes::from(bytes),
+            cached: true,
         }))
     }
 
@@ -274,6 +277,7 @@ impl PullThrough {
             digest,
             media_type,
             bytes: body,
+            cached: false,
         })
     }
 
@@ -395,6 +399,10 @@ impl PullThrough {
 fn serve_stale(route: &Route, tag: &Tag, m: Manifest, e: &UpstreamError) -> Manifest {
     tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %tag, digest = %m.digest, error = %e,
         "upstream unavailable; serving the cached digest for this tag (stale)");
+    crate::metrics::METRICS
+        .stale_serves
+        .with_label_values(&[route.upstream.host()])
+        .inc();
     m
 }
 

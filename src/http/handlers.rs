@@ -18,17 +18,36 @@ pub struct Call<'a> {
     pub query: &'a str,
 }
 
-/// Dispatch an endpoint; the `&'static str` is a cache-result label for the access log.
-pub async fn handle(
-    pull: &PullThrough,
-    ep: Endpoint,
-    call: &Call<'_>,
-) -> Result<(Response<Body>, &'static str), ApiError> {
+/// What the access log and the metrics record about a request beyond its status.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    /// `hit`, `miss`, `uncached`, or `-` where no cache is involved.
+    pub cache: &'static str,
+    /// The upstream the request was routed to, once routing succeeded.
+    pub upstream: Option<String>,
+}
+
+impl Outcome {
+    fn new(cache: &'static str, upstream: &str) -> Outcome {
+        Outcome {
+            cache,
+            upstream: Some(upstream.to_string()),
+        }
+    }
+}
+
+pub async fn handle(pull: &PullThrough, ep: Endpoint, call: &Call<'_>) -> Result<(Response<Body>, Outcome), ApiError> {
     match ep {
-        Endpoint::Base => Ok((base(call.head), "-")),
-        Endpoint::Manifest { name, reference } => manifest(pull, &name, &reference, call).await.map(|r| (r, "-")),
+        Endpoint::Base => Ok((
+            base(call.head),
+            Outcome {
+                cache: "-",
+                upstream: None,
+            },
+        )),
+        Endpoint::Manifest { name, reference } => manifest(pull, &name, &reference, call).await,
         Endpoint::Blob { name, digest } => blob(pull, &name, &digest, call).await,
-        Endpoint::Tags { name } => tags(pull, &name, call).await.map(|r| (r, "-")),
+        Endpoint::Tags { name } => tags(pull, &name, call).await,
     }
 }
 
@@ -49,7 +68,7 @@ async fn manifest(
     name: &RepoName,
     reference: &Reference,
     call: &Call<'_>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<(Response<Body>, Outcome), ApiError> {
     let route = pull.route(ns(call.query).as_deref(), name)?;
     let accept = AcceptList::from_header_values(
         call.headers
@@ -58,7 +77,8 @@ async fn manifest(
             .filter_map(|v| v.to_str().ok()),
     );
     let m = pull.manifest(&route, reference, &accept).await?;
-    Response::builder()
+    let outcome = Outcome::new(if m.cached { "hit" } else { "miss" }, route.upstream.host());
+    let resp = Response::builder()
         .header(header::CONTENT_TYPE, &m.media_type)
         .header(header::CONTENT_LENGTH, m.bytes.len())
         .header("docker-content-digest", m.digest.to_string())
@@ -74,7 +94,8 @@ async fn manifest(
                 "UNKNOWN",
                 format!("upstream media type is not a valid header: {e}"),
             )
-        })
+        })?;
+    Ok((resp, outcome))
 }
 
 async fn blob(
@@ -82,8 +103,9 @@ async fn blob(
     name: &RepoName,
     digest: &Digest,
     call: &Call<'_>,
-) -> Result<(Response<Body>, &'static str), ApiError> {
+) -> Result<(Response<Body>, Outcome), ApiError> {
     let route = pull.route(ns(call.query).as_deref(), name)?;
+    let host = route.upstream.host();
     let range = call
         .headers
         .get(header::RANGE)
@@ -101,11 +123,14 @@ async fn blob(
         if let Some(s) = size {
             resp = resp.header(header::CONTENT_LENGTH, s);
         }
-        return Ok((resp.body(super::empty()).expect("valid response"), "head"));
+        return Ok((
+            resp.body(super::empty()).expect("valid response"),
+            Outcome::new("-", host),
+        ));
     }
 
     let blob = pull.blob(&route, digest).await?;
-    let label = if blob.hit { "hit" } else { "miss" };
+    let label = Outcome::new(if blob.hit { "hit" } else { "miss" }, host);
     let mut progress = match blob.body {
         BlobBody::Cached(rx) => rx,
         // Uncached relays cannot seek: the whole blob, as HTTP allows for a Range request.
@@ -123,7 +148,7 @@ async fn blob(
             } else {
                 frames(crate::core::relay_stream(body, digest, idle_timeout))
             };
-            return Ok((resp.body(body).expect("valid response"), "uncached"));
+            return Ok((resp.body(body).expect("valid response"), Outcome::new("uncached", host)));
         }
     };
     let Some(range) = range else {
@@ -174,7 +199,7 @@ fn frames(s: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + S
     http_body_util::StreamBody::new(futures_util::StreamExt::map(s, |r| r.map(hyper::body::Frame::data))).boxed_unsync()
 }
 
-async fn tags(pull: &PullThrough, name: &RepoName, call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+async fn tags(pull: &PullThrough, name: &RepoName, call: &Call<'_>) -> Result<(Response<Body>, Outcome), ApiError> {
     let route = pull.route(ns(call.query).as_deref(), name)?;
     let q = TagsQuery::parse(call.query)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", e.to_string()))?;
@@ -191,11 +216,14 @@ async fn tags(pull: &PullThrough, name: &RepoName, call: &Call<'_>) -> Result<Re
         }
         resp = resp.header(header::LINK, format!("</v2/{name}/tags/list?{query}>; rel=\"next\""));
     }
-    Ok(resp
-        .body(if call.head {
+    let outcome = Outcome::new("-", route.upstream.host());
+    Ok((
+        resp.body(if call.head {
             super::empty()
         } else {
             super::full(page.body)
         })
-        .expect("valid response"))
+        .expect("valid response"),
+        outcome,
+    ))
 }

@@ -6,9 +6,10 @@ mod handlers;
 mod range;
 mod router;
 mod server;
+pub mod tls;
 
 pub use error::ApiError;
-pub use server::{serve, App};
+pub use server::{serve, App, Listeners};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};

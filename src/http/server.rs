@@ -1,10 +1,12 @@
-//! Accepting connections (HTTP/1.1 and h2c), per-request logging, and graceful shutdown.
+//! Accepting connections (HTTP/1.1, h2c, and HTTP/2 or 1.1 over TLS), the admin listener
+//! (metrics, health), per-request logging and metrics, and graceful shutdown.
 
-use super::handlers::{handle, Call};
+use super::handlers::{handle, Call, Outcome};
 use super::router;
 use super::Body;
 use crate::core::PullThrough;
-use http::{HeaderValue, Method, Request, Response};
+use crate::metrics::METRICS;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -13,6 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// Everything a request handler can reach.
 pub struct App {
@@ -20,11 +23,15 @@ pub struct App {
 }
 
 impl App {
+    /// Answer one client request (the OCI API, plus /healthz and /readyz).
     pub async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
         let head = req.method() == Method::HEAD;
         let (parts, _body) = req.into_parts();
         let path = parts.uri.path();
+        if let Some(resp) = self.health(path).await {
+            return resp;
+        }
         let (result, kind) = match router::route(&parts.method, path) {
             Ok(ep) => {
                 let kind = ep.kind();
@@ -37,37 +44,192 @@ impl App {
             }
             Err(e) => (Err(e), "invalid"),
         };
-        let (mut resp, cache) = match result {
+        let (mut resp, outcome) = match result {
             Ok(r) => r,
             Err(e) => {
-                let level_warn = e.status.is_server_error();
-                if level_warn {
+                if e.status.is_server_error() {
                     tracing::warn!(method = %parts.method, path, code = e.code, message = %e.message, "request failed");
                 }
-                (e.into_response(head), "-")
+                (
+                    e.into_response(head),
+                    Outcome {
+                        cache: "-",
+                        upstream: None,
+                    },
+                )
             }
         };
         resp.headers_mut().insert(
             "docker-distribution-api-version",
             HeaderValue::from_static("registry/2.0"),
         );
+        let status = resp.status();
+        let bytes = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let elapsed = start.elapsed();
+        METRICS
+            .http_requests
+            .with_label_values(&[kind, parts.method.as_str(), status.as_str()])
+            .inc();
+        METRICS
+            .http_duration
+            .with_label_values(&[kind])
+            .observe(elapsed.as_secs_f64());
+        if let Some(up) = &outcome.upstream {
+            if outcome.cache != "-" && status.is_success() {
+                METRICS
+                    .cache_requests
+                    .with_label_values(&[up, kind, outcome.cache])
+                    .inc();
+                if kind == "blob" && !head {
+                    METRICS
+                        .cache_bytes
+                        .with_label_values(&[up, outcome.cache])
+                        .inc_by(bytes.unwrap_or(0));
+                }
+            }
+        }
         tracing::info!(
             method = %parts.method,
             path,
             kind,
-            status = resp.status().as_u16(),
-            cache,
-            ms = start.elapsed().as_millis() as u64,
+            upstream = outcome.upstream.as_deref().unwrap_or("-"),
+            status = status.as_u16(),
+            bytes = bytes.unwrap_or(0),
+            cache = outcome.cache,
+            ms = elapsed.as_millis() as u64,
             "request"
         );
         resp
     }
+
+    /// `/healthz`: the process answers. `/readyz`: the cache directory is writable.
+    async fn health(&self, path: &str) -> Option<Response<Body>> {
+        let json = |status: StatusCode, v: serde_json::Value| {
+            Response::builder()
+                .status(status)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(super::full(v.to_string()))
+                .expect("valid response")
+        };
+        match path {
+            "/healthz" => Some(json(StatusCode::OK, serde_json::json!({"status": "ok"}))),
+            "/readyz" => {
+                let store = self.pull.store().clone();
+                let writable = crate::store::blocking(move || store.probe_writable()).await;
+                let ready = writable.is_ok();
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                Some(json(
+                    status,
+                    serde_json::json!({
+                        "status": if ready { "ready" } else { "not ready" },
+                        "config_loaded": true,
+                        "cache_dir_writable": ready,
+                        "error": writable.err().map(|e| e.to_string()),
+                    }),
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Answer an admin request: /metrics, /healthz, /readyz.
+    pub async fn admin(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        if let Some(resp) = self.health(&path).await {
+            return resp;
+        }
+        if path == "/metrics" {
+            self.update_gauges();
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+                .body(super::full(crate::metrics::render()))
+                .expect("valid response");
+        }
+        Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(super::full("not found: try /metrics, /healthz or /readyz\n"))
+            .expect("valid response")
+    }
+
+    fn update_gauges(&self) {
+        let store = self.pull.store();
+        METRICS.cache_size_bytes.set(store.cas.index.total() as i64);
+        METRICS.cache_blobs.set(store.cas.index.len() as i64);
+        METRICS
+            .cache_budget_bytes
+            .set(store.budget().max_size.unwrap_or(0) as i64);
+        METRICS.fills_in_flight.set(self.pull.fills_in_flight() as i64);
+    }
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves; then stop accepting and give
-/// in-flight requests up to `grace` to finish.
-pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>, grace: Duration) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+/// What to serve on: the client listener (optionally TLS) and the admin listener.
+pub struct Listeners {
+    pub main: TcpListener,
+    pub admin: Option<TcpListener>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Serve until `shutdown` resolves; then stop accepting and give in-flight requests up to
+/// `grace` to finish.
+pub async fn serve(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Output = ()>, grace: Duration) {
+    let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut loops = Vec::new();
+    let a = app.clone();
+    loops.push(tokio::spawn(accept_loop(
+        listeners.main,
+        listeners.tls,
+        stop_rx.clone(),
+        graceful.clone(),
+        move |req| {
+            let a = a.clone();
+            async move { a.respond(req).await }
+        },
+    )));
+    if let Some(admin) = listeners.admin {
+        let a = app.clone();
+        loops.push(tokio::spawn(accept_loop(
+            admin,
+            None,
+            stop_rx,
+            graceful.clone(),
+            move |req| {
+                let a = a.clone();
+                async move { a.admin(req).await }
+            },
+        )));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    tracing::info!(grace = ?grace, "shutting down: no new connections; waiting for in-flight requests");
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("grace period over; cutting remaining connections");
+    }
+}
+
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stop: watch::Receiver<bool>,
+    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -75,7 +237,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(64 * 1024);
     builder.http2().max_concurrent_streams(256);
-    tokio::pin!(shutdown);
+    let builder = Arc::new(builder);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -87,25 +250,42 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
                     continue;
                 }
             },
-            _ = &mut shutdown => break,
+            _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let handler = handler.clone();
         let svc = service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(app.respond(req).await) }
+            let h = handler.clone();
+            async move { Ok::<_, std::convert::Infallible>(h(req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, graceful, acceptor) = (builder.clone(), graceful.clone(), acceptor.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match acceptor {
+                None => {
+                    graceful
+                        .watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned())
+                        .await
+                }
+                Some(acc) => {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acc.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    graceful
+                        .watch(builder.serve_connection(TokioIo::new(tls), svc).into_owned())
+                        .await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
-    }
-    drop(listener);
-    tracing::info!(grace = ?grace, "shutting down: no new connections; waiting for in-flight requests");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!("grace period over; cutting remaining connections");
     }
 }

@@ -59,6 +59,20 @@ impl Store {
         &self.root
     }
 
+    /// Remove every temp file of fills in progress (at shutdown). Blocking.
+    pub fn clean_temp(&self) -> io::Result<usize> {
+        self.cas.clean_temp()
+    }
+
+    /// Whether the cache directory takes writes: create, fsync and remove a probe file.
+    /// Blocking.
+    pub fn probe_writable(&self) -> io::Result<()> {
+        let p = self.root.join("tmp").join(format!("probe-{}.tmp", unique_suffix()));
+        let f = std::fs::File::create(&p)?;
+        f.sync_all()?;
+        std::fs::remove_file(&p)
+    }
+
     pub fn budget(&self) -> &Budget {
         &self.budget
     }

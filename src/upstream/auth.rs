@@ -121,7 +121,15 @@ impl Auth {
             Scheme::Bearer { realm, service } => {
                 let token = self
                     .tokens
-                    .try_get_with(scope.to_string(), self.fetch_token(realm, service, scope))
+                    .try_get_with(scope.to_string(), async {
+                        let t = self.fetch_token(realm, service, scope).await;
+                        let result = if t.is_ok() { "ok" } else { "error" };
+                        crate::metrics::METRICS
+                            .token_refreshes
+                            .with_label_values(&[&self.host, "bearer", result])
+                            .inc();
+                        t
+                    })
                     .await
                     .map_err(|e: Arc<UpstreamError>| UpstreamError::Token {
                         host: self.host.clone(),

@@ -233,33 +233,56 @@ impl Registry {
     /// connection or a momentary refusal); never after a request may have been processed.
     async fn request_with_retry(&self, req: Request<Empty<Bytes>>) -> Result<Response<Incoming>, UpstreamError> {
         let (parts, _) = req.into_parts();
+        let m = &crate::metrics::METRICS;
+        let error = |kind: &str, e: UpstreamError| {
+            m.upstream_errors.with_label_values(&[&self.host, kind]).inc();
+            Err(e)
+        };
         let mut attempt = 0;
         loop {
             let req = Request::from_parts(parts.clone(), Empty::new());
+            let started = std::time::Instant::now();
             match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
                 Err(_) => {
-                    return Err(UpstreamError::Timeout {
-                        host: self.host.clone(),
-                        after: self.read_timeout,
-                    })
+                    return error(
+                        "timeout",
+                        UpstreamError::Timeout {
+                            host: self.host.clone(),
+                            after: self.read_timeout,
+                        },
+                    )
                 }
-                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Ok(resp)) => {
+                    m.upstream_duration
+                        .with_label_values(&[&self.host])
+                        .observe(started.elapsed().as_secs_f64());
+                    m.upstream_requests
+                        .with_label_values(&[&self.host, parts.method.as_str(), resp.status().as_str()])
+                        .inc();
+                    return Ok(resp);
+                }
                 Ok(Err(e)) if e.is_connect() && attempt == 0 => {
                     attempt += 1;
                     tracing::debug!(upstream = %self.host, error = %e, "connect failed, retrying once");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Ok(Err(e)) if e.is_connect() => {
-                    return Err(UpstreamError::Connect {
-                        host: self.host.clone(),
-                        message: error_chain(&e),
-                    })
+                    return error(
+                        "connect",
+                        UpstreamError::Connect {
+                            host: self.host.clone(),
+                            message: error_chain(&e),
+                        },
+                    )
                 }
                 Ok(Err(e)) => {
-                    return Err(UpstreamError::Transfer {
-                        host: self.host.clone(),
-                        message: error_chain(&e),
-                    })
+                    return error(
+                        "transfer",
+                        UpstreamError::Transfer {
+                            host: self.host.clone(),
+                            message: error_chain(&e),
+                        },
+                    )
                 }
             }
         }

@@ -146,7 +146,9 @@ impl EcrTokens {
                 req = req.registry_ids(id.clone());
             }
         }
+        let refreshes = &crate::metrics::METRICS.token_refreshes;
         let out = req.send().await.map_err(|e| {
+            refreshes.with_label_values(&[&self.host, "ecr", "error"]).inc();
             tracing::warn!(upstream = %self.host, error = %super::error_chain(&e), "ECR GetAuthorizationToken failed");
             err(format!("ECR GetAuthorizationToken failed: {}", super::error_chain(&e)))
         })?;
@@ -187,6 +189,7 @@ impl EcrTokens {
             refresh_at: now + refresh,
         };
         *self.current.lock().expect("ecr token lock") = Some(token.clone());
+        refreshes.with_label_values(&[&self.host, "ecr", "ok"]).inc();
         tracing::info!(upstream = %self.host, refresh_in = ?refresh, "ECR token refreshed");
         Ok(token)
     }

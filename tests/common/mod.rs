@@ -162,6 +162,8 @@ impl Registry {
 /// The pullthrough binary under test.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin listener: /metrics, /healthz, /readyz.
+    pub admin: SocketAddr,
     pub cache: PathBuf,
     pub proc: Proc,
     pub dir: tempfile::TempDir,
@@ -183,9 +185,10 @@ impl Proxy {
     /// Write a config into `dir`; the cache is `dir/cache`, the listen port fresh.
     pub fn write_config(dir: &Path, cache_toml: &str, upstreams_toml: &str) -> PathBuf {
         let addr = format!("127.0.0.1:{}", free_port());
+        let admin = format!("127.0.0.1:{}", free_port());
         let cache = dir.join("cache");
         let cfg = format!(
-            "[server]\nlisten = \"{addr}\"\nshutdown_grace = \"5s\"\n[cache]\ndir = \"{}\"\nmin_free = \"0\"\n{cache_toml}\n{upstreams_toml}",
+            "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\nshutdown_grace = \"5s\"\n[cache]\ndir = \"{}\"\nmin_free = \"0\"\n{cache_toml}\n{upstreams_toml}",
             cache.display()
         );
         let cfg_path = dir.join("pullthrough.toml");
@@ -208,6 +211,7 @@ impl Proxy {
                 .to_string()
         };
         let addr: SocketAddr = value("listen = ").parse().unwrap();
+        let admin: SocketAddr = value("admin_listen = ").parse().unwrap();
         let cache = PathBuf::from(value("dir = "));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullthrough"));
         cmd.arg("serve")
@@ -216,7 +220,13 @@ impl Proxy {
             .env("RUST_LOG", "info,pullthrough=debug");
         let proc = Proc::spawn(wrap(cmd), dir.path().join(format!("pullthrough-{}.log", addr.port())));
         let url = format!("http://{addr}/v2/");
-        let mut proxy = Proxy { addr, cache, proc, dir };
+        let mut proxy = Proxy {
+            addr,
+            admin,
+            cache,
+            proc,
+            dir,
+        };
         let start = Instant::now();
         loop {
             if matches!(get(&url, &[]).await, Ok(r) if r.status == 200) {
@@ -237,6 +247,18 @@ impl Proxy {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The value of one metric series (exact name with labels, as exposed), or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = get(&format!("http://{}/metrics", self.admin), &[])
+            .await
+            .unwrap()
+            .text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
     }
 
     pub fn config_path(&self) -> PathBuf {

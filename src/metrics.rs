@@ -1,0 +1,177 @@
+//! Prometheus metrics: the few that tell an operator what the cache is doing.
+//!
+//! One process-wide registry (`METRICS`), so every layer can count without threading a
+//! handle through; gauges that mirror state (cache size, fills in flight) are set when
+//! `/metrics` is scraped rather than on every change.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub cache_requests: IntCounterVec,
+    pub cache_bytes: IntCounterVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub fill_verification_failures: IntCounterVec,
+    pub fills_joined: IntCounter,
+    pub fills_in_flight: IntGauge,
+    pub uncached_blobs: IntCounterVec,
+    pub evictions: IntCounter,
+    pub evicted_bytes: IntCounter,
+    pub cache_size_bytes: IntGauge,
+    pub cache_blobs: IntGauge,
+    pub cache_budget_bytes: IntGauge,
+    pub token_refreshes: IntCounterVec,
+    pub stale_serves: IntCounterVec,
+    pub build_info: IntGaugeVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let buckets = vec![
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn plain_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let r = Registry::new();
+    let build_info = IntGaugeVec::new(
+        Opts::new("pullthrough_build_info", "Build information; always 1."),
+        &["version"],
+    )
+    .expect("valid metric");
+    r.register(Box::new(build_info.clone())).expect("unique metric");
+    build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    Metrics {
+        http_requests: counter(
+            &r,
+            "pullthrough_http_requests_total",
+            "Client requests by route kind, method and status.",
+            &["route", "method", "status"],
+        ),
+        http_duration: histogram(
+            &r,
+            "pullthrough_http_request_duration_seconds",
+            "Time to response headers, by route kind.",
+            &["route"],
+        ),
+        cache_requests: counter(
+            &r,
+            "pullthrough_cache_requests_total",
+            "Blob and manifest requests by upstream, kind and result (hit, miss, uncached).",
+            &["upstream", "kind", "result"],
+        ),
+        cache_bytes: counter(
+            &r,
+            "pullthrough_cache_served_bytes_total",
+            "Blob bytes served by upstream and result (hit, miss, uncached).",
+            &["upstream", "result"],
+        ),
+        upstream_requests: counter(
+            &r,
+            "pullthrough_upstream_requests_total",
+            "Requests to upstreams by upstream, method and status.",
+            &["upstream", "method", "status"],
+        ),
+        upstream_duration: histogram(
+            &r,
+            "pullthrough_upstream_request_duration_seconds",
+            "Upstream time to response headers.",
+            &["upstream"],
+        ),
+        upstream_errors: counter(
+            &r,
+            "pullthrough_upstream_errors_total",
+            "Upstream requests that failed without a response, by kind (connect, timeout, transfer).",
+            &["upstream", "kind"],
+        ),
+        fill_verification_failures: counter(
+            &r,
+            "pullthrough_fill_verification_failures_total",
+            "Blob fills discarded because the bytes did not match the digest or size.",
+            &["upstream"],
+        ),
+        fills_joined: plain_counter(
+            &r,
+            "pullthrough_fill_joins_total",
+            "Requests that joined a blob fill already in progress instead of fetching again.",
+        ),
+        fills_in_flight: gauge(&r, "pullthrough_fills_in_flight", "Blob fills in progress."),
+        uncached_blobs: counter(
+            &r,
+            "pullthrough_uncached_blobs_total",
+            "Blobs relayed without caching because the cache had no room.",
+            &["upstream"],
+        ),
+        evictions: plain_counter(
+            &r,
+            "pullthrough_evictions_total",
+            "Blobs evicted to keep the cache within its budget.",
+        ),
+        evicted_bytes: plain_counter(
+            &r,
+            "pullthrough_evicted_bytes_total",
+            "Bytes evicted to keep the cache within its budget.",
+        ),
+        cache_size_bytes: gauge(
+            &r,
+            "pullthrough_cache_size_bytes",
+            "Bytes of committed blobs in the cache.",
+        ),
+        cache_blobs: gauge(&r, "pullthrough_cache_blobs", "Committed blobs in the cache."),
+        cache_budget_bytes: gauge(
+            &r,
+            "pullthrough_cache_budget_bytes",
+            "The configured max_size (0: no size cap).",
+        ),
+        token_refreshes: counter(
+            &r,
+            "pullthrough_token_refreshes_total",
+            "Upstream token fetches by upstream, kind (bearer, ecr) and result.",
+            &["upstream", "kind", "result"],
+        ),
+        stale_serves: counter(
+            &r,
+            "pullthrough_stale_manifest_serves_total",
+            "Tags served from the cache because the upstream was unavailable.",
+            &["upstream"],
+        ),
+        build_info,
+        registry: r,
+    }
+});
+
+/// The text exposition of every metric.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&METRICS.registry.gather(), &mut buf)
+        .expect("text encoding cannot fail");
+    String::from_utf8(buf).expect("metrics are UTF-8")
+}
