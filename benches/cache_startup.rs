@@ -15,10 +15,7 @@ fn main() {
     let blobs = dir.path().join("blobs/sha256");
     let t = Instant::now();
     for i in 0..n {
-        let hex = format!(
-            "{:064x}",
-            (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) | 1
-        );
+        let hex = format!("{:064x}", (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) | 1);
         let shard = blobs.join(&hex[..2]);
         if i < 256 || !shard.exists() {
             std::fs::create_dir_all(&shard).unwrap();
@@ -41,11 +38,7 @@ fn main() {
     if drop_caches.is_ok() {
         let t = Instant::now();
         let store = Store::open(dir.path(), Budget::unlimited()).expect("open store");
-        println!(
-            "cold run: ready with {} blobs in {:?}",
-            store.cas.index.len(),
-            t.elapsed()
-        );
+        println!("cold run: ready with {} blobs in {:?}", store.cas.index.len(), t.elapsed());
     } else {
         println!("cold run: skipped (cannot drop the page cache without root)");
     }

@@ -130,9 +130,7 @@ impl ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size like \"50GiB\" or \"500MB\""))?;
+        let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like \"50GiB\" or \"500MB\""))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1000,
@@ -143,11 +141,7 @@ impl ByteSize {
             "gib" => 1 << 30,
             "t" | "tb" => 1000u64.pow(4),
             "tib" => 1 << 40,
-            u => {
-                return Err(format!(
-                    "{s:?}: unknown unit {u:?} (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"
-                ))
-            }
+            u => return Err(format!("{s:?}: unknown unit {u:?} (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")),
         };
         Ok(ByteSize((n * mult as f64) as u64))
     }
@@ -158,9 +152,7 @@ impl<'de> Deserialize<'de> for ByteSize {
         match toml::Value::deserialize(d)? {
             toml::Value::Integer(i) if i >= 0 => Ok(ByteSize(i as u64)),
             toml::Value::String(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-            other => Err(serde::de::Error::custom(format!(
-                "{other} is not a size like \"50GiB\""
-            ))),
+            other => Err(serde::de::Error::custom(format!("{other} is not a size like \"50GiB\""))),
         }
     }
 }
@@ -197,13 +189,11 @@ impl<'de> Deserialize<'de> for SpaceAmount {
                 }
                 Ok(SpaceAmount::Percent(p))
             }
-            toml::Value::String(s) => ByteSize::parse(&s)
-                .map(|b| SpaceAmount::Bytes(b.0))
-                .map_err(serde::de::Error::custom),
+            toml::Value::String(s) => {
+                ByteSize::parse(&s).map(|b| SpaceAmount::Bytes(b.0)).map_err(serde::de::Error::custom)
+            }
             toml::Value::Integer(i) if i >= 0 => Ok(SpaceAmount::Bytes(i as u64)),
-            other => Err(serde::de::Error::custom(format!(
-                "{other} is not a size (\"10GiB\") or a share (\"10%\")"
-            ))),
+            other => Err(serde::de::Error::custom(format!("{other} is not a size (\"10GiB\") or a share (\"10%\")"))),
         }
     }
 }
@@ -250,6 +240,11 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Extra CA certificates (PEM) trusted for this upstream, on top of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify this upstream's TLS certificate. For labs only: logged loudly.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
     /// Per-repository settings; the first entry whose `match` fits a repository applies.
     #[serde(default, rename = "repository")]
     pub repositories: Vec<RepositoryRule>,
@@ -294,12 +289,7 @@ pub enum AuthConfig {
     Anonymous,
     /// Username and password, sent as Basic to registries that ask for it and to the token
     /// endpoint of registries that use Bearer tokens (Docker Hub, GHCR, Quay).
-    Basic {
-        username: String,
-        password: Option<Secret>,
-        password_env: Option<String>,
-        password_file: Option<PathBuf>,
-    },
+    Basic { username: String, password: Option<Secret>, password_env: Option<String>, password_file: Option<PathBuf> },
     /// Amazon ECR: tokens from GetAuthorizationToken, refreshed in the background.
     Ecr(EcrAuthConfig),
     /// Credentials from a Docker `config.json` (`auths`), read at start.
@@ -367,20 +357,14 @@ pub enum ConfigError {
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("{origin}: {key}: {message}")]
-    Invalid {
-        origin: String,
-        key: String,
-        message: String,
-    },
+    Invalid { origin: String, key: String, message: String },
 }
 
 impl Config {
     /// Load and validate a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::parse(&text, &path.display().to_string())
     }
 
@@ -391,24 +375,15 @@ impl Config {
 
     /// Parse and validate TOML text; `origin` names it in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })?;
-        cfg.validate().map_err(|(key, message)| ConfigError::Invalid {
-            origin: origin.to_string(),
-            key,
-            message,
-        })?;
+        let mut cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { origin: origin.to_string(), message: e.to_string() })?;
+        cfg.validate().map_err(|(key, message)| ConfigError::Invalid { origin: origin.to_string(), key, message })?;
         Ok(cfg)
     }
 
     fn validate(&mut self) -> Result<(), (String, String)> {
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
-            return Err((
-                "server.tls_cert".into(),
-                "set both tls_cert and tls_key, or neither".into(),
-            ));
+            return Err(("server.tls_cert".into(), "set both tls_cert and tls_key, or neither".into()));
         }
         let c = &self.cache;
         if !(0.0 < c.low_watermark && c.low_watermark < c.high_watermark && c.high_watermark <= 1.0) {
@@ -418,10 +393,7 @@ impl Config {
             ));
         }
         if c.housekeeping_interval.is_zero() || c.lifecycle_interval.is_zero() {
-            return Err((
-                "cache.housekeeping_interval".into(),
-                "intervals must be greater than zero".into(),
-            ));
+            return Err(("cache.housekeeping_interval".into(), "intervals must be greater than zero".into()));
         }
         if self.upstreams.is_empty() {
             return Err((
@@ -431,16 +403,12 @@ impl Config {
         }
         for (i, pin) in self.cache.pins.iter().enumerate() {
             let key = format!("cache.pins[{i}]");
-            let r: crate::oci::ImageRef = pin
-                .parse()
-                .map_err(|e: crate::oci::ImageRefError| (key.clone(), e.to_string()))?;
+            let r: crate::oci::ImageRef =
+                pin.parse().map_err(|e: crate::oci::ImageRefError| (key.clone(), e.to_string()))?;
             if !self.upstreams.iter().any(|u| u.host == r.host) {
                 return Err((
                     key,
-                    format!(
-                        "{pin:?} names registry {:?}, which is not a configured upstream host",
-                        r.host
-                    ),
+                    format!("{pin:?} names registry {:?}, which is not a configured upstream host", r.host),
                 ));
             }
         }
@@ -526,24 +494,14 @@ impl Config {
                 _ => {}
             }
             let u = &self.upstreams[i];
-            if let AuthConfig::Basic {
-                password,
-                password_env,
-                password_file,
-                username,
-            } = &u.auth
-            {
+            if let AuthConfig::Basic { password, password_env, password_file, username } = &u.auth {
                 let resolved = resolve_password(password, password_env, password_file).map_err(|m| (key("auth"), m))?;
                 if password.is_some() {
                     tracing::warn!(upstream = %u.host, "a password is written inline in the config; prefer password_env or password_file");
                 }
                 let username = username.clone();
-                self.upstreams[i].auth = AuthConfig::Basic {
-                    username,
-                    password: Some(resolved),
-                    password_env: None,
-                    password_file: None,
-                };
+                self.upstreams[i].auth =
+                    AuthConfig::Basic { username, password: Some(resolved), password_env: None, password_file: None };
             }
         }
         Ok(())
@@ -603,11 +561,7 @@ fn docker_config_credentials(
     let wanted: Vec<String> = match registry {
         Some(r) => vec![r.to_string()],
         None if host == "docker.io" => {
-            vec![
-                "https://index.docker.io/v1/".into(),
-                "index.docker.io".into(),
-                "docker.io".into(),
-            ]
+            vec!["https://index.docker.io/v1/".into(), "index.docker.io".into(), "docker.io".into()]
         }
         None => vec![host.to_string(), format!("https://{host}")],
     };
@@ -618,10 +572,7 @@ fn docker_config_credentials(
     if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
         return Ok((u.clone(), Secret(p.clone())));
     }
-    let raw = entry
-        .auth
-        .as_deref()
-        .ok_or_else(|| format!("the auths entry in {} has no auth", path.display()))?;
+    let raw = entry.auth.as_deref().ok_or_else(|| format!("the auths entry in {} has no auth", path.display()))?;
     use base64::Engine as _;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(raw.trim())
@@ -645,8 +596,7 @@ fn valid_host(h: &str) -> bool {
         && name.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         });
@@ -657,19 +607,13 @@ fn validate_url(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
-        _ => {
-            return Err(format!(
-                "{url:?} must start with https:// (or http:// for a plain-HTTP registry)"
-            ))
-        }
+        _ => return Err(format!("{url:?} must start with https:// (or http:// for a plain-HTTP registry)")),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("{url:?} has no host"));
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!(
-            "{url:?} must be the registry's base URL, without a path or query"
-        ));
+        return Err(format!("{url:?} must be the registry's base URL, without a path or query"));
     }
     if url.contains('@') {
         return Err("credentials do not belong in the URL; use [upstream.auth]".into());
@@ -689,10 +633,7 @@ mod tests {
     fn embedded_default_is_valid() {
         let c = Config::embedded();
         let hosts: Vec<_> = c.upstreams.iter().map(|u| u.host.as_str()).collect();
-        assert_eq!(
-            hosts,
-            ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "public.ecr.aws"]
-        );
+        assert_eq!(hosts, ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "public.ecr.aws"]);
         assert_eq!(c.upstreams.iter().filter(|u| u.default).count(), 1);
     }
 
@@ -730,12 +671,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(
-            Config::parse("[[upstream]]\nhost = \"r.io\"\n[upstream.auth]\nkind = \"ecr\"\n", "t")
-                .unwrap_err()
-                .to_string()
-                .contains("auth.region")
-        );
+        assert!(Config::parse("[[upstream]]\nhost = \"r.io\"\n[upstream.auth]\nkind = \"ecr\"\n", "t")
+            .unwrap_err()
+            .to_string()
+            .contains("auth.region"));
 
         let dir = std::env::temp_dir().join(format!("pt-dc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -751,11 +690,9 @@ mod tests {
         )
         .unwrap();
         match &c.upstreams[0].auth {
-            AuthConfig::Basic {
-                username,
-                password: Some(p),
-                ..
-            } => assert_eq!((username.as_str(), p.expose()), ("bob", "s3cret")),
+            AuthConfig::Basic { username, password: Some(p), .. } => {
+                assert_eq!((username.as_str(), p.expose()), ("bob", "s3cret"))
+            }
             other => panic!("{other:?}"),
         }
         let e = Config::parse(

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod core;
+pub mod hosts_toml;
 pub mod http;
 pub mod metrics;
 pub mod oci;
@@ -42,21 +43,12 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
             cache_dir.display()
         )
     })?;
-    let tls = upstream::tls_config();
-    let upstreams = upstream::Upstreams::new(
-        cfg.upstreams
-            .iter()
-            .map(|c| upstream::Upstream {
-                registry: upstream::Registry::new(c, &tls),
-                config: c.clone(),
-            })
-            .collect(),
-    );
-    let pins = cfg
-        .cache
-        .pins
-        .iter()
-        .map(|p| p.parse())
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut list = Vec::new();
+    for c in &cfg.upstreams {
+        let tls = upstream::tls_config_for(c)?;
+        list.push(upstream::Upstream { registry: upstream::Registry::new(c, &tls), config: c.clone() });
+    }
+    let upstreams = upstream::Upstreams::new(list);
+    let pins = cfg.cache.pins.iter().map(|p| p.parse()).collect::<Result<Vec<_>, _>>()?;
     Ok(core::PullThrough::new(Arc::new(store), upstreams, pins))
 }

@@ -7,11 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(
-    name = "pullthrough",
-    version,
-    about = "A pull-through caching proxy for container images"
-)]
+#[command(name = "pullthrough", version, about = "A pull-through caching proxy for container images")]
 struct Cli {
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -62,6 +58,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write containerd hosts.toml files (one per configured upstream) that use this mirror.
+    HostsToml {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The mirror's URL as nodes reach it, e.g. http://127.0.0.1:5000.
+        #[arg(long)]
+        mirror: String,
+        /// Output directory (containerd's config_path, e.g. /etc/containerd/certs.d).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// List cached images: repositories, tags, digests, sizes, last pull.
     Ls {
         #[arg(long, short)]
@@ -84,20 +91,15 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     let result = match cli.command {
-        Command::Serve {
-            config,
-            listen,
-            cache_dir,
-            admin_listen,
-        } => serve(config.as_deref(), listen, cache_dir, admin_listen),
+        Command::Serve { config, listen, cache_dir, admin_listen } => {
+            serve(config.as_deref(), listen, cache_dir, admin_listen)
+        }
         Command::CheckConfig { config } => Config::load(&config).map_err(Into::into).map(|c| {
             println!(
                 "{}: ok ({} upstreams, cache dir {})",
@@ -110,17 +112,9 @@ fn main() -> std::process::ExitCode {
             print!("{}", pullthrough::config::DEFAULT_TOML);
             Ok(())
         }
-        Command::Prune {
-            config,
-            cache_dir,
-            dry_run,
-            json,
-        } => prune(config.as_deref(), cache_dir, dry_run, json),
-        Command::Ls {
-            config,
-            cache_dir,
-            json,
-        } => ls(config.as_deref(), cache_dir, json),
+        Command::Prune { config, cache_dir, dry_run, json } => prune(config.as_deref(), cache_dir, dry_run, json),
+        Command::Ls { config, cache_dir, json } => ls(config.as_deref(), cache_dir, json),
+        Command::HostsToml { config, mirror, out } => hosts_toml(config.as_deref(), &mirror, &out),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -207,11 +201,7 @@ async fn shutdown_signal() {
 fn offline(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::Result<pullthrough::core::PullThrough> {
     let cfg = load(config)?;
     let dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
-    anyhow::ensure!(
-        dir.is_dir(),
-        "cache directory {} does not exist; pass --cache-dir or --config",
-        dir.display()
-    );
+    anyhow::ensure!(dir.is_dir(), "cache directory {} does not exist; pass --cache-dir or --config", dir.display());
     pullthrough::build_pull_through(&cfg, &dir)
 }
 
@@ -219,19 +209,12 @@ fn prune(config: Option<&Path>, cache_dir: Option<PathBuf>, dry_run: bool, json:
     let pt = offline(config, cache_dir)?;
     let report = pt.apply_lifecycle(dry_run)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"dry_run": dry_run, "report": report}))?
-        );
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"dry_run": dry_run, "report": report}))?);
         return Ok(());
     }
     let verb = if dry_run { "would expire" } else { "expired" };
     for e in &report.expired {
-        let tags = if e.tags.is_empty() {
-            "untagged".to_string()
-        } else {
-            format!("tags {}", e.tags.join(", "))
-        };
+        let tags = if e.tags.is_empty() { "untagged".to_string() } else { format!("tags {}", e.tags.join(", ")) };
         println!("{verb} {}/{}@{} ({tags})", e.upstream, e.repository, e.digest);
     }
     let verb = if dry_run { "would remove" } else { "removed" };
@@ -254,16 +237,9 @@ fn ls(config: Option<&Path>, cache_dir: Option<PathBuf>, json: bool) -> anyhow::
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
-        "{:<16} {:<32} {:<20} {:<19} {:>10}  LAST PULLED",
-        "UPSTREAM", "REPOSITORY", "TAGS", "DIGEST", "SIZE"
-    );
+    println!("{:<16} {:<32} {:<20} {:<19} {:>10}  LAST PULLED", "UPSTREAM", "REPOSITORY", "TAGS", "DIGEST", "SIZE");
     for i in &images {
-        let tags = if i.tags.is_empty() {
-            "<none>".to_string()
-        } else {
-            i.tags.join(",")
-        };
+        let tags = if i.tags.is_empty() { "<none>".to_string() } else { i.tags.join(",") };
         let ago = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH + std::time::Duration::from_secs(i.pulled_at))
             .unwrap_or_default();
@@ -277,12 +253,7 @@ fn ls(config: Option<&Path>, cache_dir: Option<PathBuf>, json: bool) -> anyhow::
             humantime::format_duration(std::time::Duration::from_secs(ago.as_secs()))
         );
     }
-    println!(
-        "{} images; {} blobs, {} in the cache",
-        images.len(),
-        index.len(),
-        human_bytes(index.total())
-    );
+    println!("{} images; {} blobs, {} in the cache", images.len(), index.len(), human_bytes(index.total()));
     Ok(())
 }
 
@@ -299,4 +270,19 @@ fn human_bytes(b: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+fn hosts_toml(config: Option<&Path>, mirror: &str, out: &Path) -> anyhow::Result<()> {
+    let uri: http::Uri = mirror.parse().with_context(|| format!("--mirror {mirror:?} is not a URL"))?;
+    anyhow::ensure!(
+        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some(),
+        "--mirror must be an http:// or https:// URL, e.g. http://127.0.0.1:5000"
+    );
+    let cfg = load(config)?;
+    for p in pullthrough::hosts_toml::write_all(&cfg, mirror, out)
+        .with_context(|| format!("cannot write under {}", out.display()))?
+    {
+        println!("{}", p.display());
+    }
+    Ok(())
 }

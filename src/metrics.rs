@@ -39,9 +39,7 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let buckets = vec![
-        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    ];
+    let buckets = vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
@@ -61,11 +59,9 @@ fn plain_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let r = Registry::new();
-    let build_info = IntGaugeVec::new(
-        Opts::new("pullthrough_build_info", "Build information; always 1."),
-        &["version"],
-    )
-    .expect("valid metric");
+    let build_info =
+        IntGaugeVec::new(Opts::new("pullthrough_build_info", "Build information; always 1."), &["version"])
+            .expect("valid metric");
     r.register(Box::new(build_info.clone())).expect("unique metric");
     build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     Metrics {
@@ -139,17 +135,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "pullthrough_evicted_bytes_total",
             "Bytes evicted to keep the cache within its budget.",
         ),
-        cache_size_bytes: gauge(
-            &r,
-            "pullthrough_cache_size_bytes",
-            "Bytes of committed blobs in the cache.",
-        ),
+        cache_size_bytes: gauge(&r, "pullthrough_cache_size_bytes", "Bytes of committed blobs in the cache."),
         cache_blobs: gauge(&r, "pullthrough_cache_blobs", "Committed blobs in the cache."),
-        cache_budget_bytes: gauge(
-            &r,
-            "pullthrough_cache_budget_bytes",
-            "The configured max_size (0: no size cap).",
-        ),
+        cache_budget_bytes: gauge(&r, "pullthrough_cache_budget_bytes", "The configured max_size (0: no size cap)."),
         token_refreshes: counter(
             &r,
             "pullthrough_token_refreshes_total",
@@ -170,8 +158,6 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
 /// The text exposition of every metric.
 pub fn render() -> String {
     let mut buf = Vec::new();
-    TextEncoder::new()
-        .encode(&METRICS.registry.gather(), &mut buf)
-        .expect("text encoding cannot fail");
+    TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf).expect("text encoding cannot fail");
     String::from_utf8(buf).expect("metrics are UTF-8")
 }

@@ -34,16 +34,9 @@ async fn pulls_through_a_bearer_token_upstream_anonymously() {
     let before = tokens.issued.load(Ordering::SeqCst);
     let out = tempfile::tempdir().unwrap();
     let from = format!("docker://{}/hub/team/app:v1", proxy.addr);
-    skopeo(&[
-        "copy",
-        "--src-tls-verify=false",
-        &from,
-        &format!("oci:{}:v1", out.path().display()),
-    ]);
-    let mut got: Vec<String> = list_files(&out.path().join("blobs/sha256"))
-        .into_iter()
-        .map(|h| format!("sha256:{h}"))
-        .collect();
+    skopeo(&["copy", "--src-tls-verify=false", &from, &format!("oci:{}:v1", out.path().display())]);
+    let mut got: Vec<String> =
+        list_files(&out.path().join("blobs/sha256")).into_iter().map(|h| format!("sha256:{h}")).collect();
     got.sort();
     let mut want = img.all.clone();
     want.sort();
@@ -53,9 +46,7 @@ async fn pulls_through_a_bearer_token_upstream_anonymously() {
     let fetched = tokens.issued.load(Ordering::SeqCst) - before;
     assert_eq!(fetched, 1, "expected exactly one token fetch, got {fetched}");
     // And the proxy's own clients needed no credentials at all.
-    let m = get(&format!("{}/v2/hub/team/app/manifests/v1", proxy.url()), &[])
-        .await
-        .unwrap();
+    let m = get(&format!("{}/v2/hub/team/app/manifests/v1", proxy.url()), &[]).await.unwrap();
     assert_eq!(m.status, 200);
     assert_eq!(m.header("docker-content-digest"), Some(img.top.digest.as_str()));
 }

@@ -37,19 +37,15 @@ fn assert_all_cached_blobs_verify(proxy: &Proxy) {
 /// Wait until the cache is within `budget` and no eviction pass is still removing files.
 async fn settle_under(proxy: &Proxy, budget: u64) {
     let mut last = u64::MAX;
-    wait_until(
-        "the cache to settle under its budget",
-        Duration::from_secs(10),
-        async || {
-            let now = proxy.cached_bytes();
-            let settled = now <= budget && now == last;
-            last = now;
-            if !settled {
-                tokio::time::sleep(Duration::from_millis(150)).await;
-            }
-            settled
-        },
-    )
+    wait_until("the cache to settle under its budget", Duration::from_secs(10), async || {
+        let now = proxy.cached_bytes();
+        let settled = now <= budget && now == last;
+        last = now;
+        if !settled {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        settled
+    })
     .await;
 }
 
@@ -113,14 +109,7 @@ async fn a_blob_being_filled_is_never_evicted() {
     let fake = FakeUpstream::start().await;
     let (slow_d, slow_b) = blob(1, 4 * MIB);
     // About 1.6 s of transfer.
-    fake.set_blob(
-        &slow_d,
-        slow_b,
-        Fault::Slow {
-            chunk: 128 * 1024,
-            delay_ms: 50,
-        },
-    );
+    fake.set_blob(&slow_d, slow_b, Fault::Slow { chunk: 128 * 1024, delay_ms: 50 });
     let others: Vec<_> = (0..4).map(|i| blob(10 + i, 3 * MIB)).collect();
     for (d, b) in &others {
         fake.set_blob(d, b.clone(), Fault::Good);
@@ -139,21 +128,12 @@ async fn a_blob_being_filled_is_never_evicted() {
         get_hashed(&url(d), &[]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    assert!(
-        !slow.is_finished(),
-        "the slow fill should still be running while eviction works"
-    );
+    assert!(!slow.is_finished(), "the slow fill should still be running while eviction works");
     let (status, n, hex) = slow.await.unwrap().unwrap();
-    assert_eq!(
-        (status, n, format!("sha256:{hex}")),
-        (200, 4 * MIB as u64, slow_d.clone())
-    );
+    assert_eq!((status, n, format!("sha256:{hex}")), (200, 4 * MIB as u64, slow_d.clone()));
     assert!(proxy.proc.log_text().contains("evicted least recently used blobs"));
     // It committed after all that eviction: the freshest entry in the cache.
-    wait_until("the slow blob to be committed", Duration::from_secs(5), async || {
-        cached(&proxy, &slow_d)
-    })
-    .await;
+    wait_until("the slow blob to be committed", Duration::from_secs(5), async || cached(&proxy, &slow_d)).await;
     assert_all_cached_blobs_verify(&proxy);
 }
 
@@ -163,14 +143,7 @@ async fn sigkill_during_twenty_fills_leaves_no_partial_blob() {
     let blobs: Vec<_> = (0..20).map(|i| blob(300 + i, MIB + i as usize * 1000)).collect();
     for (i, (d, b)) in blobs.iter().enumerate() {
         // Some finish before the kill, most are mid-transfer when it lands.
-        let fault = if i % 4 == 0 {
-            Fault::Good
-        } else {
-            Fault::Slow {
-                chunk: 64 * 1024,
-                delay_ms: 40,
-            }
-        };
+        let fault = if i % 4 == 0 { Fault::Good } else { Fault::Slow { chunk: 64 * 1024, delay_ms: 40 } };
         fake.set_blob(d, b.clone(), fault);
     }
     let proxy = Proxy::start(&upstream_toml("fake.test", &fake.url(), "")).await;
@@ -188,19 +161,14 @@ async fn sigkill_during_twenty_fills_leaves_no_partial_blob() {
     for t in tasks {
         let _ = t.await; // broken transfers, or complete ones from before the kill
     }
-    assert!(
-        list_files(&proxy.cache.join("tmp")).is_empty(),
-        "temp files survived the restart"
-    );
+    assert!(list_files(&proxy.cache.join("tmp")).is_empty(), "temp files survived the restart");
     assert_all_cached_blobs_verify(&proxy);
 
     for (d, _) in &blobs {
         fake.set_fault(d, Fault::Good);
     }
     for (d, b) in &blobs {
-        let (status, n, hex) = get_hashed(&format!("{}/v2/r/blobs/{d}?ns=fake.test", proxy.url()), &[])
-            .await
-            .unwrap();
+        let (status, n, hex) = get_hashed(&format!("{}/v2/r/blobs/{d}?ns=fake.test", proxy.url()), &[]).await.unwrap();
         assert_eq!((status, n, format!("sha256:{hex}")), (200, b.len() as u64, d.clone()));
     }
     assert_all_cached_blobs_verify(&proxy);
@@ -223,24 +191,14 @@ async fn a_full_disk_keeps_serving_pulls_uncached() {
     // The proxy gets a private 6 MiB tmpfs as its cache: its own mount namespace, so the
     // mount vanishes with the process.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Proxy::write_config(
-        dir.path(),
-        "",
-        &upstream_toml("lab.test", &registry.url(), "prefix = \"lab\""),
-    );
+    let cfg = Proxy::write_config(dir.path(), "", &upstream_toml("lab.test", &registry.url(), "prefix = \"lab\""));
     let cache = dir.path().join("cache");
     std::fs::create_dir_all(&cache).unwrap();
     let root = unsafe_is_root();
     let proxy = Proxy::launch(dir, &cfg, |inner| {
         let mut c = Command::new("unshare");
         c.args(if root { vec!["-m"] } else { vec!["-r", "-m"] });
-        c.args([
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            "mount -t tmpfs -o size=6m tmpfs \"$0\" && exec \"$@\"",
-        ]);
+        c.args(["--propagation", "private", "sh", "-c", "mount -t tmpfs -o size=6m tmpfs \"$0\" && exec \"$@\""]);
         c.arg(&cache).arg(inner.get_program()).args(inner.get_args());
         c.env("RUST_LOG", "info,pullthrough=debug");
         c
@@ -249,32 +207,19 @@ async fn a_full_disk_keeps_serving_pulls_uncached() {
 
     let out = tempfile::tempdir().unwrap();
     let from = format!("docker://{}/lab/big/app:v1", proxy.addr);
-    skopeo(&[
-        "copy",
-        "--src-tls-verify=false",
-        &from,
-        &format!("oci:{}:v1", out.path().display()),
-    ]);
-    let mut got: Vec<String> = list_files(&out.path().join("blobs/sha256"))
-        .into_iter()
-        .map(|h| format!("sha256:{h}"))
-        .collect();
+    skopeo(&["copy", "--src-tls-verify=false", &from, &format!("oci:{}:v1", out.path().display())]);
+    let mut got: Vec<String> =
+        list_files(&out.path().join("blobs/sha256")).into_iter().map(|h| format!("sha256:{h}")).collect();
     got.sort();
     let mut want = img.all.clone();
     want.sort();
     assert_eq!(got, want, "the pull through a full cache was not complete and correct");
     let log = proxy.proc.log_text();
-    assert!(
-        log.contains("cache full: serving this blob without caching it"),
-        "{log}"
-    );
+    assert!(log.contains("cache full: serving this blob without caching it"), "{log}");
     // What the proxy did cache fits its 6 MiB and verifies (seen through its namespace).
     let inside = std::path::PathBuf::from(format!("/proc/{}/root{}", proxy.proc.child.id(), cache.display()));
     let blobs = inside.join("blobs");
-    let total: u64 = list_files(&blobs)
-        .iter()
-        .map(|p| std::fs::metadata(blobs.join(p)).unwrap().len())
-        .sum();
+    let total: u64 = list_files(&blobs).iter().map(|p| std::fs::metadata(blobs.join(p)).unwrap().len()).sum();
     assert!(total <= 6 * MIB as u64, "cached {total} bytes on a 6 MiB filesystem");
     for rel in list_files(&blobs) {
         let name = rel.rsplit('/').next().unwrap().to_string();
@@ -282,20 +227,11 @@ async fn a_full_disk_keeps_serving_pulls_uncached() {
     }
     // And it keeps serving: the same pull again.
     let again = tempfile::tempdir().unwrap();
-    skopeo(&[
-        "copy",
-        "--src-tls-verify=false",
-        &from,
-        &format!("oci:{}:v1", again.path().display()),
-    ]);
+    skopeo(&["copy", "--src-tls-verify=false", &from, &format!("oci:{}:v1", again.path().display())]);
 }
 
 fn unsafe_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
 /// Push `n` distinct single-layer images as test/app:v1..vN.
@@ -305,25 +241,14 @@ fn push_versions(registry: &Registry, n: usize) -> Vec<image::Built> {
     for i in 1..=n {
         let b = image::manifest(src.path(), 500 + i as u64, &[20_000 + i * 100], "amd64");
         image::finish_layout(src.path(), &[(&b.top, "x")]);
-        push(
-            src.path(),
-            "x",
-            &registry.addr.to_string(),
-            &format!("test/app:v{i}"),
-            None,
-        );
+        push(src.path(), "x", &registry.addr.to_string(), &format!("test/app:v{i}"), None);
         built.push(b);
     }
     built
 }
 
 async fn pull_manifest(proxy: &Proxy, name: &str, reference: &str) -> Resp {
-    let r = get(
-        &format!("{}/v2/{name}/manifests/{reference}?ns=lab.test", proxy.url()),
-        &[],
-    )
-    .await
-    .unwrap();
+    let r = get(&format!("{}/v2/{name}/manifests/{reference}?ns=lab.test", proxy.url()), &[]).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     r
 }
@@ -349,30 +274,18 @@ async fn lifecycle_policy_expires_exactly_what_it_says_and_dry_run_touches_nothi
     for (i, v) in versions.iter().enumerate() {
         pull_manifest(&proxy, "test/app", &format!("v{}", i + 1)).await;
         let l = &v.layers[0].digest;
-        get_hashed(&format!("{}/v2/test/app/blobs/{l}?ns=lab.test", proxy.url()), &[])
-            .await
-            .unwrap();
+        get_hashed(&format!("{}/v2/test/app/blobs/{l}?ns=lab.test", proxy.url()), &[]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     pull_manifest(&proxy, "test/app", &untagged.top.digest).await;
-    get_hashed(
-        &format!(
-            "{}/v2/test/app/blobs/{}?ns=lab.test",
-            proxy.url(),
-            untagged.layers[0].digest
-        ),
-        &[],
-    )
-    .await
-    .unwrap();
+    get_hashed(&format!("{}/v2/test/app/blobs/{}?ns=lab.test", proxy.url(), untagged.layers[0].digest), &[])
+        .await
+        .unwrap();
 
     // Expected by hand: rule 1 selects v1..v5, keeps the newest two (v5, v4), expires v3,
     // v2 and v1 but v2 is pinned; rule 2 expires the untagged image.
-    let mut expected: Vec<String> = vec![
-        versions[0].top.digest.clone(),
-        versions[2].top.digest.clone(),
-        untagged.top.digest.clone(),
-    ];
+    let mut expected: Vec<String> =
+        vec![versions[0].top.digest.clone(), versions[2].top.digest.clone(), untagged.top.digest.clone()];
     expected.sort();
     let expired_of = |out: &str| {
         let v: serde_json::Value = serde_json::from_str(out).unwrap();
@@ -410,10 +323,8 @@ async fn lifecycle_policy_expires_exactly_what_it_says_and_dry_run_touches_nothi
     assert_eq!(bytes, dry_bytes);
     // Each expired image freed what was pulled of it (manifest and layer; no config was
     // asked for); kept ones keep theirs.
-    let expected_bytes: u64 = [&versions[0], &versions[2], &untagged]
-        .iter()
-        .flat_map(|b| [b.top.size, b.layers[0].size])
-        .sum();
+    let expected_bytes: u64 =
+        [&versions[0], &versions[2], &untagged].iter().flat_map(|b| [b.top.size, b.layers[0].size]).sum();
     assert_eq!(bytes, expected_bytes);
     for (i, v) in versions.iter().enumerate() {
         let kept = [1, 3, 4].contains(&i);
@@ -429,21 +340,12 @@ async fn lifecycle_policy_expires_exactly_what_it_says_and_dry_run_touches_nothi
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|i| {
-            i["tags"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_str().unwrap().to_string())
-        })
+        .flat_map(|i| i["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()))
         .collect();
     tags.sort();
     assert_eq!(tags, ["v2", "v4", "v5"]);
     let (_, table, _) = proxy.cli(&["ls"]);
-    assert!(
-        table.contains("test/app") && table.contains("v5") && table.contains("3 images"),
-        "{table}"
-    );
+    assert!(table.contains("test/app") && table.contains("v5") && table.contains("3 images"), "{table}");
 
     // Nothing more to expire; and the expired tags are fetched again on demand.
     let (_, out, _) = proxy.cli(&["prune", "--json"]);
@@ -472,15 +374,11 @@ async fn immutable_tags_are_not_revalidated_and_mutable_ones_are() {
     );
     let proxy = Proxy::start(&upstream).await;
     assert_eq!(
-        pull_manifest(&proxy, "test/app", "v1")
-            .await
-            .header("docker-content-digest"),
+        pull_manifest(&proxy, "test/app", "v1").await.header("docker-content-digest"),
         Some(first.top.digest.as_str())
     );
     assert_eq!(
-        pull_manifest(&proxy, "test/app", "latest")
-            .await
-            .header("docker-content-digest"),
+        pull_manifest(&proxy, "test/app", "latest").await.header("docker-content-digest"),
         Some(latest_old.top.digest.as_str())
     );
     // Both tags move upstream.
@@ -490,27 +388,15 @@ async fn immutable_tags_are_not_revalidated_and_mutable_ones_are() {
     push(moved.path(), "x", &registry.addr.to_string(), "test/app:v1", None);
     push(moved.path(), "x", &registry.addr.to_string(), "test/app:latest", None);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let heads_before = registry
-        .proc
-        .log_text()
-        .matches("\"HEAD /v2/test/app/manifests/v1 ")
-        .count();
+    let heads_before = registry.proc.log_text().matches("\"HEAD /v2/test/app/manifests/v1 ").count();
     assert_eq!(
-        pull_manifest(&proxy, "test/app", "v1")
-            .await
-            .header("docker-content-digest"),
+        pull_manifest(&proxy, "test/app", "v1").await.header("docker-content-digest"),
         Some(first.top.digest.as_str())
     );
     assert_eq!(
-        pull_manifest(&proxy, "test/app", "latest")
-            .await
-            .header("docker-content-digest"),
+        pull_manifest(&proxy, "test/app", "latest").await.header("docker-content-digest"),
         Some(other.top.digest.as_str())
     );
-    let heads_after = registry
-        .proc
-        .log_text()
-        .matches("\"HEAD /v2/test/app/manifests/v1 ")
-        .count();
+    let heads_after = registry.proc.log_text().matches("\"HEAD /v2/test/app/manifests/v1 ").count();
     assert_eq!(heads_before, heads_after, "an immutable tag was revalidated upstream");
 }

@@ -15,18 +15,9 @@ fn pullthrough() -> Command {
 fn check_config_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        (
-            "[[upstream]]\nhost = \"r.io\"\nurl = \"ftp://r.io\"\n",
-            "upstream[0].url",
-        ),
-        (
-            "[[upstream]]\nhost = \"r.io\"\nurl = \"https://r.io\"\ntag_ttl = \"forever\"\n",
-            "tag_ttl",
-        ),
-        (
-            "[[upstream]]\nhost = \"r.io\"\nurl = \"https://r.io\"\nprefx = \"x\"\n",
-            "prefx",
-        ),
+        ("[[upstream]]\nhost = \"r.io\"\nurl = \"ftp://r.io\"\n", "upstream[0].url"),
+        ("[[upstream]]\nhost = \"r.io\"\nurl = \"https://r.io\"\ntag_ttl = \"forever\"\n", "tag_ttl"),
+        ("[[upstream]]\nhost = \"r.io\"\nurl = \"https://r.io\"\nprefx = \"x\"\n", "prefx"),
         ("[server]\nlisten = \"127.0.0.1:5000\"\n", "no [[upstream]]"),
     ];
     for (i, (toml, needle)) in cases.iter().enumerate() {
@@ -39,10 +30,7 @@ fn check_config_names_the_bad_key() {
             assert!(err.contains(needle), "{sub}: {err:?} does not mention {needle:?}");
         }
     }
-    let out = pullthrough()
-        .args(["check-config", "--config", "/nonexistent/pt.toml"])
-        .output()
-        .unwrap();
+    let out = pullthrough().args(["check-config", "--config", "/nonexistent/pt.toml"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pt.toml"));
 
@@ -50,12 +38,7 @@ fn check_config_names_the_bad_key() {
     let out = pullthrough().arg("default-config").output().unwrap();
     let f = dir.path().join("default.toml");
     std::fs::write(&f, &out.stdout).unwrap();
-    let out = pullthrough()
-        .arg("check-config")
-        .arg("--config")
-        .arg(&f)
-        .output()
-        .unwrap();
+    let out = pullthrough().arg("check-config").arg("--config").arg(&f).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("5 upstreams"));
 }
@@ -69,14 +52,8 @@ async fn serve_runs_on_the_embedded_default_and_cleans_leftover_temp_files() {
     let port = free_port();
     let mut cmd = pullthrough();
     let admin = free_port();
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--admin-listen",
-        &format!("127.0.0.1:{admin}"),
-    ])
-    .env("XDG_CACHE_HOME", home.path().join("xdg"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env("XDG_CACHE_HOME", home.path().join("xdg"));
     let proc = Proc::spawn(cmd, home.path().join("log"));
     let url = format!("http://127.0.0.1:{port}");
     wait_until(
@@ -91,9 +68,7 @@ async fn serve_runs_on_the_embedded_default_and_cleans_leftover_temp_files() {
     assert!(cache.join("blobs").is_dir());
     assert!(list_files(&cache.join("tmp")).is_empty());
     // Default upstreams are configured; anything else is refused.
-    let r = get(&format!("{url}/v2/x/manifests/latest?ns=registry.example"), &[])
-        .await
-        .unwrap();
+    let r = get(&format!("{url}/v2/x/manifests/latest?ns=registry.example"), &[]).await.unwrap();
     assert_eq!(r.status, 403);
     drop(proc);
 }

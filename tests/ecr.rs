@@ -23,18 +23,8 @@ async fn ecr_registry() -> EcrLab {
     let img = image::manifest(src.path(), 61, &[150_000], "amd64");
     image::finish_layout(src.path(), &[(&img.top, "v1")]);
     let creds = format!("AWS:{}", moto::password());
-    push(
-        src.path(),
-        "v1",
-        &registry.addr.to_string(),
-        "team/app:v1",
-        Some(&creds),
-    );
-    EcrLab {
-        registry,
-        img,
-        _src: src,
-    }
+    push(src.path(), "v1", &registry.addr.to_string(), "team/app:v1", Some(&creds));
+    EcrLab { registry, img, _src: src }
 }
 
 async fn ecr_proxy(registry: &Registry, moto: &Moto, extra_auth: &str) -> Proxy {
@@ -51,12 +41,7 @@ async fn ecr_proxy(registry: &Registry, moto: &Moto, extra_auth: &str) -> Proxy 
     let cfg = Proxy::write_config(dir.path(), "", &upstream);
     Proxy::launch(dir, &cfg, |mut c: Command| {
         // The default credential chain finds these; nothing reaches for instance metadata.
-        for v in [
-            "AWS_PROFILE",
-            "AWS_SESSION_TOKEN",
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-            "AWS_ROLE_ARN",
-        ] {
+        for v in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"] {
             c.env_remove(v);
         }
         c.env("AWS_ACCESS_KEY_ID", "testing")
@@ -82,25 +67,16 @@ fn assert_no_secret_in(log: &str) {
 async fn pulls_with_ecr_tokens_refreshed_in_the_background_and_survives_a_failed_refresh() {
     let lab = ecr_registry().await;
     // Sanity: the registry refuses anonymous pulls.
-    let r = get(&format!("{}/v2/team/app/manifests/v1", lab.registry.url()), &[])
-        .await
-        .unwrap();
+    let r = get(&format!("{}/v2/team/app/manifests/v1", lab.registry.url()), &[]).await.unwrap();
     assert_eq!(r.status, 401);
 
     let moto = Moto::start().await;
     let proxy = ecr_proxy(&lab.registry, &moto, "refresh_every = \"1s\"").await;
     let out = tempfile::tempdir().unwrap();
     let from = format!("docker://{}/ecr/team/app:v1", proxy.addr);
-    skopeo(&[
-        "copy",
-        "--src-tls-verify=false",
-        &from,
-        &format!("oci:{}:v1", out.path().display()),
-    ]);
-    let mut got: Vec<String> = list_files(&out.path().join("blobs/sha256"))
-        .into_iter()
-        .map(|h| format!("sha256:{h}"))
-        .collect();
+    skopeo(&["copy", "--src-tls-verify=false", &from, &format!("oci:{}:v1", out.path().display())]);
+    let mut got: Vec<String> =
+        list_files(&out.path().join("blobs/sha256")).into_iter().map(|h| format!("sha256:{h}")).collect();
     got.sort();
     let mut want = lab.img.all.clone();
     want.sort();
@@ -117,9 +93,7 @@ async fn pulls_with_ecr_tokens_refreshed_in_the_background_and_survives_a_failed
     let Moto { mut proc, .. } = moto;
     proc.kill();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let tags = get(&format!("{}/v2/ecr/team/app/tags/list", proxy.url()), &[])
-        .await
-        .unwrap();
+    let tags = get(&format!("{}/v2/ecr/team/app/tags/list", proxy.url()), &[]).await.unwrap();
     assert_eq!(tags.status, 200, "{}", tags.text());
     let log = proxy.proc.log_text();
     assert!(log.contains("ECR token refresh failed"), "{log}");
@@ -132,9 +106,7 @@ async fn an_upstream_401_forces_exactly_one_refresh() {
     let moto = Moto::start().await;
     // No refresh_every: with moto's past expiresAt the next scheduled refresh is minutes away.
     let proxy = ecr_proxy(&lab.registry, &moto, "").await;
-    let m = get(&format!("{}/v2/ecr/team/app/manifests/v1", proxy.url()), &[])
-        .await
-        .unwrap();
+    let m = get(&format!("{}/v2/ecr/team/app/manifests/v1", proxy.url()), &[]).await.unwrap();
     assert_eq!(m.status, 200, "{}", m.text());
     assert_eq!(m.header("docker-content-digest"), Some(lab.img.top.digest.as_str()));
 
@@ -143,9 +115,7 @@ async fn an_upstream_401_forces_exactly_one_refresh() {
     let yaml = htpasswd_yaml(dir.path(), "AWS", "rotated-password");
     let registry = Registry::start_at(dir, port, &yaml).await;
     let before = moto.calls();
-    let r = get(&format!("{}/v2/ecr/team/app/tags/list", proxy.url()), &[])
-        .await
-        .unwrap();
+    let r = get(&format!("{}/v2/ecr/team/app/tags/list", proxy.url()), &[]).await.unwrap();
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.error_code().as_deref(), Some("DENIED"));
     assert_eq!(moto.calls() - before, 1, "a 401 must force exactly one token refresh");
@@ -155,9 +125,7 @@ async fn an_upstream_401_forces_exactly_one_refresh() {
     let (dir, port) = registry.stop();
     let yaml = htpasswd_yaml(dir.path(), "AWS", &moto::password());
     let _registry = Registry::start_at(dir, port, &yaml).await;
-    let r = get(&format!("{}/v2/ecr/team/app/tags/list", proxy.url()), &[])
-        .await
-        .unwrap();
+    let r = get(&format!("{}/v2/ecr/team/app/tags/list", proxy.url()), &[]).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_no_secret_in(&proxy.proc.log_text());
 }

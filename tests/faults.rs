@@ -28,10 +28,7 @@ async fn assert_nothing_cached(proxy: &Proxy, digest: &str) {
         list_files(&proxy.cache.join("tmp")).is_empty()
     })
     .await;
-    assert!(
-        !proxy.cached_blobs().iter().any(|p| p.ends_with(&hex)),
-        "a failed blob was cached"
-    );
+    assert!(!proxy.cached_blobs().iter().any(|p| p.ends_with(&hex)), "a failed blob was cached");
 }
 
 async fn fault_case(fault: Fault, log_needle: &str) {
@@ -61,11 +58,7 @@ async fn fault_case(fault: Fault, log_needle: &str) {
     fake.set_fault(&digest, Fault::Good);
     let (status, n, hex) = get_hashed(&url, &[]).await.unwrap();
     assert_eq!((status, n, format!("sha256:{hex}")), (200, SIZE as u64, digest.clone()));
-    assert_eq!(
-        fake.hits(&format!("/blobs/{digest}")),
-        2,
-        "the failed fill was not reused"
-    );
+    assert_eq!(fake.hits(&format!("/blobs/{digest}")), 2, "the failed fill was not reused");
     let hex = digest.trim_start_matches("sha256:");
     assert!(proxy.cached_blobs().iter().any(|p| p.ends_with(hex)));
 }
@@ -99,10 +92,7 @@ async fn waiters_of_a_bad_fill_all_fail() {
         })
         .collect();
     for t in tasks {
-        assert!(
-            t.await.unwrap().is_err(),
-            "a waiter got a complete response for a corrupt blob"
-        );
+        assert!(t.await.unwrap().is_err(), "a waiter got a complete response for a corrupt blob");
     }
     assert_nothing_cached(&proxy, &digest).await;
 }
@@ -114,11 +104,7 @@ async fn redirects_are_followed_without_leaking_credentials() {
     let bytes = pseudo_random(7, 100_000);
     let digest = format!("sha256:{}", sha256_hex(&bytes));
     cdn.set_blob(&digest, bytes, Fault::Good);
-    registry.set_blob(
-        &digest,
-        Vec::new(),
-        Fault::RedirectTo(format!("{}/cdn/{digest}", cdn.url())),
-    );
+    registry.set_blob(&digest, Vec::new(), Fault::RedirectTo(format!("{}/cdn/{digest}", cdn.url())));
     // "user:secret-pw" in Basic form.
     let basic = "Basic dXNlcjpzZWNyZXQtcHc=";
     registry.require_auth(basic);
@@ -128,10 +114,7 @@ async fn redirects_are_followed_without_leaking_credentials() {
     let proxy = Proxy::start(&upstream_toml(
         "fake.test",
         &registry.url(),
-        &format!(
-            "[upstream.auth]\nkind = \"basic\"\nusername = \"user\"\npassword_file = \"{}\"",
-            pw.display()
-        ),
+        &format!("[upstream.auth]\nkind = \"basic\"\nusername = \"user\"\npassword_file = \"{}\"", pw.display()),
     ))
     .await;
 
@@ -139,10 +122,7 @@ async fn redirects_are_followed_without_leaking_credentials() {
     let (status, _, hex) = get_hashed(&url, &[]).await.unwrap();
     assert_eq!((status, format!("sha256:{hex}")), (200, digest.clone()));
     // The registry saw the credentials (after its 401 challenge); the CDN never did.
-    assert!(registry
-        .seen()
-        .iter()
-        .any(|s| s.authorization.as_deref() == Some(basic)));
+    assert!(registry.seen().iter().any(|s| s.authorization.as_deref() == Some(basic)));
     let cdn_seen = cdn.seen();
     assert_eq!(cdn_seen.len(), 1);
     assert_eq!(cdn_seen[0].authorization, None, "Authorization leaked to another host");
@@ -153,9 +133,7 @@ async fn redirects_are_followed_without_leaking_credentials() {
 async fn redirects_to_non_http_schemes_are_refused() {
     let (fake, proxy, digest, _) = setup().await;
     fake.set_fault(&digest, Fault::RedirectTo("file:///etc/passwd".into()));
-    let r = get(&format!("{}/v2/r/blobs/{digest}?ns=fake.test", proxy.url()), &[])
-        .await
-        .unwrap();
+    let r = get(&format!("{}/v2/r/blobs/{digest}?ns=fake.test", proxy.url()), &[]).await.unwrap();
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("redirect"), "{}", r.text());
     assert_nothing_cached(&proxy, &digest).await;

@@ -28,40 +28,20 @@ async fn lab(extra: &str) -> Lab {
     image::finish_layout(src.path(), &[(&app.top, "app-v1"), (&multi.top, "multi-v1")]);
     push_tag(src.path(), "app-v1", &registry, "test/app:v1");
     push_tag(src.path(), "multi-v1", &registry, "test/multi:v1");
-    let proxy = Proxy::start(&upstream_toml(
-        "lab.test",
-        &registry.url(),
-        &format!("prefix = \"lab\"\n{extra}"),
-    ))
-    .await;
-    Lab {
-        registry,
-        proxy,
-        app,
-        multi,
-        _src: src,
-    }
+    let proxy = Proxy::start(&upstream_toml("lab.test", &registry.url(), &format!("prefix = \"lab\"\n{extra}"))).await;
+    Lab { registry, proxy, app, multi, _src: src }
 }
 
 fn push_tag(layout: &Path, layout_tag: &str, registry: &Registry, name_tag: &str) {
     let src = format!("oci:{}:{layout_tag}", layout.display());
     let dst = format!("docker://{}/{name_tag}", registry.addr);
-    skopeo(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        &src,
-        &dst,
-    ]);
+    skopeo(&["copy", "--all", "--preserve-digests", "--dest-tls-verify=false", &src, &dst]);
 }
 
 /// The sha256 digests of every blob in an OCI layout.
 fn layout_digests(layout: &Path) -> Vec<String> {
-    let mut v: Vec<String> = list_files(&layout.join("blobs/sha256"))
-        .into_iter()
-        .map(|h| format!("sha256:{h}"))
-        .collect();
+    let mut v: Vec<String> =
+        list_files(&layout.join("blobs/sha256")).into_iter().map(|h| format!("sha256:{h}")).collect();
     v.sort();
     v
 }
@@ -79,39 +59,22 @@ async fn skopeo_pulls_single_and_multi_arch_images_through_the_prefix() {
         let out = tempfile::tempdir().unwrap();
         let src = format!("docker://{}/lab/{name}", lab.proxy.addr);
         let dst = format!("oci:{}:t", out.path().display());
-        skopeo(&[
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-            &src,
-            &dst,
-        ]);
+        skopeo(&["copy", "--all", "--preserve-digests", "--src-tls-verify=false", &src, &dst]);
         // skopeo verified every digest as it copied; the set must be exactly what was pushed.
         assert_eq!(layout_digests(out.path()), sorted(built.all.clone()), "{name}");
 
         // The manifest bytes through the proxy equal the upstream's, and so do the headers.
-        let direct = skopeo(&[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{}/{name}", lab.registry.addr),
-        ]);
+        let direct =
+            skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/{name}", lab.registry.addr)]);
         let proxied = skopeo(&["inspect", "--raw", "--tls-verify=false", &src]);
         assert_eq!(direct, proxied);
-        assert_eq!(
-            sha256_hex(proxied.as_bytes()),
-            built.top.digest.trim_start_matches("sha256:")
-        );
+        assert_eq!(sha256_hex(proxied.as_bytes()), built.top.digest.trim_start_matches("sha256:"));
     }
     // Everything that was pulled is now in the cache, content-addressed.
     let cached = lab.proxy.cached_blobs();
     for d in lab.app.all.iter().chain(&lab.multi.all) {
         let hex = d.trim_start_matches("sha256:");
-        assert!(
-            cached.contains(&format!("sha256/{}/{hex}", &hex[..2])),
-            "{d} not cached: {cached:?}"
-        );
+        assert!(cached.contains(&format!("sha256/{}/{hex}", &hex[..2])), "{d} not cached: {cached:?}");
     }
 }
 
@@ -121,19 +84,12 @@ async fn containerd_style_ns_requests_get_correct_headers_and_bytes() {
     let p = lab.proxy.url();
 
     // Resolve like containerd: HEAD by tag with its Accept line, then GET by digest.
-    let head = send_req(
-        "HEAD",
-        &format!("{p}/v2/test/app/manifests/v1?ns=lab.test"),
-        &[("accept", CONTAINERD_ACCEPT)],
-    )
-    .await;
+    let head =
+        send_req("HEAD", &format!("{p}/v2/test/app/manifests/v1?ns=lab.test"), &[("accept", CONTAINERD_ACCEPT)]).await;
     assert_eq!(head.status, 200, "{}", head.text());
     assert_eq!(head.header("docker-content-digest"), Some(lab.app.top.digest.as_str()));
     assert_eq!(head.header("content-type"), Some(image::OCI_MANIFEST));
-    assert_eq!(
-        head.header("content-length"),
-        Some(lab.app.top.size.to_string().as_str())
-    );
+    assert_eq!(head.header("content-length"), Some(lab.app.top.size.to_string().as_str()));
     assert!(head.body.is_empty());
 
     let m = get(
@@ -144,21 +100,14 @@ async fn containerd_style_ns_requests_get_correct_headers_and_bytes() {
     .unwrap();
     assert_eq!(m.status, 200);
     assert_eq!(format!("sha256:{}", sha256_hex(&m.body)), lab.app.top.digest);
-    let direct = get(
-        &format!("{}/v2/test/app/manifests/v1", lab.registry.url()),
-        &[("accept", CONTAINERD_ACCEPT)],
-    )
-    .await
-    .unwrap();
+    let direct = get(&format!("{}/v2/test/app/manifests/v1", lab.registry.url()), &[("accept", CONTAINERD_ACCEPT)])
+        .await
+        .unwrap();
     assert_eq!(direct.body, m.body, "proxied manifest differs from upstream's");
 
     // Multi-arch: the index by tag, with its media type.
-    let idx = get(
-        &format!("{p}/v2/test/multi/manifests/v1?ns=lab.test"),
-        &[("accept", CONTAINERD_ACCEPT)],
-    )
-    .await
-    .unwrap();
+    let idx =
+        get(&format!("{p}/v2/test/multi/manifests/v1?ns=lab.test"), &[("accept", CONTAINERD_ACCEPT)]).await.unwrap();
     assert_eq!(idx.status, 200);
     assert_eq!(idx.header("content-type"), Some(image::OCI_INDEX));
     assert_eq!(idx.header("docker-content-digest"), Some(lab.multi.top.digest.as_str()));
@@ -173,58 +122,33 @@ async fn containerd_style_ns_requests_get_correct_headers_and_bytes() {
     assert_eq!(whole.header("docker-content-digest"), Some(layer.digest.as_str()));
     let part = get(&url, &[("range", "bytes=100-199")]).await.unwrap();
     assert_eq!(part.status, 206);
-    assert_eq!(
-        part.header("content-range"),
-        Some(format!("bytes 100-199/{}", layer.size).as_str())
-    );
+    assert_eq!(part.header("content-range"), Some(format!("bytes 100-199/{}", layer.size).as_str()));
     assert_eq!(&part.body[..], &whole.body[100..200]);
     let tail = get(&url, &[("range", "bytes=-10")]).await.unwrap();
     assert_eq!(&tail.body[..], &whole.body[whole.body.len() - 10..]);
-    let beyond = get(&url, &[("range", &format!("bytes={}-", layer.size))])
-        .await
-        .unwrap();
+    let beyond = get(&url, &[("range", &format!("bytes={}-", layer.size))]).await.unwrap();
     assert_eq!(beyond.status, 416);
-    assert_eq!(
-        beyond.header("content-range"),
-        Some(format!("bytes */{}", layer.size).as_str())
-    );
+    assert_eq!(beyond.header("content-range"), Some(format!("bytes */{}", layer.size).as_str()));
     let blob_head = send_req("HEAD", &url, &[]).await;
-    assert_eq!(
-        blob_head.header("content-length"),
-        Some(layer.size.to_string().as_str())
-    );
+    assert_eq!(blob_head.header("content-length"), Some(layer.size.to_string().as_str()));
 
     // Tag list, proxied with pagination.
-    let tags = get(&format!("{p}/v2/test/app/tags/list?ns=lab.test"), &[])
-        .await
-        .unwrap();
+    let tags = get(&format!("{p}/v2/test/app/tags/list?ns=lab.test"), &[]).await.unwrap();
     assert_eq!(tags.status, 200);
     let v: serde_json::Value = serde_json::from_slice(&tags.body).unwrap();
     assert_eq!(v["tags"], serde_json::json!(["v1"]));
 
     // A registry that is not configured is refused: no open proxy.
-    let denied = get(&format!("{p}/v2/library/nginx/manifests/latest?ns=docker.io"), &[])
-        .await
-        .unwrap();
+    let denied = get(&format!("{p}/v2/library/nginx/manifests/latest?ns=docker.io"), &[]).await.unwrap();
     assert_eq!(denied.status, 403);
     assert_eq!(denied.error_code().as_deref(), Some("DENIED"));
     assert!(denied.text().contains("not configured"), "{}", denied.text());
     // Unknown things upstream are 404s with the right codes.
-    let missing = get(&format!("{p}/v2/test/app/manifests/nope?ns=lab.test"), &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        (missing.status, missing.error_code().as_deref()),
-        (404, Some("MANIFEST_UNKNOWN"))
-    );
+    let missing = get(&format!("{p}/v2/test/app/manifests/nope?ns=lab.test"), &[]).await.unwrap();
+    assert_eq!((missing.status, missing.error_code().as_deref()), (404, Some("MANIFEST_UNKNOWN")));
     let zero = format!("sha256:{}", "0".repeat(64));
-    let missing = get(&format!("{p}/v2/test/app/blobs/{zero}?ns=lab.test"), &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        (missing.status, missing.error_code().as_deref()),
-        (404, Some("BLOB_UNKNOWN"))
-    );
+    let missing = get(&format!("{p}/v2/test/app/blobs/{zero}?ns=lab.test"), &[]).await.unwrap();
+    assert_eq!((missing.status, missing.error_code().as_deref()), (404, Some("BLOB_UNKNOWN")));
 }
 
 async fn send_req(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
@@ -237,37 +161,21 @@ async fn cached_images_are_served_when_the_upstream_is_down() {
     let src = format!("docker://{}/lab/test/multi:v1", lab.proxy.addr);
     let by_digest = format!("docker://{}/lab/test/multi@{}", lab.proxy.addr, lab.multi.top.digest);
     let first = tempfile::tempdir().unwrap();
-    skopeo(&[
-        "copy",
-        "--all",
-        "--src-tls-verify=false",
-        &src,
-        &format!("oci:{}:t", first.path().display()),
-    ]);
+    skopeo(&["copy", "--all", "--src-tls-verify=false", &src, &format!("oci:{}:t", first.path().display())]);
 
-    let Lab {
-        registry, proxy, multi, ..
-    } = lab;
+    let Lab { registry, proxy, multi, .. } = lab;
     drop(registry.stop());
     // Past the tag TTL, so the proxy tries to revalidate, fails, and serves the stale digest.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for (i, src) in [&src, &by_digest].into_iter().enumerate() {
         let out = tempfile::tempdir().unwrap();
-        skopeo(&[
-            "copy",
-            "--all",
-            "--src-tls-verify=false",
-            src,
-            &format!("oci:{}:t{i}", out.path().display()),
-        ]);
+        skopeo(&["copy", "--all", "--src-tls-verify=false", src, &format!("oci:{}:t{i}", out.path().display())]);
         assert_eq!(layout_digests(out.path()), sorted(multi.all.clone()));
     }
     assert!(proxy.proc.log_text().contains("stale"), "the stale serve is logged");
 
     // What was never cached fails with a clear "unreachable", not a misleading 404.
-    let r = get(&format!("{}/v2/lab/test/other/manifests/v1", proxy.url()), &[])
-        .await
-        .unwrap();
+    let r = get(&format!("{}/v2/lab/test/other/manifests/v1", proxy.url()), &[]).await.unwrap();
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.error_code().as_deref(), Some("UNAVAILABLE"));
     assert!(r.text().contains("lab.test"), "{}", r.text());
@@ -289,20 +197,12 @@ async fn a_moved_tag_is_seen_after_its_ttl_and_digests_stay_immutable() {
 
     // Within the TTL the cached answer stands; after it, the HEAD revalidation sees the move.
     let within = get(&url, &[]).await.unwrap();
-    assert_eq!(
-        within.header("docker-content-digest"),
-        Some(lab.app.top.digest.as_str())
-    );
+    assert_eq!(within.header("docker-content-digest"), Some(lab.app.top.digest.as_str()));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let after = get(&url, &[]).await.unwrap();
     assert_eq!(after.header("docker-content-digest"), Some(other.top.digest.as_str()));
     // The old manifest is still served by digest from the cache.
-    let old = get(
-        &format!("{p}/v2/test/app/manifests/{}?ns=lab.test", lab.app.top.digest),
-        &[],
-    )
-    .await
-    .unwrap();
+    let old = get(&format!("{p}/v2/test/app/manifests/{}?ns=lab.test", lab.app.top.digest), &[]).await.unwrap();
     assert_eq!(old.status, 200);
     assert_eq!(old.body, first.body);
 }
@@ -352,13 +252,7 @@ async fn bad_input_gets_oci_errors_and_touches_nothing() {
     let lab = lab("").await;
     let p = lab.proxy.url();
     // Warm the cache a little so there is something that must stay as it is.
-    assert_eq!(
-        get(&format!("{p}/v2/test/app/manifests/v1?ns=lab.test"), &[])
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(get(&format!("{p}/v2/test/app/manifests/v1?ns=lab.test"), &[]).await.unwrap().status, 200);
     let before = list_files(&lab.proxy.cache);
     let outside = lab.proxy.dir.path().join("outside-sentinel");
     std::fs::write(&outside, "untouched").unwrap();
@@ -366,12 +260,7 @@ async fn bad_input_gets_oci_errors_and_touches_nothing() {
     let layer = &lab.app.layers[0].digest;
     let cases: &[(&str, &str, u16, &str)] = &[
         ("GET", "/v2/test/app/blobs/sha256:1234", 400, "DIGEST_INVALID"),
-        (
-            "GET",
-            "/v2/test/app/blobs/md5:d41d8cd98f00b204e9800998ecf8427e",
-            400,
-            "DIGEST_INVALID",
-        ),
+        ("GET", "/v2/test/app/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", 400, "DIGEST_INVALID"),
         ("GET", "/v2/test/app/manifests/sha256:XYZ", 400, "DIGEST_INVALID"),
         ("GET", "/v2/../../etc/passwd/manifests/latest", 400, "NAME_INVALID"),
         ("GET", "/v2/test/../../app/manifests/v1", 400, "NAME_INVALID"),
@@ -387,26 +276,12 @@ async fn bad_input_gets_oci_errors_and_touches_nothing() {
     ];
     for (method, path, status, code) in cases {
         let r = net::send(method, &format!("{p}{path}"), &[]).await.unwrap();
-        assert_eq!(
-            (r.status, r.error_code().as_deref()),
-            (*status, Some(*code)),
-            "{method} {path}: {}",
-            r.text()
-        );
+        assert_eq!((r.status, r.error_code().as_deref()), (*status, Some(*code)), "{method} {path}: {}", r.text());
         assert_eq!(r.header("content-type"), Some("application/json"));
     }
     for range in ["bytes=a-b", "bytes=5-1", "pages=1-2", "bytes=0-1,4-5"] {
-        let r = get(
-            &format!("{p}/v2/test/app/blobs/{layer}?ns=lab.test"),
-            &[("range", range)],
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            (r.status, r.error_code().as_deref()),
-            (400, Some("RANGE_INVALID")),
-            "{range}"
-        );
+        let r = get(&format!("{p}/v2/test/app/blobs/{layer}?ns=lab.test"), &[("range", range)]).await.unwrap();
+        assert_eq!((r.status, r.error_code().as_deref()), (400, Some("RANGE_INVALID")), "{range}");
     }
     // A path outside the API.
     assert_eq!(get(&format!("{p}/etc/passwd"), &[]).await.unwrap().status, 404);

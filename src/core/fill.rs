@@ -91,12 +91,7 @@ impl Fills {
             crate::metrics::METRICS.fills_joined.inc();
             return (rx.clone(), false);
         }
-        let (tx, rx) = watch::channel(Progress {
-            state: FillState::Connecting,
-            file: None,
-            written: 0,
-            total: None,
-        });
+        let (tx, rx) = watch::channel(Progress { state: FillState::Connecting, file: None, written: 0, total: None });
         map.insert(digest.clone(), rx.clone());
         drop(map);
         let (fills, store, route, digest) = (self.clone(), store.clone(), route.clone(), digest.clone());
@@ -104,9 +99,7 @@ impl Fills {
             match run(&store, &route, &digest, &tx).await {
                 Ok(()) => {
                     let b = store.budget();
-                    if b.max_size
-                        .is_some_and(|m| store.cas.index.total() as f64 > m as f64 * b.high_watermark)
-                    {
+                    if b.max_size.is_some_and(|m| store.cas.index.total() as f64 > m as f64 * b.high_watermark) {
                         fills.housekeeping.notify_one();
                     }
                 }
@@ -114,10 +107,9 @@ impl Fills {
                     let m = &crate::metrics::METRICS;
                     match &e {
                         FillError::NoSpace { .. } => m.uncached_blobs.with_label_values(&[route.upstream.host()]).inc(),
-                        FillError::Verification { .. } => m
-                            .fill_verification_failures
-                            .with_label_values(&[route.upstream.host()])
-                            .inc(),
+                        FillError::Verification { .. } => {
+                            m.fill_verification_failures.with_label_values(&[route.upstream.host()]).inc()
+                        }
                         _ => {}
                     }
                     if matches!(e, FillError::NoSpace { .. }) {
@@ -145,22 +137,14 @@ async fn run(
     digest: &Digest,
     tx: &watch::Sender<Progress>,
 ) -> Result<(), FillError> {
-    let io_err = |e: std::io::Error| FillError::Io {
-        digest: digest.clone(),
-        message: e.to_string(),
-    };
+    let io_err = |e: std::io::Error| FillError::Io { digest: digest.clone(), message: e.to_string() };
 
     // Another fill may have committed this blob between the caller's cache check and ours.
     let s = store.clone();
     let d = digest.clone();
     if let Some((f, len)) = blocking(move || s.cas.open_blob(&d)).await.map_err(io_err)? {
         tx.send_modify(|p| {
-            *p = Progress {
-                state: FillState::Verified,
-                file: Some(Arc::new(f)),
-                written: len,
-                total: Some(len),
-            }
+            *p = Progress { state: FillState::Verified, file: Some(Arc::new(f)), written: len, total: Some(len) }
         });
         return Ok(());
     }
@@ -178,10 +162,7 @@ async fn run(
     let reservation = tokio::task::spawn_blocking(move || s.reserve(total))
         .await
         .map_err(|e| io_err(std::io::Error::other(e)))?
-        .map_err(|e| FillError::NoSpace {
-            digest: digest.clone(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| FillError::NoSpace { digest: digest.clone(), message: e.to_string() })?;
 
     let s = store.clone();
     let d = digest.clone();
@@ -193,10 +174,7 @@ async fn run(
     .await
     .map_err(|e| {
         if e.raw_os_error() == Some(28) {
-            FillError::NoSpace {
-                digest: digest.clone(),
-                message: e.to_string(),
-            }
+            FillError::NoSpace { digest: digest.clone(), message: e.to_string() }
         } else {
             io_err(e)
         }
@@ -228,15 +206,9 @@ async fn run(
         loop {
             let frame = tokio::time::timeout(registry.read_timeout, body.frame())
                 .await
-                .map_err(|_| UpstreamError::Timeout {
-                    host: host.clone(),
-                    after: registry.read_timeout,
-                })?;
+                .map_err(|_| UpstreamError::Timeout { host: host.clone(), after: registry.read_timeout })?;
             let Some(frame) = frame else { break };
-            let frame = frame.map_err(|e| UpstreamError::Transfer {
-                host: host.clone(),
-                message: error_chain(&e),
-            })?;
+            let frame = frame.map_err(|e| UpstreamError::Transfer { host: host.clone(), message: error_chain(&e) })?;
             if let Ok(data) = frame.into_data() {
                 received += data.len() as u64;
                 if total.is_some_and(|t| received > t) {
@@ -254,10 +226,7 @@ async fn run(
     }
     .await;
     drop(chunks);
-    let temp = writer
-        .await
-        .map_err(|e| io_err(std::io::Error::other(e)))?
-        .map_err(io_err)?;
+    let temp = writer.await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
     result?;
 
     let s = store.clone();
@@ -275,9 +244,6 @@ async fn run(
             Ok(())
         }
         Err(crate::store::CommitError::Io(e)) => Err(io_err(e)),
-        Err(e) => Err(FillError::Verification {
-            digest: digest.clone(),
-            message: e.to_string(),
-        }),
+        Err(e) => Err(FillError::Verification { digest: digest.clone(), message: e.to_string() }),
     }
 }

@@ -54,15 +54,7 @@ fn repo_images(pt: &PullThrough, up: &str, name: &RepoName) -> io::Result<Vec<(I
     for (d, rec) in store.records.images(up, name)? {
         by_digest.insert(
             d.clone(),
-            (
-                Image {
-                    digest: d,
-                    tags: vec![],
-                    pushed_at: rec.cached_at,
-                    pulled_at: rec.pulled_at,
-                },
-                rec.media_type,
-            ),
+            (Image { digest: d, tags: vec![], pushed_at: rec.cached_at, pulled_at: rec.pulled_at }, rec.media_type),
         );
     }
     for (tag, rec) in store.records.tags(up, name)? {
@@ -87,10 +79,7 @@ fn repo_images(pt: &PullThrough, up: &str, name: &RepoName) -> io::Result<Vec<(I
             }
         }
     }
-    Ok(by_digest
-        .into_values()
-        .filter(|(i, _)| !children.contains(&i.digest) || !i.tags.is_empty())
-        .collect())
+    Ok(by_digest.into_values().filter(|(i, _)| !children.contains(&i.digest) || !i.tags.is_empty()).collect())
 }
 
 impl PullThrough {
@@ -125,12 +114,7 @@ impl PullThrough {
         let report = self.store.evict(need, &self.pinned()?, &referenced)?;
         crate::metrics::METRICS.evictions.inc_by(report.removed as u64);
         crate::metrics::METRICS.evicted_bytes.inc_by(report.bytes);
-        tracing::info!(
-            removed = report.removed,
-            bytes = report.bytes,
-            need,
-            "evicted least recently used blobs"
-        );
+        tracing::info!(removed = report.removed, bytes = report.bytes, need, "evicted least recently used blobs");
         Ok(report)
     }
 
@@ -153,10 +137,7 @@ impl PullThrough {
             let expired: HashSet<Digest> = match &policy {
                 Some(p) => {
                     let imgs: Vec<Image> = images.iter().map(|(i, _)| i.clone()).collect();
-                    lifecycle::evaluate(&p.0, &imgs, now)
-                        .into_iter()
-                        .filter(|d| !pinned.contains(d))
-                        .collect()
+                    lifecycle::evaluate(&p.0, &imgs, now).into_iter().filter(|d| !pinned.contains(d)).collect()
                 }
                 None => HashSet::new(),
             };
@@ -188,9 +169,7 @@ impl PullThrough {
                 if keep.contains(&d) {
                     continue;
                 }
-                let size = std::fs::metadata(self.store.cas.blob_path(&d))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
+                let size = std::fs::metadata(self.store.cas.blob_path(&d)).map(|m| m.len()).unwrap_or(0);
                 if size == 0 && !self.store.cas.contains(&d) {
                     continue;
                 }
@@ -206,24 +185,13 @@ impl PullThrough {
 
     /// Every image in the cache with its tags and size. Blocking.
     pub fn list_images(&self) -> io::Result<Vec<CachedImage>> {
-        let sizes: HashMap<Digest, u64> = self
-            .store
-            .cas
-            .index
-            .snapshot()
-            .into_iter()
-            .map(|b| (b.digest, b.size))
-            .collect();
+        let sizes: HashMap<Digest, u64> =
+            self.store.cas.index.snapshot().into_iter().map(|b| (b.digest, b.size)).collect();
         let mut out = Vec::new();
         for (up, name) in self.store.records.repositories()? {
             for (mut img, media_type) in repo_images(self, &up, &name)? {
                 img.tags.sort();
-                let size = self
-                    .store
-                    .closure([img.digest.clone()])?
-                    .iter()
-                    .filter_map(|d| sizes.get(d))
-                    .sum();
+                let size = self.store.closure([img.digest.clone()])?.iter().filter_map(|d| sizes.get(d)).sum();
                 out.push(CachedImage {
                     upstream: up.clone(),
                     repository: name.to_string(),

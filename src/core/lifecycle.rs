@@ -114,9 +114,7 @@ impl Policy {
                     ))
                 }
                 TagStatus::Untagged | TagStatus::Any if lists != 0 => {
-                    return Err(format!(
-                        "rule {p}: tag lists are only allowed with tagStatus \"tagged\""
-                    ))
+                    return Err(format!("rule {p}: tag lists are only allowed with tagStatus \"tagged\""))
                 }
                 _ => {}
             }
@@ -160,14 +158,8 @@ impl Selection {
             // ECR: with several entries, an image must match every one of them.
             TagStatus::Tagged => {
                 !img.tags.is_empty()
-                    && self
-                        .tag_prefix_list
-                        .iter()
-                        .all(|p| img.tags.iter().any(|t| t.starts_with(p.as_str())))
-                    && self
-                        .tag_pattern_list
-                        .iter()
-                        .all(|p| img.tags.iter().any(|t| p.matches(t)))
+                    && self.tag_prefix_list.iter().all(|p| img.tags.iter().any(|t| t.starts_with(p.as_str())))
+                    && self.tag_pattern_list.iter().all(|p| img.tags.iter().any(|t| p.matches(t)))
             }
         }
     }
@@ -181,10 +173,8 @@ pub fn evaluate(policy: &Policy, images: &[Image], now: SystemTime) -> Vec<Diges
     let mut expired = Vec::new();
     for rule in rules {
         let s = &rule.selection;
-        let mut selected: Vec<&Image> = images
-            .iter()
-            .filter(|i| !claimed.contains(&i.digest) && s.selects(i))
-            .collect();
+        let mut selected: Vec<&Image> =
+            images.iter().filter(|i| !claimed.contains(&i.digest) && s.selects(i)).collect();
         let days = Duration::from_secs(86_400 * s.count_number);
         let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
         match s.count_type {
@@ -193,18 +183,12 @@ pub fn evaluate(policy: &Policy, images: &[Image], now: SystemTime) -> Vec<Diges
                 selected.sort_by(|a, b| b.pushed_at.cmp(&a.pushed_at).then_with(|| a.digest.cmp(&b.digest)));
                 expired.extend(selected.iter().skip(s.count_number as usize).map(|i| i.digest.clone()));
             }
-            CountType::SinceImagePushed => expired.extend(
-                selected
-                    .iter()
-                    .filter(|i| age(i.pushed_at) > days)
-                    .map(|i| i.digest.clone()),
-            ),
-            CountType::SinceImagePulled => expired.extend(
-                selected
-                    .iter()
-                    .filter(|i| age(i.pulled_at) > days)
-                    .map(|i| i.digest.clone()),
-            ),
+            CountType::SinceImagePushed => {
+                expired.extend(selected.iter().filter(|i| age(i.pushed_at) > days).map(|i| i.digest.clone()))
+            }
+            CountType::SinceImagePulled => {
+                expired.extend(selected.iter().filter(|i| age(i.pulled_at) > days).map(|i| i.digest.clone()))
+            }
         }
         claimed.extend(selected.iter().map(|i| &i.digest));
     }
@@ -275,11 +259,7 @@ mod tests {
         let p = policy(
             r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"tagged","tagPatternList":["v*-rc*"],"countType":"sinceImagePulled","countUnit":"days","countNumber":30},"action":{"type":"expire"}}]}"#,
         );
-        let images = [
-            img(1, &["v1-rc1"], 90, 40),
-            img(2, &["v1-rc2"], 90, 5),
-            img(3, &["v1"], 90, 90),
-        ];
+        let images = [img(1, &["v1-rc1"], 90, 40), img(2, &["v1-rc2"], 90, 5), img(3, &["v1"], 90, 90)];
         assert_eq!(ids(evaluate(&p, &images, now())), ["01"]);
     }
 

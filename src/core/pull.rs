@@ -55,11 +55,7 @@ pub enum BlobBody {
     /// From the cache: a committed file, or one being filled (follow its progress).
     Cached(watch::Receiver<Progress>),
     /// Straight from upstream, verified but not cached (the cache has no room).
-    Uncached {
-        body: Incoming,
-        digest: Digest,
-        idle_timeout: std::time::Duration,
-    },
+    Uncached { body: Incoming, digest: Digest, idle_timeout: std::time::Duration },
 }
 
 /// One page of a tag list, with the query for the next page if upstream announced one.
@@ -70,12 +66,7 @@ pub struct TagsPage {
 
 impl PullThrough {
     pub fn new(store: Arc<Store>, upstreams: Upstreams, pins: Vec<ImageRef>) -> PullThrough {
-        PullThrough {
-            store,
-            fills: Arc::new(Fills::default()),
-            upstreams,
-            pins,
-        }
+        PullThrough { store, fills: Arc::new(Fills::default()), upstreams, pins }
     }
 
     /// Start upstream background work (ECR token refresh). Inside the runtime, once.
@@ -108,18 +99,12 @@ impl PullThrough {
             Reference::Tag(t) => self.manifest_by_tag(route, t).await?,
         };
         if !accept.accepts(&m.media_type) {
-            return Err(CoreError::NotAcceptable {
-                media_type: m.media_type,
-            });
+            return Err(CoreError::NotAcceptable { media_type: m.media_type });
         }
         // The repository's image record: lifecycle policies and `ls` work from these.
         let store = self.store.clone();
-        let (h, n, d, t) = (
-            route.upstream.host().to_string(),
-            route.name.clone(),
-            m.digest.clone(),
-            m.media_type.clone(),
-        );
+        let (h, n, d, t) =
+            (route.upstream.host().to_string(), route.name.clone(), m.digest.clone(), m.media_type.clone());
         blocking(move || store.records.note_pull(&h, &n, &d, &t)).await?;
         Ok(m)
     }
@@ -215,11 +200,8 @@ impl PullThrough {
     }
 
     async fn record_tag(&self, route: &Route, tag: &Tag, m: &Manifest) -> Result<(), CoreError> {
-        let rec = TagRecord {
-            digest: m.digest.clone(),
-            media_type: m.media_type.clone(),
-            checked_at: SystemTime::now(),
-        };
+        let rec =
+            TagRecord { digest: m.digest.clone(), media_type: m.media_type.clone(), checked_at: SystemTime::now() };
         let store = self.store.clone();
         let (h, n, t) = (route.upstream.host().to_string(), route.name.clone(), tag.clone());
         blocking(move || store.records.put_tag(&h, &n, &t, &rec)).await?;
@@ -249,10 +231,8 @@ impl PullThrough {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
-        let body = registry
-            .read_body(resp, media::MAX_MANIFEST_BYTES, "manifest")
-            .await
-            .map_err(CoreError::Upstream)?;
+        let body =
+            registry.read_body(resp, media::MAX_MANIFEST_BYTES, "manifest").await.map_err(CoreError::Upstream)?;
         let digest = Digest::of_bytes(&body);
         for want in expected.into_iter().chain(announced.as_ref()) {
             if *want != digest {
@@ -273,12 +253,7 @@ impl PullThrough {
                 })
             })?,
         };
-        Ok(Manifest {
-            digest,
-            media_type,
-            bytes: body,
-            cached: false,
-        })
+        Ok(Manifest { digest, media_type, bytes: body, cached: false })
     }
 
     /// A blob to stream: from disk if cached, else by joining (or starting) its fill and
@@ -287,11 +262,7 @@ impl PullThrough {
         let store = self.store.clone();
         let d = digest.clone();
         if let Some((f, len)) = blocking(move || store.cas.open_blob(&d)).await? {
-            return Ok(Blob {
-                body: BlobBody::Cached(fill::complete(f, len)),
-                size: Some(len),
-                hit: true,
-            });
+            return Ok(Blob { body: BlobBody::Cached(fill::complete(f, len)), size: Some(len), hit: true });
         }
         let (mut rx, started) = self.fills.join_or_start(&self.store, route, digest);
         if !started {
@@ -305,11 +276,7 @@ impl PullThrough {
                 }
                 FillState::Failed(e) => return Err(CoreError::from_fill(e)),
                 FillState::Streaming | FillState::Verified => {
-                    return Ok(Blob {
-                        size: p.total,
-                        body: BlobBody::Cached(rx),
-                        hit: false,
-                    });
+                    return Ok(Blob { size: p.total, body: BlobBody::Cached(rx), hit: false });
                 }
                 FillState::Connecting => {}
             }
@@ -326,16 +293,10 @@ impl PullThrough {
             .blob(&route.name, digest, Method::GET)
             .await
             .map_err(|e| CoreError::from_upstream(e, CoreError::BlobUnknown))?;
-        let size = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let body = BlobBody::Uncached {
-            body: resp.into_body(),
-            digest: digest.clone(),
-            idle_timeout: registry.read_timeout,
-        };
+        let size =
+            resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let body =
+            BlobBody::Uncached { body: resp.into_body(), digest: digest.clone(), idle_timeout: registry.read_timeout };
         Ok(Blob { body, size, hit: false })
     }
 
@@ -369,11 +330,7 @@ impl PullThrough {
             .blob(&route.name, digest, Method::HEAD)
             .await
             .map_err(|e| CoreError::from_upstream(e, CoreError::BlobUnknown))?;
-        Ok(resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok()))
+        Ok(resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))
     }
 
     /// One page of the upstream's tag list (never cached: tag lists change).
@@ -383,15 +340,8 @@ impl PullThrough {
             .tags(&route.name, &query.to_query())
             .await
             .map_err(|e| CoreError::from_upstream(e, CoreError::NameUnknown))?;
-        let next = resp
-            .headers()
-            .get(header::LINK)
-            .and_then(|v| v.to_str().ok())
-            .and_then(next_link_query);
-        let body = registry
-            .read_body(resp, MAX_TAGS_BYTES, "tag list")
-            .await
-            .map_err(CoreError::Upstream)?;
+        let next = resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).and_then(next_link_query);
+        let body = registry.read_body(resp, MAX_TAGS_BYTES, "tag list").await.map_err(CoreError::Upstream)?;
         Ok(TagsPage { body, next })
     }
 }
@@ -399,10 +349,7 @@ impl PullThrough {
 fn serve_stale(route: &Route, tag: &Tag, m: Manifest, e: &UpstreamError) -> Manifest {
     tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %tag, digest = %m.digest, error = %e,
         "upstream unavailable; serving the cached digest for this tag (stale)");
-    crate::metrics::METRICS
-        .stale_serves
-        .with_label_values(&[route.upstream.host()])
-        .inc();
+    crate::metrics::METRICS.stale_serves.with_label_values(&[route.upstream.host()]).inc();
     m
 }
 

@@ -36,13 +36,7 @@ pub fn stream(
     digest: Digest,
     idle_timeout: Duration,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    let init = Relay {
-        body,
-        hasher: Some(Sha256Hasher::new()),
-        held: None,
-        digest,
-        idle_timeout,
-    };
+    let init = Relay { body, hasher: Some(Sha256Hasher::new()), held: None, digest, idle_timeout };
     futures_util::stream::unfold(init, |mut st| async move {
         loop {
             st.hasher.as_ref()?;

@@ -18,20 +18,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
+        ApiError { status, code, message: message.into(), retry_after: None }
     }
 
     pub fn name_invalid(e: NameError) -> ApiError {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "NAME_INVALID",
-            format!("invalid repository name: {e}"),
-        )
+        ApiError::new(StatusCode::BAD_REQUEST, "NAME_INVALID", format!("invalid repository name: {e}"))
     }
 
     pub fn digest_invalid(e: DigestError) -> ApiError {
@@ -61,8 +52,7 @@ impl ApiError {
         if let Some(s) = self.retry_after {
             resp = resp.header(header::RETRY_AFTER, HeaderValue::from(s));
         }
-        resp.body(if head { super::empty() } else { super::full(body) })
-            .expect("valid error response")
+        resp.body(if head { super::empty() } else { super::full(body) }).expect("valid error response")
     }
 }
 

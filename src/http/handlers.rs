@@ -29,22 +29,13 @@ pub struct Outcome {
 
 impl Outcome {
     fn new(cache: &'static str, upstream: &str) -> Outcome {
-        Outcome {
-            cache,
-            upstream: Some(upstream.to_string()),
-        }
+        Outcome { cache, upstream: Some(upstream.to_string()) }
     }
 }
 
 pub async fn handle(pull: &PullThrough, ep: Endpoint, call: &Call<'_>) -> Result<(Response<Body>, Outcome), ApiError> {
     match ep {
-        Endpoint::Base => Ok((
-            base(call.head),
-            Outcome {
-                cache: "-",
-                upstream: None,
-            },
-        )),
+        Endpoint::Base => Ok((base(call.head), Outcome { cache: "-", upstream: None })),
         Endpoint::Manifest { name, reference } => manifest(pull, &name, &reference, call).await,
         Endpoint::Blob { name, digest } => blob(pull, &name, &digest, call).await,
         Endpoint::Tags { name } => tags(pull, &name, call).await,
@@ -70,12 +61,8 @@ async fn manifest(
     call: &Call<'_>,
 ) -> Result<(Response<Body>, Outcome), ApiError> {
     let route = pull.route(ns(call.query).as_deref(), name)?;
-    let accept = AcceptList::from_header_values(
-        call.headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    );
+    let accept =
+        AcceptList::from_header_values(call.headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
     let m = pull.manifest(&route, reference, &accept).await?;
     let outcome = Outcome::new(if m.cached { "hit" } else { "miss" }, route.upstream.host());
     let resp = Response::builder()
@@ -83,17 +70,9 @@ async fn manifest(
         .header(header::CONTENT_LENGTH, m.bytes.len())
         .header("docker-content-digest", m.digest.to_string())
         .header(header::ETAG, format!("\"{}\"", m.digest))
-        .body(if call.head {
-            super::empty()
-        } else {
-            super::full(m.bytes)
-        })
+        .body(if call.head { super::empty() } else { super::full(m.bytes) })
         .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "UNKNOWN",
-                format!("upstream media type is not a valid header: {e}"),
-            )
+            ApiError::new(StatusCode::BAD_GATEWAY, "UNKNOWN", format!("upstream media type is not a valid header: {e}"))
         })?;
     Ok((resp, outcome))
 }
@@ -123,10 +102,7 @@ async fn blob(
         if let Some(s) = size {
             resp = resp.header(header::CONTENT_LENGTH, s);
         }
-        return Ok((
-            resp.body(super::empty()).expect("valid response"),
-            Outcome::new("-", host),
-        ));
+        return Ok((resp.body(super::empty()).expect("valid response"), Outcome::new("-", host)));
     }
 
     let blob = pull.blob(&route, digest).await?;
@@ -134,20 +110,13 @@ async fn blob(
     let mut progress = match blob.body {
         BlobBody::Cached(rx) => rx,
         // Uncached relays cannot seek: the whole blob, as HTTP allows for a Range request.
-        BlobBody::Uncached {
-            body,
-            digest,
-            idle_timeout,
-        } => {
+        BlobBody::Uncached { body, digest, idle_timeout } => {
             let mut resp = resp.header(header::CONTENT_TYPE, "application/octet-stream");
             if let Some(s) = blob.size {
                 resp = resp.header(header::CONTENT_LENGTH, s);
             }
-            let body = if call.head {
-                super::empty()
-            } else {
-                frames(crate::core::relay_stream(body, digest, idle_timeout))
-            };
+            let body =
+                if call.head { super::empty() } else { frames(crate::core::relay_stream(body, digest, idle_timeout)) };
             return Ok((resp.body(body).expect("valid response"), Outcome::new("uncached", host)));
         }
     };
@@ -156,11 +125,7 @@ async fn blob(
         if let Some(s) = blob.size {
             resp = resp.header(header::CONTENT_LENGTH, s);
         }
-        let body = if call.head {
-            super::empty()
-        } else {
-            frames(follow::stream(progress, 0, blob.size))
-        };
+        let body = if call.head { super::empty() } else { frames(follow::stream(progress, 0, blob.size)) };
         return Ok((resp.body(body).expect("valid response"), label));
     };
     // A range needs the total size; an upstream that did not announce it makes us wait for
@@ -176,10 +141,7 @@ async fn blob(
             format!("range is outside the blob's {total} bytes"),
         )
         .into_response(call.head);
-        e.headers_mut().insert(
-            header::CONTENT_RANGE,
-            format!("bytes */{total}").parse().expect("valid header"),
-        );
+        e.headers_mut().insert(header::CONTENT_RANGE, format!("bytes */{total}").parse().expect("valid header"));
         return Ok((e, label));
     };
     let resp = resp
@@ -187,11 +149,7 @@ async fn blob(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, end - start)
         .header(header::CONTENT_RANGE, format!("bytes {start}-{}/{total}", end - 1));
-    let body = if call.head {
-        super::empty()
-    } else {
-        frames(follow::stream(progress, start, Some(end)))
-    };
+    let body = if call.head { super::empty() } else { frames(follow::stream(progress, start, Some(end))) };
     Ok((resp.body(body).expect("valid response"), label))
 }
 
@@ -217,13 +175,5 @@ async fn tags(pull: &PullThrough, name: &RepoName, call: &Call<'_>) -> Result<(R
         resp = resp.header(header::LINK, format!("</v2/{name}/tags/list?{query}>; rel=\"next\""));
     }
     let outcome = Outcome::new("-", route.upstream.host());
-    Ok((
-        resp.body(if call.head {
-            super::empty()
-        } else {
-            super::full(page.body)
-        })
-        .expect("valid response"),
-        outcome,
-    ))
+    Ok((resp.body(if call.head { super::empty() } else { super::full(page.body) }).expect("valid response"), outcome))
 }

@@ -75,11 +75,7 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         return Ok(Endpoint::Blob { name, digest });
     }
     if rest.contains("/referrers/") {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "UNSUPPORTED",
-            "the referrers API is not proxied",
-        ));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", "the referrers API is not proxied"));
     }
     Err(not_found())
 }
@@ -110,10 +106,7 @@ mod tests {
         );
         assert!(matches!(
             get(&format!("/v2/library/nginx/manifests/{D}")),
-            Ok(Endpoint::Manifest {
-                reference: Reference::Digest(_),
-                ..
-            })
+            Ok(Endpoint::Manifest { reference: Reference::Digest(_), .. })
         ));
         assert!(matches!(get(&format!("/v2/a/blobs/{D}")), Ok(Endpoint::Blob { .. })));
         assert!(matches!(get("/v2/a/b/tags/list"), Ok(Endpoint::Tags { name }) if name.as_str() == "a/b"));
@@ -125,36 +118,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert_eq!(
-            get("/v2/../etc/manifests/x").unwrap_err(),
-            (StatusCode::BAD_REQUEST, "NAME_INVALID")
-        );
-        assert_eq!(
-            get("/v2/a%2F..%2Fb/manifests/x").unwrap_err(),
-            (StatusCode::BAD_REQUEST, "NAME_INVALID")
-        );
-        assert_eq!(
-            get("/v2/a/blobs/sha256:abc").unwrap_err(),
-            (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
-        );
-        assert_eq!(
-            get("/v2/a/manifests/sha256:abc").unwrap_err(),
-            (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
-        );
-        assert_eq!(
-            get("/v2/a/manifests/..").unwrap_err(),
-            (StatusCode::BAD_REQUEST, "TAG_INVALID")
-        );
+        assert_eq!(get("/v2/../etc/manifests/x").unwrap_err(), (StatusCode::BAD_REQUEST, "NAME_INVALID"));
+        assert_eq!(get("/v2/a%2F..%2Fb/manifests/x").unwrap_err(), (StatusCode::BAD_REQUEST, "NAME_INVALID"));
+        assert_eq!(get("/v2/a/blobs/sha256:abc").unwrap_err(), (StatusCode::BAD_REQUEST, "DIGEST_INVALID"));
+        assert_eq!(get("/v2/a/manifests/sha256:abc").unwrap_err(), (StatusCode::BAD_REQUEST, "DIGEST_INVALID"));
+        assert_eq!(get("/v2/a/manifests/..").unwrap_err(), (StatusCode::BAD_REQUEST, "TAG_INVALID"));
         assert_eq!(get("/etc/passwd").unwrap_err().0, StatusCode::NOT_FOUND);
         let put = |p: &str| route(&Method::PUT, p).map_err(|e| (e.status, e.code));
+        assert_eq!(put("/v2/a/manifests/x").unwrap_err(), (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"));
         assert_eq!(
-            put("/v2/a/manifests/x").unwrap_err(),
-            (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED")
-        );
-        assert_eq!(
-            route(&Method::POST, "/v2/a/blobs/uploads/")
-                .map_err(|e| (e.status, e.code))
-                .unwrap_err(),
+            route(&Method::POST, "/v2/a/blobs/uploads/").map_err(|e| (e.status, e.code)).unwrap_err(),
             (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED")
         );
     }

@@ -35,11 +35,7 @@ impl App {
         let (result, kind) = match router::route(&parts.method, path) {
             Ok(ep) => {
                 let kind = ep.kind();
-                let call = Call {
-                    head,
-                    headers: &parts.headers,
-                    query: parts.uri.query().unwrap_or(""),
-                };
+                let call = Call { head, headers: &parts.headers, query: parts.uri.query().unwrap_or("") };
                 (handle(&self.pull, ep, &call).await, kind)
             }
             Err(e) => (Err(e), "invalid"),
@@ -50,19 +46,10 @@ impl App {
                 if e.status.is_server_error() {
                     tracing::warn!(method = %parts.method, path, code = e.code, message = %e.message, "request failed");
                 }
-                (
-                    e.into_response(head),
-                    Outcome {
-                        cache: "-",
-                        upstream: None,
-                    },
-                )
+                (e.into_response(head), Outcome { cache: "-", upstream: None })
             }
         };
-        resp.headers_mut().insert(
-            "docker-distribution-api-version",
-            HeaderValue::from_static("registry/2.0"),
-        );
+        resp.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
         let status = resp.status();
         let bytes = resp
             .headers()
@@ -70,31 +57,20 @@ impl App {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         let elapsed = start.elapsed();
-        METRICS
-            .http_requests
-            .with_label_values(&[kind, parts.method.as_str(), status.as_str()])
-            .inc();
-        METRICS
-            .http_duration
-            .with_label_values(&[kind])
-            .observe(elapsed.as_secs_f64());
+        METRICS.http_requests.with_label_values(&[kind, parts.method.as_str(), status.as_str()]).inc();
+        METRICS.http_duration.with_label_values(&[kind]).observe(elapsed.as_secs_f64());
         if let Some(up) = &outcome.upstream {
             if outcome.cache != "-" && status.is_success() {
-                METRICS
-                    .cache_requests
-                    .with_label_values(&[up, kind, outcome.cache])
-                    .inc();
+                METRICS.cache_requests.with_label_values(&[up, kind, outcome.cache]).inc();
                 if kind == "blob" && !head {
-                    METRICS
-                        .cache_bytes
-                        .with_label_values(&[up, outcome.cache])
-                        .inc_by(bytes.unwrap_or(0));
+                    METRICS.cache_bytes.with_label_values(&[up, outcome.cache]).inc_by(bytes.unwrap_or(0));
                 }
             }
         }
         tracing::info!(
             method = %parts.method,
             path,
+            query = parts.uri.query().unwrap_or(""),
             kind,
             upstream = outcome.upstream.as_deref().unwrap_or("-"),
             status = status.as_u16(),
@@ -121,11 +97,7 @@ impl App {
                 let store = self.pull.store().clone();
                 let writable = crate::store::blocking(move || store.probe_writable()).await;
                 let ready = writable.is_ok();
-                let status = if ready {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
+                let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 Some(json(
                     status,
                     serde_json::json!({
@@ -164,9 +136,7 @@ impl App {
         let store = self.pull.store();
         METRICS.cache_size_bytes.set(store.cas.index.total() as i64);
         METRICS.cache_blobs.set(store.cas.index.len() as i64);
-        METRICS
-            .cache_budget_bytes
-            .set(store.budget().max_size.unwrap_or(0) as i64);
+        METRICS.cache_budget_bytes.set(store.budget().max_size.unwrap_or(0) as i64);
         METRICS.fills_in_flight.set(self.pull.fills_in_flight() as i64);
     }
 }
@@ -197,16 +167,10 @@ pub async fn serve(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Ou
     )));
     if let Some(admin) = listeners.admin {
         let a = app.clone();
-        loops.push(tokio::spawn(accept_loop(
-            admin,
-            None,
-            stop_rx,
-            graceful.clone(),
-            move |req| {
-                let a = a.clone();
-                async move { a.admin(req).await }
-            },
-        )));
+        loops.push(tokio::spawn(accept_loop(admin, None, stop_rx, graceful.clone(), move |req| {
+            let a = a.clone();
+            async move { a.admin(req).await }
+        })));
     }
     shutdown.await;
     let _ = stop_tx.send(true);
@@ -214,7 +178,11 @@ pub async fn serve(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Ou
         let _ = l.await;
     }
     tracing::info!(grace = ?grace, "shutting down: no new connections; waiting for in-flight requests");
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
+    // The accept loops held the only other references; connections hold watchers.
+    let Ok(graceful) = Arc::try_unwrap(graceful) else {
+        tracing::error!("shutdown tracker still shared; exiting without waiting");
+        return;
+    };
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("grace period over; cutting remaining connections");
     }
@@ -258,14 +226,12 @@ async fn accept_loop<F, Fut>(
             let h = handler.clone();
             async move { Ok::<_, std::convert::Infallible>(h(req).await) }
         });
-        let (builder, graceful, acceptor) = (builder.clone(), graceful.clone(), acceptor.clone());
+        // Every connection registers with the shutdown watcher before its task starts, so
+        // a shutdown waits for it, handshake included.
+        let (builder, watcher, acceptor) = (builder.clone(), graceful.watcher(), acceptor.clone());
         tokio::spawn(async move {
             let result = match acceptor {
-                None => {
-                    graceful
-                        .watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned())
-                        .await
-                }
+                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
                 Some(acc) => {
                     let tls = match tokio::time::timeout(Duration::from_secs(10), acc.accept(stream)).await {
                         Ok(Ok(s)) => s,
@@ -278,9 +244,7 @@ async fn accept_loop<F, Fut>(
                             return;
                         }
                     };
-                    graceful
-                        .watch(builder.serve_connection(TokioIo::new(tls), svc).into_owned())
-                        .await
+                    watcher.watch(builder.serve_connection(TokioIo::new(tls), svc).into_owned()).await
                 }
             };
             if let Err(e) = result {

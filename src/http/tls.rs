@@ -27,11 +27,7 @@ fn load(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
         .map_err(|e| anyhow::anyhow!("cannot read TLS certificate {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("TLS certificate {} is not valid PEM: {e}", cert.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "TLS certificate file {} holds no certificate",
-        cert.display()
-    );
+    anyhow::ensure!(!certs.is_empty(), "TLS certificate file {} holds no certificate", cert.display());
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| anyhow::anyhow!("cannot read TLS private key {}: {e}", key.display()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)

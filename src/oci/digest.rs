@@ -48,9 +48,7 @@ impl FromStr for Digest {
             // The algorithm component grammar is [a-z0-9]+([+._-][a-z0-9]+)*; anything else
             // is malformed rather than merely unsupported.
             let valid_algo = !algo.is_empty()
-                && algo
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b));
+                && algo.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b));
             return Err(if valid_algo {
                 DigestError::UnsupportedAlgorithm(algo.to_string())
             } else {

@@ -23,10 +23,7 @@ impl FromStr for ImageRef {
         let err = |m: &str| ImageRefError(s.to_string(), m.to_string());
         let (host, rest) = s.split_once('/').ok_or_else(|| err("it needs a registry host first"))?;
         let (name, reference) = if let Some((n, d)) = rest.split_once('@') {
-            (
-                n,
-                Reference::Digest(d.parse::<Digest>().map_err(|e| err(&e.to_string()))?),
-            )
+            (n, Reference::Digest(d.parse::<Digest>().map_err(|e| err(&e.to_string()))?))
         } else {
             match rest.rsplit_once(':') {
                 Some((n, t)) => (n, t.parse().map_err(|e: super::ReferenceError| err(&e.to_string()))?),
@@ -34,11 +31,7 @@ impl FromStr for ImageRef {
             }
         };
         let name = name.parse::<RepoName>().map_err(|e| err(&e.to_string()))?;
-        Ok(ImageRef {
-            host: host.to_ascii_lowercase(),
-            name,
-            reference,
-        })
+        Ok(ImageRef { host: host.to_ascii_lowercase(), name, reference })
     }
 }
 
@@ -63,10 +56,7 @@ mod tests {
             ("docker.io", "library/nginx", "1.27")
         );
         let r: ImageRef = "localhost:5000/a/b".parse().unwrap();
-        assert_eq!(
-            (r.host.as_str(), r.reference.to_string().as_str()),
-            ("localhost:5000", "latest")
-        );
+        assert_eq!((r.host.as_str(), r.reference.to_string().as_str()), ("localhost:5000", "latest"));
         let d = format!("ghcr.io/o/a@sha256:{}", "0".repeat(64));
         assert!(matches!(d.parse::<ImageRef>().unwrap().reference, Reference::Digest(_)));
         assert!("nginx".parse::<ImageRef>().is_err());

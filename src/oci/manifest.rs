@@ -78,10 +78,7 @@ mod tests {
         let i = format!(
             r#"{{"manifests":[{{"digest":"{a}","platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#
         );
-        assert_eq!(
-            index_children(i.as_bytes()),
-            vec![(a.parse().unwrap(), Some("linux/arm64/v8".to_string()))]
-        );
+        assert_eq!(index_children(i.as_bytes()), vec![(a.parse().unwrap(), Some("linux/arm64/v8".to_string()))]);
         assert!(references(b"nope").is_empty());
     }
 }

@@ -41,10 +41,7 @@ impl AcceptList {
     /// anything, as registries do.
     pub fn accepts(&self, media_type: &str) -> bool {
         self.0.is_empty()
-            || self
-                .0
-                .iter()
-                .any(|t| t == "*/*" || t == "application/*" || t.eq_ignore_ascii_case(media_type))
+            || self.0.iter().any(|t| t == "*/*" || t == "application/*" || t.eq_ignore_ascii_case(media_type))
     }
 }
 
@@ -66,12 +63,7 @@ pub fn sniff_manifest_type(body: &[u8]) -> Option<String> {
     if let Some(t) = p.media_type {
         return Some(t);
     }
-    match (
-        p.schema_version,
-        p.manifests.is_some(),
-        p.layers.is_some(),
-        p.fs_layers.is_some(),
-    ) {
+    match (p.schema_version, p.manifests.is_some(), p.layers.is_some(), p.fs_layers.is_some()) {
         (Some(1), _, _, true) => Some(DOCKER_SCHEMA1_SIGNED.to_string()),
         (_, true, _, _) => Some(OCI_INDEX.to_string()),
         (_, _, true, _) => Some(OCI_MANIFEST.to_string()),
@@ -86,11 +78,7 @@ mod tests {
     #[test]
     fn merges_repeated_accept_lines() {
         let a = AcceptList::from_header_values(
-            [
-                OCI_MANIFEST,
-                "application/vnd.docker.distribution.manifest.v2+json; q=0.9, text/plain",
-            ]
-            .into_iter(),
+            [OCI_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json; q=0.9, text/plain"].into_iter(),
         );
         assert!(a.accepts(OCI_MANIFEST));
         assert!(a.accepts(DOCKER_MANIFEST));
@@ -101,10 +89,7 @@ mod tests {
 
     #[test]
     fn sniffs_types() {
-        assert_eq!(
-            sniff_manifest_type(br#"{"schemaVersion":2,"manifests":[]}"#).as_deref(),
-            Some(OCI_INDEX)
-        );
+        assert_eq!(sniff_manifest_type(br#"{"schemaVersion":2,"manifests":[]}"#).as_deref(), Some(OCI_INDEX));
         assert_eq!(
             sniff_manifest_type(br#"{"schemaVersion":2,"mediaType":"x/y","layers":[]}"#).as_deref(),
             Some("x/y")

@@ -116,16 +116,9 @@ mod tests {
 
     #[test]
     fn accepts_valid_names() {
-        for ok in [
-            "nginx",
-            "library/nginx",
-            "org/team/app",
-            "a",
-            "docker.io/library/nginx",
-            "my-app__x/a.b_c",
-            "a--b",
-            "0",
-        ] {
+        for ok in
+            ["nginx", "library/nginx", "org/team/app", "a", "docker.io/library/nginx", "my-app__x/a.b_c", "a--b", "0"]
+        {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
         }
     }
@@ -138,10 +131,7 @@ mod tests {
         ] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad:?}");
         }
-        assert_eq!(
-            "a/".repeat(200).trim_end_matches('/').parse::<RepoName>(),
-            Err(NameError::TooLong)
-        );
+        assert_eq!("a/".repeat(200).trim_end_matches('/').parse::<RepoName>(), Err(NameError::TooLong));
     }
 
     #[test]

@@ -46,11 +46,7 @@ impl TagsQuery {
 
 /// Decode `a=b&c=d` (percent-escapes and `+`); malformed escapes are kept literally.
 pub fn query_pairs(query: &str) -> Vec<(String, String)> {
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(&s.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned()
-    };
+    let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
     query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -79,11 +75,7 @@ mod tests {
     fn decodes_pairs() {
         assert_eq!(
             query_pairs("ns=docker.io&a=%41+b&flag"),
-            [
-                ("ns".to_string(), "docker.io".to_string()),
-                ("a".into(), "A b".into()),
-                ("flag".into(), "".into())
-            ]
+            [("ns".to_string(), "docker.io".to_string()), ("a".into(), "A b".into()), ("flag".into(), "".into())]
         );
     }
 }

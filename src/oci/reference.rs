@@ -102,9 +102,6 @@ mod tests {
         assert!(matches!("latest".parse::<Reference>(), Ok(Reference::Tag(_))));
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert!(matches!(d.parse::<Reference>(), Ok(Reference::Digest(_))));
-        assert!(matches!(
-            "sha256:zz".parse::<Reference>(),
-            Err(ReferenceError::Digest(_))
-        ));
+        assert!(matches!("sha256:zz".parse::<Reference>(), Err(ReferenceError::Digest(_))));
     }
 }

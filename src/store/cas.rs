@@ -33,12 +33,7 @@ impl Cas {
             ms = started.elapsed().as_millis() as u64,
             "cache index rebuilt from disk"
         );
-        Ok(Cas {
-            blobs,
-            types,
-            tmp,
-            index,
-        })
+        Ok(Cas { blobs, types, tmp, index })
     }
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -114,13 +109,7 @@ impl Cas {
     pub fn begin(&self, d: &Digest) -> io::Result<TempBlob> {
         let path = self.tmp.join(format!("{}.{}.tmp", d.hex(), unique_suffix()));
         let file = File::options().read(true).write(true).create_new(true).open(&path)?;
-        Ok(TempBlob {
-            path,
-            file: Some(file),
-            hasher: Sha256Hasher::new(),
-            written: 0,
-            expected: d.clone(),
-        })
+        Ok(TempBlob { path, file: Some(file), hasher: Sha256Hasher::new(), written: 0, expected: d.clone() })
     }
 
     /// A manifest (small, buffered) and its media type, checked against its digest as it is
@@ -139,9 +128,7 @@ impl Cas {
             self.remove_blob(d)?;
             return Ok(None);
         }
-        let media_type = std::fs::read_to_string(self.type_path(d))
-            .ok()
-            .filter(|s| !s.is_empty());
+        let media_type = std::fs::read_to_string(self.type_path(d)).ok().filter(|s| !s.is_empty());
         Ok(Some((bytes, media_type)))
     }
 
@@ -188,10 +175,7 @@ impl TempBlob {
 
     /// Append and hash. Blocking.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let f = self
-            .file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("temp blob already closed"))?;
+        let f = self.file.as_mut().ok_or_else(|| io::Error::other("temp blob already closed"))?;
         f.write_all(bytes)?;
         self.hasher.update(bytes);
         self.written += bytes.len() as u64;
@@ -203,16 +187,10 @@ impl TempBlob {
     pub fn commit(mut self, cas: &Cas, expected_size: Option<u64>) -> Result<(), CommitError> {
         let actual = std::mem::take(&mut self.hasher).finish();
         if actual != self.expected {
-            return Err(CommitError::DigestMismatch {
-                expected: self.expected.clone(),
-                actual,
-            });
+            return Err(CommitError::DigestMismatch { expected: self.expected.clone(), actual });
         }
         if let Some(size) = expected_size.filter(|s| *s != self.written) {
-            return Err(CommitError::SizeMismatch {
-                expected: size,
-                actual: self.written,
-            });
+            return Err(CommitError::SizeMismatch { expected: size, actual: self.written });
         }
         let file = self.file.take().expect("file present until commit");
         file.sync_all()?;

@@ -21,12 +21,7 @@ pub struct Budget {
 impl Budget {
     /// No size cap and no free-space floor.
     pub fn unlimited() -> Budget {
-        Budget {
-            max_size: None,
-            min_free: SpaceAmount::Bytes(0),
-            high_watermark: 0.95,
-            low_watermark: 0.85,
-        }
+        Budget { max_size: None, min_free: SpaceAmount::Bytes(0), high_watermark: 0.95, low_watermark: 0.85 }
     }
 }
 
@@ -42,12 +37,7 @@ pub enum NoSpace {
     #[error("blob of {size} bytes is larger than the cache budget")]
     OverBudget { size: u64 },
     #[error("not enough free disk space for {size} bytes (available {available}, reserved by other fills {reserved}, min_free {min_free})")]
-    Disk {
-        size: u64,
-        available: u64,
-        reserved: u64,
-        min_free: u64,
-    },
+    Disk { size: u64, available: u64, reserved: u64, min_free: u64 },
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -85,13 +75,8 @@ impl Store {
         if need == 0 {
             return Ok(report);
         }
-        let mut candidates: Vec<_> = self
-            .cas
-            .index
-            .snapshot()
-            .into_iter()
-            .filter(|b| !protected.contains(&b.digest))
-            .collect();
+        let mut candidates: Vec<_> =
+            self.cas.index.snapshot().into_iter().filter(|b| !protected.contains(&b.digest)).collect();
         candidates.sort_by_key(|b| (referenced.contains(&b.digest), b.last_use));
         tracing::debug!(order = ?candidates.iter().map(|b| (&b.digest.hex()[..6], b.last_use)).collect::<Vec<_>>(), "eviction order");
         for b in candidates {
@@ -102,11 +87,7 @@ impl Store {
             report.removed += 1;
         }
         if report.bytes < need {
-            tracing::warn!(
-                need,
-                freed = report.bytes,
-                "eviction could not free enough: the rest is pinned"
-            );
+            tracing::warn!(need, freed = report.bytes, "eviction could not free enough: the rest is pinned");
         }
         Ok(report)
     }
@@ -124,12 +105,7 @@ impl Store {
         let min_free = self.budget.min_free.bytes_of(fs.size);
         let reserved = self.reservations.reserved();
         if fs.available.saturating_sub(reserved) < size.saturating_add(min_free) {
-            return Err(NoSpace::Disk {
-                size,
-                available: fs.available,
-                reserved,
-                min_free,
-            });
+            return Err(NoSpace::Disk { size, available: fs.available, reserved, min_free });
         }
         Ok(self.reservations.take(size))
     }

@@ -46,10 +46,7 @@ pub struct IndexedBlob {
 }
 
 pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 impl BlobIndex {
@@ -63,14 +60,7 @@ impl BlobIndex {
 
     fn insert_at(&self, d: &Digest, size: u64, last_use: u64) {
         let mut g = self.lock();
-        if let Some(old) = g.entries.insert(
-            d.clone(),
-            Entry {
-                size,
-                last_use,
-                touched: false,
-            },
-        ) {
+        if let Some(old) = g.entries.insert(d.clone(), Entry { size, last_use, touched: false }) {
             g.total -= old.size;
         }
         g.total += size;
@@ -110,11 +100,7 @@ impl BlobIndex {
         self.lock()
             .entries
             .iter()
-            .map(|(d, e)| IndexedBlob {
-                digest: d.clone(),
-                size: e.size,
-                last_use: e.last_use,
-            })
+            .map(|(d, e)| IndexedBlob { digest: d.clone(), size: e.size, last_use: e.last_use })
             .collect()
     }
 
@@ -134,10 +120,7 @@ impl BlobIndex {
         let mut n = 0;
         for (d, t) in touched {
             let when = UNIX_EPOCH + std::time::Duration::from_millis(t);
-            if std::fs::File::open(path_of(&d))
-                .and_then(|f| f.set_modified(when))
-                .is_ok()
-            {
+            if std::fs::File::open(path_of(&d)).and_then(|f| f.set_modified(when)).is_ok() {
                 n += 1;
             }
         }
@@ -164,10 +147,7 @@ impl BlobIndex {
                 let f = f?;
                 let name = f.file_name().to_string_lossy().into_owned();
                 let meta = f.metadata()?;
-                let digest = format!("sha256:{name}")
-                    .parse::<Digest>()
-                    .ok()
-                    .filter(|d| d.shard() == shard_name);
+                let digest = format!("sha256:{name}").parse::<Digest>().ok().filter(|d| d.shard() == shard_name);
                 match digest {
                     Some(d) if meta.is_file() && (meta.len() > 0 || name == EMPTY) => {
                         let mtime = meta
@@ -194,14 +174,7 @@ impl BlobIndex {
             g.entries.reserve(entries.len());
             for (d, size, t) in entries {
                 g.total += size;
-                g.entries.insert(
-                    d,
-                    Entry {
-                        size,
-                        last_use: t,
-                        touched: false,
-                    },
-                );
+                g.entries.insert(d, Entry { size, last_use: t, touched: false });
             }
         }
         Ok((index, removed))

@@ -125,15 +125,8 @@ impl Records {
             Some(d) if now.duration_since(from_ms(d.pulled_at_ms)).unwrap_or_default() < PULL_TIME_RESOLUTION => {
                 return Ok(())
             }
-            Some(d) => ImageOnDisk {
-                pulled_at_ms: ms(now),
-                ..d
-            },
-            None => ImageOnDisk {
-                media_type: media_type.to_string(),
-                cached_at_ms: ms(now),
-                pulled_at_ms: ms(now),
-            },
+            Some(d) => ImageOnDisk { pulled_at_ms: ms(now), ..d },
+            None => ImageOnDisk { media_type: media_type.to_string(), cached_at_ms: ms(now), pulled_at_ms: ms(now) },
         };
         write_atomic(&self.tmp, &path, &serde_json::to_vec(&rec).map_err(io::Error::other)?)
     }
@@ -190,11 +183,7 @@ impl Records {
                     if entry == TAGS || entry == IMAGES {
                         has_records = true;
                     } else if is_dir {
-                        let name = if prefix.is_empty() {
-                            entry.clone()
-                        } else {
-                            format!("{prefix}/{entry}")
-                        };
+                        let name = if prefix.is_empty() { entry.clone() } else { format!("{prefix}/{entry}") };
                         stack.push((dir.join(&entry), name));
                     }
                 }

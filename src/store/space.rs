@@ -15,10 +15,7 @@ pub struct FsSpace {
 /// Size and space available to unprivileged writers on the filesystem holding `path`.
 pub fn fs_space(path: &Path) -> io::Result<FsSpace> {
     let s = rustix::fs::statvfs(path).map_err(io::Error::from)?;
-    Ok(FsSpace {
-        size: s.f_blocks * s.f_frsize,
-        available: s.f_bavail * s.f_frsize,
-    })
+    Ok(FsSpace { size: s.f_blocks * s.f_frsize, available: s.f_bavail * s.f_frsize })
 }
 
 /// Bytes promised to fills that are still being written.
@@ -38,10 +35,7 @@ impl Reservations {
 
     pub fn take(&self, bytes: u64) -> Reservation {
         self.0.fetch_add(bytes, Ordering::SeqCst);
-        Reservation {
-            pool: self.clone(),
-            bytes,
-        }
+        Reservation { pool: self.clone(), bytes }
     }
 }
 

@@ -98,10 +98,9 @@ impl Auth {
             Credentials::Ecr(e) => e.credentials().await?,
         };
         let raw = format!("{user}:{}", pass.expose());
-        let Ok(mut v) = HeaderValue::from_str(&format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )) else {
+        let Ok(mut v) =
+            HeaderValue::from_str(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+        else {
             return Err(UpstreamError::Token {
                 host: self.host.clone(),
                 message: "credentials are not valid header text".into(),
@@ -136,10 +135,7 @@ impl Auth {
                         message: e.to_string(),
                     })?;
                 let mut v = HeaderValue::from_str(&format!("Bearer {}", token.value.expose())).map_err(|_| {
-                    UpstreamError::Token {
-                        host: self.host.clone(),
-                        message: "token has invalid characters".into(),
-                    }
+                    UpstreamError::Token { host: self.host.clone(), message: "token has invalid characters".into() }
                 })?;
                 v.set_sensitive(true);
                 Ok(Some(v))
@@ -160,10 +156,9 @@ impl Auth {
         let basic = challenges.iter().any(|c| c.scheme == "basic");
         let new = if let Some(c) = bearer {
             match c.param("realm").and_then(|r| r.parse::<http::Uri>().ok()) {
-                Some(realm) if matches!(realm.scheme_str(), Some("http" | "https")) => Scheme::Bearer {
-                    realm,
-                    service: c.param("service").map(str::to_string),
-                },
+                Some(realm) if matches!(realm.scheme_str(), Some("http" | "https")) => {
+                    Scheme::Bearer { realm, service: c.param("service").map(str::to_string) }
+                }
                 _ => return false,
             }
         } else if basic && !matches!(self.credentials, Credentials::None) {
@@ -181,10 +176,7 @@ impl Auth {
         service: Option<String>,
         scope: &str,
     ) -> Result<Token, UpstreamError> {
-        let err = |message: String| UpstreamError::Token {
-            host: self.host.clone(),
-            message,
-        };
+        let err = |message: String| UpstreamError::Token { host: self.host.clone(), message };
         let mut query = String::new();
         let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
         if let Some(s) = &service {
@@ -203,14 +195,11 @@ impl Auth {
             .map_err(|_| err(format!("no answer within {:?}", self.timeout)))?
             .map_err(|e| err(format!("request failed: {e}")))?;
         let status = resp.status();
-        let body = tokio::time::timeout(
-            self.timeout,
-            Limited::new(resp.into_body(), MAX_TOKEN_RESPONSE).collect(),
-        )
-        .await
-        .map_err(|_| err("token body timed out".into()))?
-        .map_err(|e| err(format!("reading token: {e}")))?
-        .to_bytes();
+        let body = tokio::time::timeout(self.timeout, Limited::new(resp.into_body(), MAX_TOKEN_RESPONSE).collect())
+            .await
+            .map_err(|_| err("token body timed out".into()))?
+            .map_err(|e| err(format!("reading token: {e}")))?
+            .to_bytes();
         if !status.is_success() {
             return Err(err(format!("answered {status}")));
         }
@@ -222,18 +211,12 @@ impl Auth {
         }
         let t: TokenResponse =
             serde_json::from_slice(&body).map_err(|e| err(format!("token response is not JSON: {e}")))?;
-        let value = t
-            .token
-            .or(t.access_token)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| err("no token in response".into()))?;
+        let value =
+            t.token.or(t.access_token).filter(|s| !s.is_empty()).ok_or_else(|| err("no token in response".into()))?;
         // The spec's default lifetime is 60 s. Renew a little early so a token never expires
         // between being read from the cache and reaching the registry.
         let lifetime = t.expires_in.unwrap_or(60).max(1);
         let ttl = Duration::from_secs(lifetime - (lifetime / 10).min(30));
-        Ok(Token {
-            value: Secret::new(value),
-            ttl: ttl.max(Duration::from_secs(1)),
-        })
+        Ok(Token { value: Secret::new(value), ttl: ttl.max(Duration::from_secs(1)) })
     }
 }

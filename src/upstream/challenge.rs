@@ -86,10 +86,7 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
                 c.params.insert(word.to_ascii_lowercase(), value);
             }
         } else {
-            out.push(Challenge {
-                scheme: word.to_ascii_lowercase(),
-                params: HashMap::new(),
-            });
+            out.push(Challenge { scheme: word.to_ascii_lowercase(), params: HashMap::new() });
         }
     }
 }
@@ -121,15 +118,7 @@ mod tests {
 
     #[test]
     fn malformed_input_does_not_panic() {
-        for s in [
-            "",
-            "=",
-            "Bearer realm=\"unterminated",
-            "Bearer realm=\"\\",
-            "ü",
-            "Bearer ü=1",
-            ",,,",
-        ] {
+        for s in ["", "=", "Bearer realm=\"unterminated", "Bearer realm=\"\\", "ü", "Bearer ü=1", ",,,"] {
             let _ = parse_challenges(s);
         }
         assert_eq!(parse_challenges("Basic")[0].scheme, "basic");

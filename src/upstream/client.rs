@@ -109,14 +109,10 @@ impl Registry {
         use http_body_util::{BodyExt, Limited};
         let collected = tokio::time::timeout(self.read_timeout, Limited::new(resp.into_body(), limit).collect())
             .await
-            .map_err(|_| UpstreamError::Timeout {
-                host: self.host.clone(),
-                after: self.read_timeout,
-            })?;
-        collected.map(|c| c.to_bytes()).map_err(|e| UpstreamError::BadResponse {
-            host: self.host.clone(),
-            message: format!("{what} body: {e}"),
-        })
+            .map_err(|_| UpstreamError::Timeout { host: self.host.clone(), after: self.read_timeout })?;
+        collected
+            .map(|c| c.to_bytes())
+            .map_err(|e| UpstreamError::BadResponse { host: self.host.clone(), message: format!("{what} body: {e}") })
     }
 
     /// Send a request for repository `name`, authorising as the registry demands (one
@@ -159,10 +155,9 @@ impl Registry {
             s if s.is_success() => Ok(resp),
             StatusCode::NOT_FOUND => Err(UpstreamError::NotFound { host }),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(UpstreamError::Denied { host, status }),
-            StatusCode::TOO_MANY_REQUESTS => Err(UpstreamError::TooManyRequests {
-                host,
-                retry_after: retry_after(resp.headers()),
-            }),
+            StatusCode::TOO_MANY_REQUESTS => {
+                Err(UpstreamError::TooManyRequests { host, retry_after: retry_after(resp.headers()) })
+            }
             _ => Err(UpstreamError::Status { host, status }),
         }
     }
@@ -173,10 +168,8 @@ impl Registry {
             host: self.host.clone(),
             message: format!("cannot build request path: {e}"),
         })?);
-        Uri::from_parts(parts).map_err(|e| UpstreamError::BadResponse {
-            host: self.host.clone(),
-            message: e.to_string(),
-        })
+        Uri::from_parts(parts)
+            .map_err(|e| UpstreamError::BadResponse { host: self.host.clone(), message: e.to_string() })
     }
 
     /// One request plus its redirect chain. The registry's `Authorization` goes only to the
@@ -204,10 +197,7 @@ impl Registry {
             }
             let req = req
                 .body(Empty::<Bytes>::new())
-                .map_err(|e| UpstreamError::BadResponse {
-                    host: self.host.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| UpstreamError::BadResponse { host: self.host.clone(), message: e.to_string() })?;
             let resp = self.request_with_retry(req).await?;
             if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
                 return Ok(resp);
@@ -223,10 +213,7 @@ impl Registry {
     }
 
     fn redirect_error(&self, message: String) -> UpstreamError {
-        UpstreamError::Redirect {
-            host: self.host.clone(),
-            message,
-        }
+        UpstreamError::Redirect { host: self.host.clone(), message }
     }
 
     /// Send, retrying once when the connection could not be made (a stale pooled
@@ -246,16 +233,11 @@ impl Registry {
                 Err(_) => {
                     return error(
                         "timeout",
-                        UpstreamError::Timeout {
-                            host: self.host.clone(),
-                            after: self.read_timeout,
-                        },
+                        UpstreamError::Timeout { host: self.host.clone(), after: self.read_timeout },
                     )
                 }
                 Ok(Ok(resp)) => {
-                    m.upstream_duration
-                        .with_label_values(&[&self.host])
-                        .observe(started.elapsed().as_secs_f64());
+                    m.upstream_duration.with_label_values(&[&self.host]).observe(started.elapsed().as_secs_f64());
                     m.upstream_requests
                         .with_label_values(&[&self.host, parts.method.as_str(), resp.status().as_str()])
                         .inc();
@@ -269,19 +251,13 @@ impl Registry {
                 Ok(Err(e)) if e.is_connect() => {
                     return error(
                         "connect",
-                        UpstreamError::Connect {
-                            host: self.host.clone(),
-                            message: error_chain(&e),
-                        },
+                        UpstreamError::Connect { host: self.host.clone(), message: error_chain(&e) },
                     )
                 }
                 Ok(Err(e)) => {
                     return error(
                         "transfer",
-                        UpstreamError::Transfer {
-                            host: self.host.clone(),
-                            message: error_chain(&e),
-                        },
+                        UpstreamError::Transfer { host: self.host.clone(), message: error_chain(&e) },
                     )
                 }
             }
@@ -305,14 +281,10 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// `Location` may be absolute or relative to the request URL; only http(s) targets are
 /// followed.
 fn resolve_location(current: &Uri, location: &str) -> Result<Uri, String> {
-    let target: Uri = location
-        .parse()
-        .map_err(|_| format!("unparseable Location {location:?}"))?;
+    let target: Uri = location.parse().map_err(|_| format!("unparseable Location {location:?}"))?;
     if target.scheme().is_some() {
         if !matches!(target.scheme_str(), Some("http" | "https")) || target.authority().is_none() {
-            return Err(format!(
-                "refusing to follow redirect to {location:?}: only http(s) URLs"
-            ));
+            return Err(format!("refusing to follow redirect to {location:?}: only http(s) URLs"));
         }
         return Ok(target);
     }
@@ -329,13 +301,7 @@ fn resolve_location(current: &Uri, location: &str) -> Result<Uri, String> {
 }
 
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    h.get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    h.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -345,18 +311,9 @@ mod tests {
     #[test]
     fn resolves_redirect_locations() {
         let cur: Uri = "https://r.io/v2/a/blobs/sha256:x".parse().unwrap();
-        assert_eq!(
-            resolve_location(&cur, "https://cdn.io/b?sig=1").unwrap().to_string(),
-            "https://cdn.io/b?sig=1"
-        );
-        assert_eq!(
-            resolve_location(&cur, "/other").unwrap().to_string(),
-            "https://r.io/other"
-        );
-        assert_eq!(
-            resolve_location(&cur, "rel").unwrap().to_string(),
-            "https://r.io/v2/a/blobs/rel"
-        );
+        assert_eq!(resolve_location(&cur, "https://cdn.io/b?sig=1").unwrap().to_string(), "https://cdn.io/b?sig=1");
+        assert_eq!(resolve_location(&cur, "/other").unwrap().to_string(), "https://r.io/other");
+        assert_eq!(resolve_location(&cur, "rel").unwrap().to_string(), "https://r.io/v2/a/blobs/rel");
         assert!(resolve_location(&cur, "file:///etc/passwd").is_err());
         assert!(resolve_location(&cur, "gopher://x/").is_err());
     }

@@ -44,9 +44,7 @@ pub struct EcrTokens {
 /// `123456789012.dkr.ecr.eu-west-1.amazonaws.com` (also `.amazonaws.com.cn` and FIPS).
 pub fn parse_ecr_host(host: &str) -> Option<(String, String)> {
     let host = host.split(':').next()?;
-    let rest = host
-        .strip_suffix(".amazonaws.com")
-        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let rest = host.strip_suffix(".amazonaws.com").or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
     let mut parts = rest.split('.');
     let account = parts.next()?;
     if parts.next()? != "dkr" {
@@ -69,10 +67,7 @@ pub fn parse_ecr_host(host: &str) -> Option<(String, String)> {
 
 /// A pseudo-random fraction in [0, 1) for jitter; no cryptographic use.
 fn jitter() -> f64 {
-    let n = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
+    let n = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     (n.wrapping_mul(2_654_435_761) % 1_000_000) as f64 / 1_000_000.0
 }
 
@@ -121,11 +116,7 @@ impl EcrTokens {
     }
 
     fn valid(&self) -> Option<Token> {
-        self.current
-            .lock()
-            .expect("ecr token lock")
-            .clone()
-            .filter(|t| t.valid_until > SystemTime::now())
+        self.current.lock().expect("ecr token lock").clone().filter(|t| t.valid_until > SystemTime::now())
     }
 
     /// Replace the token now, after the registry refused the one we believed valid.
@@ -135,10 +126,7 @@ impl EcrTokens {
     }
 
     async fn fetch(&self) -> Result<Token, UpstreamError> {
-        let err = |message: String| UpstreamError::Token {
-            host: self.host.clone(),
-            message,
-        };
+        let err = |message: String| UpstreamError::Token { host: self.host.clone(), message };
         let mut req = self.client().await.get_authorization_token();
         if let Some(id) = &self.cfg.registry_id {
             #[allow(deprecated)] // registryIds is deprecated upstream but still how to pick a registry
@@ -152,21 +140,15 @@ impl EcrTokens {
             tracing::warn!(upstream = %self.host, error = %super::error_chain(&e), "ECR GetAuthorizationToken failed");
             err(format!("ECR GetAuthorizationToken failed: {}", super::error_chain(&e)))
         })?;
-        let data = out
-            .authorization_data()
-            .first()
-            .ok_or_else(|| err("ECR returned no authorization data".into()))?;
-        let encoded = data
-            .authorization_token()
-            .ok_or_else(|| err("ECR returned no token".into()))?;
+        let data = out.authorization_data().first().ok_or_else(|| err("ECR returned no authorization data".into()))?;
+        let encoded = data.authorization_token().ok_or_else(|| err("ECR returned no token".into()))?;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(|| err("ECR token is not base64 text".into()))?;
-        let (username, password) = decoded
-            .split_once(':')
-            .ok_or_else(|| err("ECR token is not of the form user:password".into()))?;
+        let (username, password) =
+            decoded.split_once(':').ok_or_else(|| err("ECR token is not of the form user:password".into()))?;
         let now = SystemTime::now();
         let expires = data.expires_at().and_then(|t| SystemTime::try_from(*t).ok());
         let (valid_until, base_refresh) = match expires {

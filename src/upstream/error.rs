@@ -16,10 +16,7 @@ pub enum UpstreamError {
     #[error("upstream {host} refused access ({status}); check [upstream.auth] for this registry")]
     Denied { host: String, status: StatusCode },
     #[error("upstream {host} is rate limiting (429){}", retry_after.map(|d| format!(", retry after {d:?}")).unwrap_or_default())]
-    TooManyRequests {
-        host: String,
-        retry_after: Option<Duration>,
-    },
+    TooManyRequests { host: String, retry_after: Option<Duration> },
     #[error("upstream {host} answered {status}")]
     Status { host: String, status: StatusCode },
     #[error("token endpoint for {host} failed: {message}")]

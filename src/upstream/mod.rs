@@ -14,21 +14,100 @@ pub use ecr::{parse_ecr_host, EcrTokens};
 pub use error::UpstreamError;
 pub use route::{Route, RouteError, Upstream, Upstreams};
 
-/// TLS settings for upstream connections: the system's root certificates (honouring
-/// `SSL_CERT_FILE`/`SSL_CERT_DIR`), with the ring provider.
+/// The system's root certificates (honouring `SSL_CERT_FILE`/`SSL_CERT_DIR`), loaded once.
+fn system_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: std::sync::LazyLock<rustls::RootCertStore> = std::sync::LazyLock::new(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!(error = %e, "problem loading system root certificates");
+        }
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            tracing::warn!("no system root certificates found: https upstreams will fail (install ca-certificates or set SSL_CERT_FILE)");
+        }
+        roots
+    });
+    &ROOTS
+}
+
+fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS settings for upstream connections: system roots.
 pub fn tls_config() -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        tracing::warn!(error = %e, "problem loading system root certificates");
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(system_roots().clone())
+        .with_no_client_auth()
+}
+
+/// TLS settings for one upstream: system roots plus its `ca_file`, or no verification at
+/// all with `insecure_skip_verify` (labs only; warned about loudly).
+pub fn tls_config_for(cfg: &crate::config::UpstreamConfig) -> anyhow::Result<rustls::ClientConfig> {
+    if cfg.insecure_skip_verify {
+        tracing::warn!(upstream = %cfg.host, "insecure_skip_verify: TLS certificates of this upstream are NOT verified; anyone on the path can impersonate it");
+        let mut c = tls_config();
+        c.dangerous().set_certificate_verifier(std::sync::Arc::new(insecure::AcceptAny(provider())));
+        return Ok(c);
     }
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        tracing::warn!("no system root certificates found: https upstreams will fail (install ca-certificates or set SSL_CERT_FILE)");
-    }
-    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+    let Some(ca) = &cfg.ca_file else { return Ok(tls_config()) };
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = system_roots().clone();
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(ca)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("upstream {}: cannot read ca_file {}: {e}", cfg.host, ca.display()))?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    anyhow::ensure!(added > 0, "upstream {}: ca_file {} holds no usable certificate", cfg.host, ca.display());
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
         .with_root_certificates(roots)
-        .with_no_client_auth()
+        .with_no_client_auth())
+}
+
+mod insecure {
+    //! A certificate verifier that accepts anything, for `insecure_skip_verify` only.
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::DigitallySignedStruct;
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    pub struct AcceptAny(pub Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
 }

@@ -55,9 +55,7 @@ pub struct Upstreams {
 
 impl Upstreams {
     pub fn new(list: Vec<Upstream>) -> Upstreams {
-        Upstreams {
-            list: list.into_iter().map(Arc::new).collect(),
-        }
+        Upstreams { list: list.into_iter().map(Arc::new).collect() }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
@@ -71,31 +69,18 @@ impl Upstreams {
     /// Resolve a client's `(name, ?ns=)` to an upstream and the upstream's repository name.
     pub fn resolve(&self, ns: Option<&str>, name: &RepoName) -> Result<Route, RouteError> {
         if let Some(ns) = ns {
-            let up = self
-                .by_host(ns)
-                .ok_or_else(|| RouteError::UnknownNamespace(ns.chars().take(100).collect()))?;
-            return Ok(Route {
-                upstream: up.clone(),
-                name: up.normalize(name.clone()),
-            });
+            let up = self.by_host(ns).ok_or_else(|| RouteError::UnknownNamespace(ns.chars().take(100).collect()))?;
+            return Ok(Route { upstream: up.clone(), name: up.normalize(name.clone()) });
         }
         if let Some((first, rest)) = name.split_first() {
-            if let Some(up) = self
-                .list
-                .iter()
-                .find(|u| u.config.host == first || u.config.prefix.as_deref() == Some(first))
+            if let Some(up) =
+                self.list.iter().find(|u| u.config.host == first || u.config.prefix.as_deref() == Some(first))
             {
-                return Ok(Route {
-                    upstream: up.clone(),
-                    name: up.normalize(rest),
-                });
+                return Ok(Route { upstream: up.clone(), name: up.normalize(rest) });
             }
         }
         match self.list.iter().find(|u| u.config.default) {
-            Some(up) => Ok(Route {
-                upstream: up.clone(),
-                name: up.normalize(name.clone()),
-            }),
+            Some(up) => Ok(Route { upstream: up.clone(), name: up.normalize(name.clone()) }),
             None => Err(RouteError::NoUpstream(name.to_string())),
         }
     }
@@ -110,43 +95,24 @@ mod tests {
         let cfg = Config::parse(toml, "t").unwrap();
         let tls = crate::upstream::tls_config();
         Upstreams::new(
-            cfg.upstreams
-                .into_iter()
-                .map(|c| Upstream {
-                    registry: Registry::new(&c, &tls),
-                    config: c,
-                })
-                .collect(),
+            cfg.upstreams.into_iter().map(|c| Upstream { registry: Registry::new(&c, &tls), config: c }).collect(),
         )
     }
 
     fn route(u: &Upstreams, ns: Option<&str>, name: &str) -> Result<(String, String), RouteError> {
-        u.resolve(ns, &name.parse().unwrap())
-            .map(|r| (r.upstream.host().to_string(), r.name.to_string()))
+        u.resolve(ns, &name.parse().unwrap()).map(|r| (r.upstream.host().to_string(), r.name.to_string()))
     }
 
     #[test]
     fn routes_by_ns_prefix_and_default() {
         let u = upstreams(crate::config::DEFAULT_TOML);
         let r = |ns, n| route(&u, ns, n).unwrap();
-        assert_eq!(
-            r(Some("docker.io"), "nginx"),
-            ("docker.io".into(), "library/nginx".into())
-        );
+        assert_eq!(r(Some("docker.io"), "nginx"), ("docker.io".into(), "library/nginx".into()));
         assert_eq!(r(Some("ghcr.io"), "org/app"), ("ghcr.io".into(), "org/app".into()));
         assert_eq!(r(Some("GHCR.IO"), "org/app"), ("ghcr.io".into(), "org/app".into()));
-        assert_eq!(
-            r(None, "docker.io/library/nginx"),
-            ("docker.io".into(), "library/nginx".into())
-        );
-        assert_eq!(
-            r(None, "docker-hub/nginx"),
-            ("docker.io".into(), "library/nginx".into())
-        );
-        assert_eq!(
-            r(None, "quay.io/org/team/app"),
-            ("quay.io".into(), "org/team/app".into())
-        );
+        assert_eq!(r(None, "docker.io/library/nginx"), ("docker.io".into(), "library/nginx".into()));
+        assert_eq!(r(None, "docker-hub/nginx"), ("docker.io".into(), "library/nginx".into()));
+        assert_eq!(r(None, "quay.io/org/team/app"), ("quay.io".into(), "org/team/app".into()));
         assert_eq!(r(None, "nginx"), ("docker.io".into(), "library/nginx".into()));
         assert_eq!(r(None, "someone/app"), ("docker.io".into(), "someone/app".into()));
         // A prefix alone names no repository: it is an ordinary name on the default upstream.

@@ -74,11 +74,7 @@ impl FakeUpstream {
 
     /// Serve `bytes` under `digest` (any repository) with `fault`.
     pub fn set_blob(&self, digest: &str, bytes: Vec<u8>, fault: Fault) {
-        self.state
-            .lock()
-            .unwrap()
-            .blobs
-            .insert(digest.to_string(), (bytes, fault));
+        self.state.lock().unwrap().blobs.insert(digest.to_string(), (bytes, fault));
     }
 
     pub fn set_fault(&self, digest: &str, fault: Fault) {
@@ -120,35 +116,19 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
         .map(|(_, v)| v.trim().to_string());
     let (blob, required) = {
         let mut s = st.lock().unwrap();
-        s.seen.push(Seen {
-            method: method.clone(),
-            path: path.clone(),
-            authorization: authorization.clone(),
-        });
+        s.seen.push(Seen { method: method.clone(), path: path.clone(), authorization: authorization.clone() });
         let digest = path.rsplit('/').next().unwrap_or("");
         (s.blobs.get(digest).cloned(), s.require_auth.clone())
     };
     let is_api = path.starts_with("/v2/");
     if is_api && required.is_some() && authorization != required {
-        return respond(
-            &mut sock,
-            "401 Unauthorized",
-            &[("WWW-Authenticate", "Basic realm=\"fake\"")],
-            b"",
-        )
-        .await;
+        return respond(&mut sock, "401 Unauthorized", &[("WWW-Authenticate", "Basic realm=\"fake\"")], b"").await;
     }
     if path == "/v2/" {
         return respond(&mut sock, "200 OK", &[], b"{}").await;
     }
     let Some((bytes, fault)) = blob else {
-        return respond(
-            &mut sock,
-            "404 Not Found",
-            &[],
-            br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
-        )
-        .await;
+        return respond(&mut sock, "404 Not Found", &[], br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#).await;
     };
     // The CDN side of a redirect serves plain bytes.
     let fault = if is_api { fault } else { Fault::Good };
@@ -193,10 +173,7 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
 }
 
 async fn respond(sock: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<()> {
-    let mut h = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
+    let mut h = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     for (k, v) in headers {
         h.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -49,11 +49,7 @@ fn write_blob(layout: &Path, media_type: &str, bytes: &[u8]) -> Desc {
     let dir = layout.join("blobs").join("sha256");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(&hex), bytes).unwrap();
-    Desc {
-        media_type: media_type.into(),
-        digest: format!("sha256:{hex}"),
-        size: bytes.len() as u64,
-    }
+    Desc { media_type: media_type.into(), digest: format!("sha256:{hex}"), size: bytes.len() as u64 }
 }
 
 /// A gzip'd tar holding one file of `size` pseudo-random bytes; returns (layer, diff_id).
@@ -65,23 +61,15 @@ fn layer(layout: &Path, seed: u64, size: usize) -> (Desc, String) {
     header.set_mode(0o644);
     header.set_mtime(0);
     header.set_cksum();
-    tar.append_data(&mut header, format!("data-{seed}.bin"), &data[..])
-        .unwrap();
+    tar.append_data(&mut header, format!("data-{seed}.bin"), &data[..]).unwrap();
     let tar = tar.into_inner().unwrap();
     let diff_id = format!("sha256:{}", sha256_hex(&tar));
     // Level 0 for big layers: the point is moving bytes, not compressing noise.
-    let level = if size > 1 << 20 {
-        flate2::Compression::none()
-    } else {
-        flate2::Compression::fast()
-    };
+    let level = if size > 1 << 20 { flate2::Compression::none() } else { flate2::Compression::fast() };
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), level);
     std::io::Write::write_all(&mut gz, &tar).unwrap();
     let gz = gz.finish().unwrap();
-    (
-        write_blob(layout, "application/vnd.oci.image.layer.v1.tar+gzip", &gz),
-        diff_id,
-    )
+    (write_blob(layout, "application/vnd.oci.image.layer.v1.tar+gzip", &gz), diff_id)
 }
 
 /// One single-platform image manifest with layers of the given sizes.
@@ -98,11 +86,7 @@ pub fn manifest(layout: &Path, seed: u64, layer_sizes: &[usize], arch: &str) -> 
         "config": {"Cmd": ["/bin/true"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
-    let config = write_blob(
-        layout,
-        "application/vnd.oci.image.config.v1+json",
-        config.to_string().as_bytes(),
-    );
+    let config = write_blob(layout, "application/vnd.oci.image.config.v1+json", config.to_string().as_bytes());
     let m = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

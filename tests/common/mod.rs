@@ -21,11 +21,7 @@ pub use net::{get, get_hashed, Resp};
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Fail the test with `what` unless `cond` becomes true within `limit`.
@@ -61,10 +57,7 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
     }
 
     pub fn kill(&mut self) {
@@ -97,6 +90,78 @@ impl TokenAuth {
             self.cert.display()
         )
     }
+}
+
+/// A self-signed certificate and key for 127.0.0.1 (PEM files in `dir`), via openssl.
+pub fn self_signed_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (.ci/run installs it)");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}
+
+/// A test CA and a server certificate it signed for 127.0.0.1: `(ca, cert, key)`.
+pub fn ca_signed_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let s = |x: PathBuf| x.display().to_string();
+    std::fs::write(p("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        &s(p("ca.key")),
+        "-out",
+        &s(p("ca.crt")),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &s(p("key")),
+        "-out",
+        &s(p("csr")),
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(p("csr")),
+        "-CA",
+        &s(p("ca.crt")),
+        "-CAkey",
+        &s(p("ca.key")),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &s(p("ext")),
+        "-out",
+        &s(p("crt")),
+    ]);
+    (p("ca.crt"), p("crt"), p("key"))
 }
 
 /// An `auth: htpasswd:` section for one user (bcrypt, as distribution requires).
@@ -132,12 +197,10 @@ impl Registry {
         let mut cmd = Command::new("docker-registry");
         cmd.arg("serve").arg(&cfg_path);
         let proc = Proc::spawn(cmd, dir.path().join(format!("registry-{port}.log")));
-        let url = format!("http://{addr}/v2/");
-        wait_until(
-            "docker-registry to answer",
-            Duration::from_secs(20),
-            async || matches!(get(&url, &[]).await, Ok(r) if r.status == 200 || r.status == 401),
-        )
+        // Readiness by TCP: the registry binds only once it is ready, and may speak TLS.
+        wait_until("docker-registry to listen", Duration::from_secs(20), async || {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
         .await;
         Registry { addr, dir, proc }
     }
@@ -192,41 +255,23 @@ impl Proxy {
             cache.display()
         );
         let cfg_path = dir.join("pullthrough.toml");
-        std::fs::File::create(&cfg_path)
-            .unwrap()
-            .write_all(cfg.as_bytes())
-            .unwrap();
+        std::fs::File::create(&cfg_path).unwrap().write_all(cfg.as_bytes()).unwrap();
         cfg_path
     }
 
     /// Start the binary on an existing config; `wrap` may put a command in front of it.
     pub async fn launch(dir: tempfile::TempDir, cfg_path: &Path, wrap: impl FnOnce(Command) -> Command) -> Proxy {
         let text = std::fs::read_to_string(cfg_path).unwrap();
-        let value = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .unwrap()
-                .trim()
-                .trim_matches('"')
-                .to_string()
-        };
+        let value =
+            |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().trim_matches('"').to_string();
         let addr: SocketAddr = value("listen = ").parse().unwrap();
         let admin: SocketAddr = value("admin_listen = ").parse().unwrap();
         let cache = PathBuf::from(value("dir = "));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullthrough"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(cfg_path)
-            .env("RUST_LOG", "info,pullthrough=debug");
+        cmd.arg("serve").arg("--config").arg(cfg_path).env("RUST_LOG", "info,pullthrough=debug");
         let proc = Proc::spawn(wrap(cmd), dir.path().join(format!("pullthrough-{}.log", addr.port())));
         let url = format!("http://{addr}/v2/");
-        let mut proxy = Proxy {
-            addr,
-            admin,
-            cache,
-            proc,
-            dir,
-        };
+        let mut proxy = Proxy { addr, admin, cache, proc, dir };
         let start = Instant::now();
         loop {
             if matches!(get(&url, &[]).await, Ok(r) if r.status == 200) {
@@ -235,11 +280,7 @@ impl Proxy {
             if let Ok(Some(status)) = proxy.proc.child.try_wait() {
                 panic!("pullthrough exited with {status}:\n{}", proxy.proc.log_text());
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "pullthrough did not start:\n{}",
-                proxy.proc.log_text()
-            );
+            assert!(start.elapsed() < Duration::from_secs(20), "pullthrough did not start:\n{}", proxy.proc.log_text());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         proxy
@@ -251,10 +292,7 @@ impl Proxy {
 
     /// The value of one metric series (exact name with labels, as exposed), or 0.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = get(&format!("http://{}/metrics", self.admin), &[])
-            .await
-            .unwrap()
-            .text();
+        let text = get(&format!("http://{}/metrics", self.admin), &[]).await.unwrap().text();
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
             .map(|v| v.trim().parse().unwrap())
@@ -292,10 +330,7 @@ impl Proxy {
     /// Total bytes of the files under the cache's `blobs/`.
     pub fn cached_bytes(&self) -> u64 {
         let root = self.cache.join("blobs");
-        list_files(&root)
-            .iter()
-            .map(|p| std::fs::metadata(root.join(p)).map(|m| m.len()).unwrap_or(0))
-            .sum()
+        list_files(&root).iter().map(|p| std::fs::metadata(root.join(p)).map(|m| m.len()).unwrap_or(0)).sum()
     }
 
     /// Every file under the cache's `blobs/` (relative paths), sorted.

@@ -43,10 +43,6 @@ impl Moto {
 
     /// API calls served (every ECR call is a POST to /).
     pub fn calls(&self) -> usize {
-        self.proc
-            .log_text()
-            .lines()
-            .filter(|l| l.contains("\"POST / HTTP"))
-            .count()
+        self.proc.log_text().lines().filter(|l| l.contains("\"POST / HTTP")).count()
     }
 }

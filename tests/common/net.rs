@@ -30,9 +30,7 @@ impl Resp {
 
 fn client() -> Client<HttpConnector, Empty<Bytes>> {
     // No pooling: each request gets its own connection, as independent clients would.
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build_http()
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http()
 }
 
 fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> http::Request<Empty<Bytes>> {
@@ -50,23 +48,13 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {
 
 pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {
     let fut = async {
-        let resp = client()
-            .request(request(method, url, headers))
-            .await
-            .map_err(|e| format!("request: {e:?}"))?;
+        let resp = client().request(request(method, url, headers)).await.map_err(|e| format!("request: {e:?}"))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e:?}"))?
-            .to_bytes();
+        let body = resp.into_body().collect().await.map_err(|e| format!("body: {e:?}"))?.to_bytes();
         Ok(Resp { status, headers, body })
     };
-    tokio::time::timeout(Duration::from_secs(60), fut)
-        .await
-        .map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(Duration::from_secs(60), fut).await.map_err(|_| "timed out".to_string())?
 }
 
 /// `GET` a possibly large body, hashing it as it streams: `(status, bytes, sha256 hex)`.
@@ -74,10 +62,7 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<R
 pub async fn get_hashed(url: &str, headers: &[(&str, &str)]) -> Result<(u16, u64, String), String> {
     use sha2::Digest as _;
     let fut = async {
-        let resp = client()
-            .request(request("GET", url, headers))
-            .await
-            .map_err(|e| format!("request: {e:?}"))?;
+        let resp = client().request(request("GET", url, headers)).await.map_err(|e| format!("request: {e:?}"))?;
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         let mut h = sha2::Sha256::new();
@@ -92,7 +77,5 @@ pub async fn get_hashed(url: &str, headers: &[(&str, &str)]) -> Result<(u16, u64
         let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Ok((status, n, hex))
     };
-    tokio::time::timeout(Duration::from_secs(120), fut)
-        .await
-        .map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(Duration::from_secs(120), fut).await.map_err(|_| "timed out".to_string())?
 }

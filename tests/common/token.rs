@@ -28,15 +28,8 @@ pub const SERVICE: &str = "test-registry";
 pub const ISSUER: &str = "test-issuer";
 
 fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl is installed (.ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("openssl").args(args).output().expect("openssl is installed (.ci/run installs it)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// libtrust's key ID: base32 of the first 240 bits of sha256(SPKI DER), in groups of four.
@@ -44,11 +37,7 @@ fn libtrust_kid(spki_der: &[u8]) -> String {
     use sha2::Digest as _;
     let sum = sha2::Sha256::digest(spki_der);
     let b32 = base32(&sum[..30]);
-    b32.as_bytes()
-        .chunks(4)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect::<Vec<_>>()
-        .join(":")
+    b32.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":")
 }
 
 fn base32(data: &[u8]) -> String {
@@ -76,15 +65,7 @@ impl TokenServer {
         let pk8 = dir.join("key.p8");
         let spki = dir.join("pub.der");
         let s = |p: &Path| p.display().to_string();
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            &s(&key),
-        ]);
+        openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &s(&key)]);
         openssl(&[
             "req",
             "-new",
@@ -98,17 +79,7 @@ impl TokenServer {
             "-subj",
             "/CN=token-signer",
         ]);
-        openssl(&[
-            "pkcs8",
-            "-topk8",
-            "-nocrypt",
-            "-in",
-            &s(&key),
-            "-outform",
-            "DER",
-            "-out",
-            &s(&pk8),
-        ]);
+        openssl(&["pkcs8", "-topk8", "-nocrypt", "-in", &s(&key), "-outform", "DER", "-out", &s(&pk8)]);
         openssl(&["pkey", "-in", &s(&key), "-pubout", "-outform", "DER", "-out", &s(&spki)]);
         let kid = libtrust_kid(&std::fs::read(&spki).unwrap());
         let keypair = Arc::new(ring::signature::RsaKeyPair::from_pkcs8(&std::fs::read(&pk8).unwrap()).unwrap());
@@ -149,12 +120,7 @@ impl TokenServer {
                 });
             }
         });
-        TokenServer {
-            addr,
-            cert,
-            issued,
-            task,
-        }
+        TokenServer { addr, cert, issued, task }
     }
 
     pub fn realm(&self) -> String {
@@ -174,29 +140,17 @@ fn sign(keypair: &ring::signature::RsaKeyPair, kid: &str, scopes: &[String]) -> 
             Some(serde_json::json!({"type": typ, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
         })
         .collect();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "kid": kid});
     let claims = serde_json::json!({
         "iss": super::token::ISSUER, "sub": "", "aud": super::token::SERVICE,
         "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()),
         "access": access,
     });
-    let signing_input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
+    let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
     let mut sig = vec![0u8; keypair.public().modulus_len()];
     keypair
-        .sign(
-            &ring::signature::RSA_PKCS1_SHA256,
-            &ring::rand::SystemRandom::new(),
-            signing_input.as_bytes(),
-            &mut sig,
-        )
+        .sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut sig)
         .unwrap();
     format!("{signing_input}.{}", b64(&sig))
 }
