@@ -155,6 +155,35 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
 });
 
+impl Metrics {
+    /// The name of every metric family, whether or not it has samples yet.
+    pub fn names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 19] = [
+            &self.http_requests,
+            &self.http_duration,
+            &self.cache_requests,
+            &self.cache_bytes,
+            &self.upstream_requests,
+            &self.upstream_duration,
+            &self.upstream_errors,
+            &self.fill_verification_failures,
+            &self.fills_joined,
+            &self.fills_in_flight,
+            &self.uncached_blobs,
+            &self.evictions,
+            &self.evicted_bytes,
+            &self.cache_size_bytes,
+            &self.cache_blobs,
+            &self.cache_budget_bytes,
+            &self.token_refreshes,
+            &self.stale_serves,
+            &self.build_info,
+        ];
+        collectors.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).collect()
+    }
+}
+
 /// The text exposition of every metric.
 pub fn render() -> String {
     let mut buf = Vec::new();
