@@ -1,0 +1,497 @@
+#!/usr/bin/env python3
+"""pullthrough benchmark harness: pullthrough side by side with its peers, on loopback.
+
+One command (installs what it needs with apt, builds the release binary):
+
+    python3 benches/harness.py            # full run (1 GiB blobs; about 10 minutes)
+    python3 benches/harness.py --quick    # smaller blobs and fewer rounds, for a smoke test
+
+It starts a real upstream (Debian's docker-registry), pullthrough, the peer (docker-registry
+in proxy mode, `proxy: remoteurl:`) and nginx serving the same blob file statically, then
+measures, alternating the systems round by round and reporting medians and ratios:
+
+ 1. warm blob throughput, one client (pullthrough / nginx, pullthrough / peer)
+ 2. cold blob pull wall time, cache wiped (pullthrough / direct from upstream, peer likewise)
+ 3. 64 clients on one cold blob: upstream bytes, wall time vs one client, peak RSS
+ 4. many small requests: manifest GET/HEAD by digest from cache with wrk (rate, p50, p99)
+ 5. whole-image pull with skopeo of a 200-layer image, cold and warm
+ 6. start-up with 100,000 cached blobs: time until the daemon answers
+
+Results are printed as a table and written to benches/results.json; benches/RESULTS.md
+records a run with the machine it ran on.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIB = 1 << 20
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def ensure_tools():
+    need = [p for c, p in [("docker-registry", "docker-registry"), ("skopeo", "skopeo"), ("nginx", "nginx-light"),
+                           ("wrk", "wrk"), ("curl", "curl")] if shutil.which(c) is None]
+    if need:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        log("installing", need)
+        subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True)
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-qq"] + need, check=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"), stdout=subprocess.DEVNULL)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, limit=30):
+    end = time.time() + limit
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise SystemExit(f"nothing listening on {port} after {limit}s")
+
+
+class Proc:
+    def __init__(self, args, logfile, env=None):
+        self.logfile = logfile
+        self.p = subprocess.Popen(args, stdout=open(logfile, "wb"), stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=env)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+    def peak_rss_mib(self):
+        try:
+            for line in open(f"/proc/{self.p.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+
+
+def registry(dirname, port, remote=None):
+    os.makedirs(dirname, exist_ok=True)
+    proxy = f"proxy:\n  remoteurl: {remote}\n" if remote else ""
+    cfg = (f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n"
+           f"    rootdirectory: {dirname}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+           f"  secret: bench\n{proxy}")
+    path = os.path.join(dirname, "config.yml")
+    open(path, "w").write(cfg)
+    p = Proc(["docker-registry", "serve", path], os.path.join(dirname, "registry.log"))
+    wait_port(port)
+    return p
+
+
+def pullthrough(binary, dirname, port, upstream_url, extra_cache=""):
+    os.makedirs(dirname, exist_ok=True)
+    admin = free_port()
+    cfg = (f"[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n"
+           f"[cache]\ndir = \"{dirname}/cache\"\nmin_free = \"0\"\n{extra_cache}\n"
+           f"[[upstream]]\nhost = \"up.bench\"\nurl = \"{upstream_url}\"\ndefault = true\n")
+    path = os.path.join(dirname, "pullthrough.toml")
+    open(path, "w").write(cfg)
+    p = Proc([binary, "serve", "--config", path], os.path.join(dirname, "pullthrough.log"),
+             env=dict(os.environ, RUST_LOG="warn"))
+    wait_port(port)
+    return p
+
+
+def nginx(dirname, port, root):
+    os.makedirs(dirname, exist_ok=True)
+    conf = os.path.join(dirname, "nginx.conf")
+    open(conf, "w").write(f"""
+daemon off;
+worker_processes 2;
+pid {dirname}/nginx.pid;
+error_log {dirname}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  client_body_temp_path {dirname}/body;
+  proxy_temp_path {dirname}/proxy;
+  fastcgi_temp_path {dirname}/fastcgi;
+  uwsgi_temp_path {dirname}/uwsgi;
+  scgi_temp_path {dirname}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    root {root};
+  }}
+}}
+""")
+    p = Proc(["nginx", "-c", conf, "-p", dirname], os.path.join(dirname, "nginx.log"))
+    wait_port(port)
+    return p
+
+
+def curl(url, headers=()):
+    args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}"]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run(args + [url], check=True, capture_output=True, text=True).stdout.split()
+    code, size, secs = int(out[0]), int(out[1]), float(out[2])
+    if code != 200:
+        raise SystemExit(f"{url}: HTTP {code}")
+    return size, secs
+
+
+def write_blob(dirpath, size):
+    """A blob of `size` random bytes in an OCI layout's blobs dir; returns (digest, size)."""
+    h = hashlib.sha256()
+    tmp = os.path.join(dirpath, "blobs", "sha256", "tmp")
+    os.makedirs(os.path.dirname(tmp), exist_ok=True)
+    with open(tmp, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 4 * MIB))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    d = h.hexdigest()
+    os.rename(tmp, os.path.join(dirpath, "blobs", "sha256", d))
+    return "sha256:" + d, size
+
+
+def write_json_blob(dirpath, obj):
+    data = json.dumps(obj).encode()
+    d = hashlib.sha256(data).hexdigest()
+    os.makedirs(os.path.join(dirpath, "blobs", "sha256"), exist_ok=True)
+    open(os.path.join(dirpath, "blobs", "sha256", d), "wb").write(data)
+    return "sha256:" + d, len(data)
+
+
+def make_image(dirpath, layer_sizes, tag):
+    """An OCI layout holding one image with random (uncompressed tar media type) layers."""
+    layers = [write_blob(dirpath, s) for s in layer_sizes]
+    cfg = write_json_blob(dirpath, {"architecture": "amd64", "os": "linux",
+                                    "rootfs": {"type": "layers", "diff_ids": [d for d, _ in layers]}})
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg[0], "size": cfg[1]},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s}
+                           for d, s in layers]}
+    m = write_json_blob(dirpath, manifest)
+    open(os.path.join(dirpath, "oci-layout"), "w").write('{"imageLayoutVersion":"1.0.0"}')
+    open(os.path.join(dirpath, "index.json"), "w").write(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": manifest["mediaType"], "digest": m[0], "size": m[1],
+         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return m[0], [d for d, _ in layers]
+
+
+def skopeo(*args):
+    subprocess.run(["skopeo", "--insecure-policy"] + list(args), check=True, stdout=subprocess.DEVNULL)
+
+
+def push(layout, tag, port, name):
+    skopeo("copy", "--dest-tls-verify=false", "--preserve-digests", f"oci:{layout}:{tag}",
+           f"docker://127.0.0.1:{port}/{name}:{tag}")
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def wrk(url, method="GET", seconds=5, conns=32, headers=()):
+    script = None
+    args = ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    for h in headers:
+        args += ["-H", h]
+    if method != "GET":
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(f'wrk.method = "{method}"\n')
+        script.close()
+        args += ["-s", script.name]
+    out = subprocess.run(args + [url], check=True, capture_output=True, text=True).stdout
+    if script:
+        os.unlink(script.name)
+    rate = float(next(l.split()[1] for l in out.splitlines() if l.startswith("Requests/sec:")))
+
+    def pct(p):
+        line = next(l for l in out.splitlines() if l.strip().startswith(p))
+        v = line.split()[1]
+        for suffix, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+            if v.endswith(suffix):
+                return float(v[: -len(suffix)]) * scale
+        return float(v)
+
+    non2xx = [l for l in out.splitlines() if "Non-2xx" in l]
+    if non2xx:
+        raise SystemExit(f"wrk saw errors: {non2xx}")
+    return rate, pct("50%"), pct("99%")
+
+
+class Lab:
+    """Upstream, pullthrough, peer and nginx, each restartable with an empty cache."""
+
+    def __init__(self, work, binary):
+        self.work, self.binary = work, binary
+        self.up_port = free_port()
+        self.upstream = registry(os.path.join(work, "upstream"), self.up_port)
+        self.up_url = f"http://127.0.0.1:{self.up_port}"
+        self.pt_port, self.peer_port = free_port(), free_port()
+        self.pt = self.peer = None
+        self.start_pt()
+        self.start_peer()
+
+    def start_pt(self, wipe=False):
+        if self.pt:
+            self.pt.stop()
+        d = os.path.join(self.work, "pullthrough")
+        if wipe:
+            shutil.rmtree(os.path.join(d, "cache"), ignore_errors=True)
+        self.pt = pullthrough(self.binary, d, self.pt_port, self.up_url)
+
+    def start_peer(self, wipe=False):
+        if self.peer:
+            self.peer.stop()
+        d = os.path.join(self.work, "peer")
+        if wipe:
+            shutil.rmtree(os.path.join(d, "data"), ignore_errors=True)
+        self.peer = registry(d, self.peer_port, remote=self.up_url)
+
+    def urls(self, path):
+        return {"direct": self.up_url + path, "pullthrough": f"http://127.0.0.1:{self.pt_port}{path}",
+                "peer": f"http://127.0.0.1:{self.peer_port}{path}"}
+
+    def upstream_bytes(self, path, since_lines):
+        lines = open(self.upstream.logfile, errors="replace").read().splitlines()[since_lines:]
+        total = 0
+        for l in lines:
+            if f'"GET {path} HTTP' in l:
+                try:
+                    total += int(l.split('" ')[1].split()[1])
+                except (IndexError, ValueError):
+                    pass
+        return total
+
+    def upstream_log_len(self):
+        return len(open(self.upstream.logfile, errors="replace").read().splitlines())
+
+    def stop(self):
+        for p in (self.pt, self.peer, self.upstream):
+            if p:
+                p.stop()
+
+
+def bench_warm(lab, results, big_path, nginx_url, size, rounds):
+    urls = lab.urls(big_path)
+    curl(urls["pullthrough"])
+    curl(urls["peer"])
+    times = {"nginx": [], "pullthrough": [], "peer": []}
+    order = ["nginx", "pullthrough", "peer"]
+    for r in range(rounds):
+        for name in order[r % 3:] + order[: r % 3]:
+            url = nginx_url if name == "nginx" else urls[name]
+            got, secs = curl(url)
+            assert got == size, (name, got)
+            times[name].append(size / secs / 1e9)
+    med = {k: median(v) for k, v in times.items()}
+    results["warm_throughput_GBps"] = med
+    results["warm_ratio_vs_nginx"] = med["pullthrough"] / med["nginx"]
+    results["warm_ratio_vs_peer"] = med["pullthrough"] / med["peer"]
+
+
+def bench_cold(lab, results, big_path, size, rounds):
+    urls = lab.urls(big_path)
+    times = {"direct": [], "pullthrough": [], "peer": []}
+    for _ in range(rounds):
+        times["direct"].append(curl(urls["direct"])[1])
+        lab.start_pt(wipe=True)
+        times["pullthrough"].append(curl(urls["pullthrough"])[1])
+        lab.start_peer(wipe=True)
+        times["peer"].append(curl(urls["peer"])[1])
+    med = {k: median(v) for k, v in times.items()}
+    results["cold_seconds"] = med
+    results["cold_ratio_pullthrough_vs_direct"] = med["pullthrough"] / med["direct"]
+    results["cold_ratio_peer_vs_direct"] = med["peer"] / med["direct"]
+
+
+def bench_concurrency(lab, results, path, size, clients):
+    out = {}
+    for name, restart in (("pullthrough", lab.start_pt), ("peer", lab.start_peer)):
+        restart(wipe=True)
+        url = lab.urls(path)[name]
+        mark = lab.upstream_log_len()
+        t = time.time()
+        curl(url)
+        single = time.time() - t
+        restart(wipe=True)
+        mark = lab.upstream_log_len()
+        t = time.time()
+        procs = [subprocess.Popen(["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}", url],
+                                  stdout=subprocess.PIPE, text=True) for _ in range(clients)]
+        sizes = [int(p.communicate()[0] or 0) for p in procs]
+        wall = time.time() - t
+        time.sleep(0.5)
+        proc = lab.pt if name == "pullthrough" else lab.peer
+        out[name] = {"clients": clients, "all_complete": all(s == size for s in sizes), "wall_s": wall,
+                     "single_client_s": single, "wall_vs_single": wall / single,
+                     "upstream_bytes_x_blob": lab.upstream_bytes(path, mark) / size,
+                     "peak_rss_MiB": proc.peak_rss_mib()}
+    results["concurrency"] = out
+
+
+def bench_small(lab, results, manifest_path, seconds):
+    accept = "Accept: application/vnd.oci.image.manifest.v1+json"
+    urls = lab.urls(manifest_path)
+    for name in ("pullthrough", "peer"):
+        curl(urls[name], [accept])
+    out = {}
+    for method in ("GET", "HEAD"):
+        for name in ("pullthrough", "peer"):
+            rate, p50, p99 = wrk(urls[name], method, seconds, headers=[accept])
+            out[f"{name}_{method}"] = {"rps": rate, "p50_ms": p50, "p99_ms": p99}
+        out[f"ratio_{method}"] = out[f"pullthrough_{method}"]["rps"] / out[f"peer_{method}"]["rps"]
+    results["small_requests"] = out
+
+
+def bench_image(lab, results, name, rounds):
+    out = {}
+    for system in ("direct", "pullthrough", "peer"):
+        port = {"direct": lab.up_port, "pullthrough": lab.pt_port, "peer": lab.peer_port}[system]
+        cold, warm = [], []
+        for _ in range(rounds):
+            if system == "pullthrough":
+                lab.start_pt(wipe=True)
+            if system == "peer":
+                lab.start_peer(wipe=True)
+            for bucket in (cold, warm):
+                dest = tempfile.mkdtemp(dir=lab.work)
+                t = time.time()
+                skopeo("copy", "--src-tls-verify=false", f"docker://127.0.0.1:{port}/{name}", f"oci:{dest}:x")
+                bucket.append(time.time() - t)
+                shutil.rmtree(dest)
+        out[system] = {"cold_s": median(cold), "warm_s": median(warm)}
+    out["cold_ratio_pullthrough_vs_peer"] = out["pullthrough"]["cold_s"] / out["peer"]["cold_s"]
+    out["warm_ratio_pullthrough_vs_peer"] = out["pullthrough"]["warm_s"] / out["peer"]["warm_s"]
+    results["image_pull"] = out
+
+
+def bench_startup(binary, work, results, n):
+    d = os.path.join(work, "startup")
+    blobs = os.path.join(d, "cache", "blobs", "sha256")
+    for i in range(n):
+        hx = hashlib.sha256(str(i).encode()).hexdigest()
+        os.makedirs(os.path.join(blobs, hx[:2]), exist_ok=True)
+        with open(os.path.join(blobs, hx[:2], hx), "wb") as f:
+            f.write(b"x" * 512)
+    port = free_port()
+    t = time.time()
+    p = pullthrough(binary, d, port, "http://127.0.0.1:9")
+    ready = time.time() - t
+    p.stop()
+    results["startup"] = {"blobs": n, "ready_s": ready}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small blobs, few rounds")
+    ap.add_argument("--work", help="work directory (default: a temp dir, removed after)")
+    args = ap.parse_args()
+    big, conc, rounds, small_secs, layers, startup_n = (
+        (64 * MIB, 32 * MIB, 3, 2, 50, 10_000) if args.quick else (1024 * MIB, 256 * MIB, 5, 5, 200, 100_000))
+
+    ensure_tools()
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pullthrough"], cwd=ROOT, check=True)
+    binary = os.path.join(ROOT, "target", "release", "pullthrough")
+    work = args.work or tempfile.mkdtemp(prefix="pt-bench-")
+    os.makedirs(work, exist_ok=True)
+    results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release,
+                           "mem_GiB": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
+               "sizes": {"big_MiB": big // MIB, "concurrency_MiB": conc // MIB, "image_layers": layers}}
+    lab = None
+    ngx = None
+    try:
+        log("generating images ...")
+        lab = Lab(work, binary)
+        big_layout = os.path.join(work, "big")
+        _, (big_digest,) = make_image(big_layout, [big], "big")
+        push(big_layout, "big", lab.up_port, "bench/big")
+        conc_layout = os.path.join(work, "conc")
+        _, (conc_digest,) = make_image(conc_layout, [conc], "conc")
+        push(conc_layout, "conc", lab.up_port, "bench/conc")
+        many_layout = os.path.join(work, "many")
+        many_manifest, _ = make_image(many_layout, [64 * 1024 + i for i in range(layers)], "many")
+        push(many_layout, "many", lab.up_port, "bench/many")
+
+        ngx_port = free_port()
+        ngx = nginx(os.path.join(work, "nginx"), ngx_port, os.path.join(big_layout, "blobs", "sha256"))
+        nginx_url = f"http://127.0.0.1:{ngx_port}/{big_digest.split(':')[1]}"
+
+        log("1. warm throughput ...")
+        bench_warm(lab, results, f"/v2/bench/big/blobs/{big_digest}", nginx_url, big, rounds)
+        log("2. cold pulls ...")
+        bench_cold(lab, results, f"/v2/bench/big/blobs/{big_digest}", big, max(3, rounds - 2))
+        log("3. concurrency ...")
+        bench_concurrency(lab, results, f"/v2/bench/conc/blobs/{conc_digest}", conc, 64)
+        log("4. small requests ...")
+        lab.start_pt()
+        lab.start_peer()
+        bench_small(lab, results, f"/v2/bench/many/manifests/{many_manifest}", small_secs)
+        log("5. whole-image pulls ...")
+        bench_image(lab, results, "bench/many:many", 3 if not args.quick else 1)
+        log("6. start-up ...")
+        bench_startup(binary, work, results, startup_n)
+    finally:
+        if ngx:
+            ngx.stop()
+        if lab:
+            lab.stop()
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+    out_path = os.path.join(ROOT, "benches", "results.json")
+    json.dump(results, open(out_path, "w"), indent=2)
+    r = results
+    c = r["concurrency"]
+    s = r["small_requests"]
+    i = r["image_pull"]
+    rows = [
+        ("warm blob GB/s (pt / nginx / peer)", f"{r['warm_throughput_GBps']['pullthrough']:.2f} / {r['warm_throughput_GBps']['nginx']:.2f} / {r['warm_throughput_GBps']['peer']:.2f}"),
+        ("warm ratio pt/nginx (target >= 1.0)", f"{r['warm_ratio_vs_nginx']:.2f}x"),
+        ("warm ratio pt/peer (target >= 1.5)", f"{r['warm_ratio_vs_peer']:.2f}x"),
+        ("cold s (direct / pt / peer)", f"{r['cold_seconds']['direct']:.2f} / {r['cold_seconds']['pullthrough']:.2f} / {r['cold_seconds']['peer']:.2f}"),
+        ("cold ratio pt/direct (target <= 1.15)", f"{r['cold_ratio_pullthrough_vs_direct']:.2f}x (peer {r['cold_ratio_peer_vs_direct']:.2f}x)"),
+        ("64 clients: upstream bytes / blob (pt, peer)", f"{c['pullthrough']['upstream_bytes_x_blob']:.2f}x, {c['peer']['upstream_bytes_x_blob']:.2f}x"),
+        ("64 clients: wall vs one client (pt, peer)", f"{c['pullthrough']['wall_vs_single']:.2f}x, {c['peer']['wall_vs_single']:.2f}x"),
+        ("64 clients: peak RSS MiB (pt, peer; target <= 64)", f"{c['pullthrough']['peak_rss_MiB']:.0f}, {c['peer']['peak_rss_MiB']:.0f}"),
+        ("manifest GET rps (pt / peer)", f"{s['pullthrough_GET']['rps']:.0f} / {s['peer_GET']['rps']:.0f} = {s['ratio_GET']:.2f}x (target >= 3)"),
+        ("manifest GET p50/p99 ms (pt; peer)", f"{s['pullthrough_GET']['p50_ms']:.2f}/{s['pullthrough_GET']['p99_ms']:.2f}; {s['peer_GET']['p50_ms']:.2f}/{s['peer_GET']['p99_ms']:.2f}"),
+        ("manifest HEAD rps (pt / peer)", f"{s['pullthrough_HEAD']['rps']:.0f} / {s['peer_HEAD']['rps']:.0f} = {s['ratio_HEAD']:.2f}x"),
+        (f"skopeo {layers}-layer pull cold s (direct / pt / peer)", f"{i['direct']['cold_s']:.2f} / {i['pullthrough']['cold_s']:.2f} / {i['peer']['cold_s']:.2f}"),
+        (f"skopeo {layers}-layer pull warm s (direct / pt / peer)", f"{i['direct']['warm_s']:.2f} / {i['pullthrough']['warm_s']:.2f} / {i['peer']['warm_s']:.2f}"),
+        (f"start-up with {r['startup']['blobs']} blobs", f"{r['startup']['ready_s']:.2f} s (target < 2)"),
+    ]
+    w = max(len(a) for a, _ in rows)
+    for a, b in rows:
+        print(f"{a:<{w}}  {b}")
+    log(f"results: {out_path}")
+
+
+if __name__ == "__main__":
+    main()
