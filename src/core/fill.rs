@@ -6,7 +6,7 @@
 //! blob is verified and committed, or discarded. A client that disconnects does not stop the
 //! fill: the next pull of that blob is then a cache hit (see README, "Fill policy").
 
-use crate::oci::Digest;
+use crate::oci::{Digest, Sha256Hasher};
 use crate::store::{blocking, Store};
 use crate::upstream::{error_chain, Route, UpstreamError};
 use bytes::Bytes;
@@ -76,6 +76,10 @@ pub struct Fills {
 
 /// Chunks queued between the network task and the disk writer: bounds memory per fill.
 const WRITE_QUEUE: usize = 16;
+/// Network reads are gathered into writes of at least this size.
+const COALESCE: usize = 256 * 1024;
+/// Progress is published to followers after at least this many new bytes.
+const PUBLISH_EVERY: u64 = 256 * 1024;
 
 impl Fills {
     /// Follow the fill of `digest`, starting one from `route` if none is running. Returns
@@ -185,22 +189,49 @@ async fn run(
         p.total = total;
     });
 
-    // The disk writer: appends and hashes on a blocking thread, publishing progress after
-    // each chunk so readers never see a byte that is not yet in the file.
+    // The disk writer appends on a blocking thread and hands each chunk to a hashing thread,
+    // so writing and hashing overlap on two cores. Progress is published after the write, so
+    // readers never see a byte that is not yet in the file.
     let (chunks, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let writer_tx = tx.clone();
     let writer = tokio::task::spawn_blocking(move || {
+        let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<Bytes>(WRITE_QUEUE);
+        let hasher = std::thread::Builder::new().name("pullthrough-hash".into()).spawn(move || {
+            let mut h = Sha256Hasher::new();
+            for chunk in hash_rx {
+                h.update(&chunk);
+            }
+            h.finish()
+        })?;
         let mut temp = temp;
+        let mut published = 0;
+        let mut failed = None;
         while let Some(chunk) = queue.blocking_recv() {
-            temp.append(&chunk)?;
+            if let Err(e) = temp.append(&chunk) {
+                failed = Some(e);
+                break;
+            }
+            let _ = to_hash.send(chunk);
             let written = temp.written();
-            writer_tx.send_modify(|p| p.written = written);
+            // Publish in batches (or when caught up): every publish wakes every follower.
+            if written - published >= PUBLISH_EVERY || queue.is_empty() {
+                writer_tx.send_modify(|p| p.written = written);
+                published = written;
+            }
         }
-        Ok::<_, std::io::Error>(temp)
+        drop(to_hash);
+        let actual = hasher.join().map_err(|_| std::io::Error::other("hashing thread panicked"))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let written = temp.written();
+        writer_tx.send_modify(|p| p.written = written);
+        Ok::<_, std::io::Error>((temp, actual))
     });
 
     let mut body = resp.into_body();
     let mut received: u64 = 0;
+    let mut pending = bytes::BytesMut::new();
     let host = registry.host().to_string();
     let result: Result<(), FillError> = async {
         loop {
@@ -217,20 +248,32 @@ async fn run(
                         message: "upstream sent more bytes than announced".into(),
                     });
                 }
-                if chunks.send(data).await.is_err() {
-                    break; // the writer failed; its error is reported below
+                // Coalesce small network reads into larger writes: fewer syscalls, fewer
+                // wake-ups, fewer hash calls.
+                if pending.is_empty() && data.len() >= COALESCE {
+                    if chunks.send(data).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                    continue;
+                }
+                pending.extend_from_slice(&data);
+                if pending.len() >= COALESCE && chunks.send(pending.split().freeze()).await.is_err() {
+                    break;
                 }
             }
+        }
+        if !pending.is_empty() {
+            let _ = chunks.send(pending.split().freeze()).await;
         }
         Ok(())
     }
     .await;
     drop(chunks);
-    let temp = writer.await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
+    let (temp, actual) = writer.await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
     result?;
 
     let s = store.clone();
-    let committed = tokio::task::spawn_blocking(move || temp.commit(&s.cas, total))
+    let committed = tokio::task::spawn_blocking(move || temp.commit(&s.cas, actual, total))
         .await
         .map_err(|e| io_err(std::io::Error::other(e)))?;
     drop(reservation);

@@ -6,6 +6,12 @@
 //!
 //! Reads run on the blocking pool, one chunk ahead of the socket: while hyper writes chunk
 //! N, chunk N+1 is already being read, so disk and network overlap.
+//!
+//! A verified, committed blob is served from a memory map without copying: each chunk is a
+//! slice of the map, prefaulted on the blocking pool (so the async thread that writes it to
+//! the socket never waits for the disk). Blobs are immutable and eviction only unlinks, so a
+//! map never sees its file shrink. A blob still being filled is read with `pread`, in
+//! batches of at least `MIN_BATCH` bytes so a fast fill does not turn into tiny reads.
 
 use super::fill::{FillState, Progress};
 use bytes::Bytes;
@@ -18,7 +24,75 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Bytes read from disk per chunk: large enough to amortise the blocking-pool hop.
-const CHUNK: u64 = 1024 * 1024;
+const CHUNK: u64 = 512 * 1024;
+/// Chunks of a mapped blob: slices, so size costs no memory.
+const MAP_CHUNK: u64 = 4 * 1024 * 1024;
+/// While a fill is running, wait for at least this much new data before reading.
+const MIN_BATCH: u64 = 256 * 1024;
+
+/// A slice of a memory-mapped blob, owned by the `Bytes` handed to hyper.
+struct MapSlice {
+    map: Arc<memmap2::Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+/// Fault a mapped range in (reading one byte per page), so writing it later does not
+/// block on the disk. Blocking.
+fn prefault(map: &memmap2::Mmap, start: usize, end: usize) -> u8 {
+    let _ = map.advise_range(memmap2::Advice::WillNeed, start, end - start);
+    let mut x = 0u8;
+    let mut i = start;
+    while i < end {
+        x ^= map[i];
+        i += 4096;
+    }
+    x
+}
+
+/// One mapping per blob file, shared by every response serving it: the mapped pages are
+/// counted once in the process's RSS, not once per client.
+fn shared_map(file: &File) -> io::Result<Arc<memmap2::Mmap>> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Mutex, Weak};
+    type Maps = HashMap<(u64, u64), Weak<memmap2::Mmap>>;
+    static MAPS: Mutex<Option<Maps>> = Mutex::new(None);
+    let meta = file.metadata()?;
+    let key = (meta.dev(), meta.ino());
+    let mut maps = MAPS.lock().expect("map cache lock");
+    let maps = maps.get_or_insert_with(HashMap::new);
+    if let Some(m) = maps.get(&key).and_then(Weak::upgrade) {
+        if m.len() as u64 == meta.len() {
+            return Ok(m);
+        }
+    }
+    // SAFETY: committed blobs are never written or truncated; eviction and pruning unlink,
+    // which leaves an existing mapping intact.
+    let m = Arc::new(unsafe { memmap2::Mmap::map(file)? });
+    if maps.len() > 4096 {
+        maps.retain(|_, w| w.strong_count() > 0);
+    }
+    maps.insert(key, Arc::downgrade(&m));
+    Ok(m)
+}
+
+fn map_chunk(map: Arc<memmap2::Mmap>, pos: u64, len: usize) -> JoinHandle<io::Result<Bytes>> {
+    tokio::task::spawn_blocking(move || {
+        let (start, end) = (pos as usize, pos as usize + len);
+        if end > map.len() {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file shorter than expected"));
+        }
+        std::hint::black_box(prefault(&map, start, end));
+        Ok(Bytes::from_owner(MapSlice { map, start, end }))
+    })
+}
 
 struct Follow {
     rx: watch::Receiver<Progress>,
@@ -27,6 +101,8 @@ struct Follow {
     done: bool,
     /// A read already under way: (offset, handle).
     ahead: Option<(u64, JoinHandle<io::Result<Bytes>>)>,
+    /// The blob mapped into memory, once it is verified and complete.
+    map: Option<Arc<memmap2::Mmap>>,
 }
 
 fn read_chunk(file: Arc<File>, pos: u64, len: usize) -> JoinHandle<io::Result<Bytes>> {
@@ -73,9 +149,29 @@ impl Follow {
                 Some(e) => p.written.min(e.saturating_sub(1)),
                 None => p.written,
             };
-            if self.pos < limit {
+            // While filling, read only once a batch has accumulated (or at the hold-back
+            // boundary, which the next progress will move).
+            let batch_ready = verified || limit - self.pos.min(limit) >= MIN_BATCH;
+            if self.pos < limit && batch_ready {
                 let Some(file) = p.file.clone() else {
                     return self.fail(io::Error::other("blob file missing"));
+                };
+                if verified && self.map.is_none() && p.written > 0 {
+                    match shared_map(&file) {
+                        Ok(m) => {
+                            if let Some((_, h)) = self.ahead.take() {
+                                h.abort();
+                            }
+                            self.map = Some(m);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot map blob; reading it instead"),
+                    }
+                }
+                let chunk_len =
+                    |pos: u64| (limit - pos).min(if self.map.is_some() { MAP_CHUNK } else { CHUNK }) as usize;
+                let start_read = |pos: u64, map: &Option<Arc<memmap2::Mmap>>| match map {
+                    Some(m) => map_chunk(m.clone(), pos, chunk_len(pos)),
+                    None => read_chunk(file.clone(), pos, chunk_len(pos)),
                 };
                 let handle = match self.ahead.take() {
                     Some((at, h)) if at == self.pos => h,
@@ -83,7 +179,7 @@ impl Follow {
                         if let Some((_, h)) = other {
                             h.abort();
                         }
-                        read_chunk(file.clone(), self.pos, (limit - self.pos).min(CHUNK) as usize)
+                        start_read(self.pos, &self.map)
                     }
                 };
                 let chunk = match handle.await {
@@ -92,9 +188,10 @@ impl Follow {
                     Err(e) => return self.fail(io::Error::other(e)),
                 };
                 self.pos += chunk.len() as u64;
-                if self.pos < limit {
-                    let len = (limit - self.pos).min(CHUNK) as usize;
-                    self.ahead = Some((self.pos, read_chunk(file, self.pos, len)));
+                // Read ahead only what is already final; a follower at the tail of a fill
+                // would otherwise hold two buffers per client.
+                if self.pos < limit && verified {
+                    self.ahead = Some((self.pos, start_read(self.pos, &self.map)));
                 }
                 return Some((Ok(chunk), self));
             }
@@ -117,6 +214,6 @@ pub fn stream(
     start: u64,
     end: Option<u64>,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    let init = Follow { rx: progress, pos: start, end, done: false, ahead: None };
+    let init = Follow { rx: progress, pos: start, end, done: false, ahead: None, map: None };
     futures_util::stream::unfold(init, Follow::next)
 }

@@ -2,7 +2,7 @@
 
 use super::index::BlobIndex;
 use super::{unique_suffix, write_atomic};
-use crate::oci::{Digest, Sha256Hasher};
+use crate::oci::Digest;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -109,7 +109,7 @@ impl Cas {
     pub fn begin(&self, d: &Digest) -> io::Result<TempBlob> {
         let path = self.tmp.join(format!("{}.{}.tmp", d.hex(), unique_suffix()));
         let file = File::options().read(true).write(true).create_new(true).open(&path)?;
-        Ok(TempBlob { path, file: Some(file), hasher: Sha256Hasher::new(), written: 0, expected: d.clone() })
+        Ok(TempBlob { path, file: Some(file), written: 0, expected: d.clone() })
     }
 
     /// A manifest (small, buffered) and its media type, checked against its digest as it is
@@ -143,12 +143,11 @@ impl Cas {
     }
 }
 
-/// A blob being written: bytes are hashed as they are appended; `commit` renames it into
-/// place only if the hash and size match. Dropping it without committing deletes it.
+/// A blob being written; `commit` renames it into place only if its hash and size match.
+/// Dropping it without committing deletes it.
 pub struct TempBlob {
     path: PathBuf,
     file: Option<File>,
-    hasher: Sha256Hasher,
     written: u64,
     expected: Digest,
 }
@@ -173,19 +172,18 @@ impl TempBlob {
         self.written
     }
 
-    /// Append and hash. Blocking.
+    /// Append. Blocking.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         let f = self.file.as_mut().ok_or_else(|| io::Error::other("temp blob already closed"))?;
         f.write_all(bytes)?;
-        self.hasher.update(bytes);
         self.written += bytes.len() as u64;
         Ok(())
     }
 
-    /// Verify, fsync and rename into `dest`. On any failure the temp file is removed.
-    /// Blocking.
-    pub fn commit(mut self, cas: &Cas, expected_size: Option<u64>) -> Result<(), CommitError> {
-        let actual = std::mem::take(&mut self.hasher).finish();
+    /// Verify that the bytes written hash to the expected digest (`actual` is their hash,
+    /// computed by the caller alongside the writes) and have the expected size, then fsync
+    /// and rename into place. On any failure the temp file is removed. Blocking.
+    pub fn commit(mut self, cas: &Cas, actual: Digest, expected_size: Option<u64>) -> Result<(), CommitError> {
         if actual != self.expected {
             return Err(CommitError::DigestMismatch { expected: self.expected.clone(), actual });
         }
