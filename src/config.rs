@@ -24,6 +24,23 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+    /// Images the daemon keeps cached: fetched at start and every `cache.prefetch_interval`.
+    #[serde(default, rename = "prefetch")]
+    pub prefetch: Vec<PrefetchConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefetchConfig {
+    /// `registry/repo:tag` or `registry/repo@sha256:…`, the registry a configured upstream.
+    pub image: String,
+    /// Platforms of a multi-platform image to fetch (`linux/amd64`, `linux/arm64/v8`);
+    /// empty: all of them.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// Never evict or expire it.
+    #[serde(default)]
+    pub pin: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +58,10 @@ pub struct ServerConfig {
     /// SIGHUP or when the files change.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Air-gapped: never contact upstreams; serve what is cached (tags at their last known
+    /// digest) and answer the rest 503 with a message that says so.
+    #[serde(default)]
+    pub offline: bool,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +115,9 @@ pub struct CacheConfig {
     /// How often lifecycle policies are applied.
     #[serde(default = "default_lifecycle_interval", deserialize_with = "duration")]
     pub lifecycle_interval: Duration,
+    /// How often `[[prefetch]]` images are fetched again (keeping their tags fresh).
+    #[serde(default = "default_prefetch_interval", deserialize_with = "duration")]
+    pub prefetch_interval: Duration,
     /// Images never evicted or expired: `host/repo:tag` or `host/repo@sha256:…`.
     #[serde(default)]
     pub pins: Vec<String>,
@@ -116,6 +140,9 @@ fn default_low_watermark() -> f64 {
 }
 fn default_housekeeping_interval() -> Duration {
     Duration::from_secs(10)
+}
+fn default_prefetch_interval() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_lifecycle_interval() -> Duration {
     Duration::from_secs(3600)
@@ -409,6 +436,17 @@ impl Config {
                 return Err((
                     key,
                     format!("{pin:?} names registry {:?}, which is not a configured upstream host", r.host),
+                ));
+            }
+        }
+        for (i, p) in self.prefetch.iter().enumerate() {
+            let key = format!("prefetch[{i}].image");
+            let r: crate::oci::ImageRef =
+                p.image.parse().map_err(|e: crate::oci::ImageRefError| (key.clone(), e.to_string()))?;
+            if !self.upstreams.iter().any(|u| u.host == r.host) {
+                return Err((
+                    key,
+                    format!("{:?} names registry {:?}, which is not a configured upstream host", p.image, r.host),
                 ));
             }
         }

@@ -46,9 +46,15 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
     let mut list = Vec::new();
     for c in &cfg.upstreams {
         let tls = upstream::tls_config_for(c)?;
-        list.push(upstream::Upstream { registry: upstream::Registry::new(c, &tls), config: c.clone() });
+        list.push(upstream::Upstream {
+            registry: upstream::Registry::new(c, &tls, cfg.server.offline),
+            config: c.clone(),
+        });
     }
     let upstreams = upstream::Upstreams::new(list);
-    let pins = cfg.cache.pins.iter().map(|p| p.parse()).collect::<Result<Vec<_>, _>>()?;
+    let mut pins = cfg.cache.pins.iter().map(|p| p.parse()).collect::<Result<Vec<_>, _>>()?;
+    for p in cfg.prefetch.iter().filter(|p| p.pin) {
+        pins.push(p.image.parse()?);
+    }
     Ok(core::PullThrough::new(Arc::new(store), upstreams, pins))
 }

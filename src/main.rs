@@ -69,6 +69,52 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Fetch images into the cache ahead of need (works on the cache directory; the daemon
+    /// may be running).
+    Prefetch {
+        /// Images: registry/repository:tag or registry/repository@sha256:…
+        images: Vec<String>,
+        /// A file with one image a line (# comments allowed).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Platforms of multi-platform images to fetch (repeatable); default: this machine's.
+        #[arg(long = "platform")]
+        platforms: Vec<String>,
+        /// Fetch every platform.
+        #[arg(long, conflicts_with = "platforms")]
+        all_platforms: bool,
+        /// Never evict or expire these images.
+        #[arg(long)]
+        pin: bool,
+        /// Blobs fetched at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Write cached images as an OCI image layout (a directory, or a .tar file).
+    Export {
+        images: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Load an OCI image layout (directory or .tar) into the cache, verifying every blob.
+    Import {
+        path: PathBuf,
+        /// registry/repository for entries that carry only a tag (skopeo's oci:DIR:TAG).
+        #[arg(long = "as")]
+        as_repo: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
     /// List cached images: repositories, tags, digests, sizes, last pull.
     Ls {
         #[arg(long, short)]
@@ -117,6 +163,13 @@ fn main() -> std::process::ExitCode {
         Command::Prune { config, cache_dir, dry_run, json } => prune(config.as_deref(), cache_dir, dry_run, json),
         Command::Ls { config, cache_dir, json } => ls(config.as_deref(), cache_dir, json),
         Command::HostsToml { config, mirror, out } => hosts_toml(config.as_deref(), &mirror, &out),
+        Command::Prefetch { images, file, platforms, all_platforms, pin, concurrency, config, cache_dir } => {
+            prefetch(images, file, platforms, all_platforms, pin, concurrency, config.as_deref(), cache_dir)
+        }
+        Command::Export { images, out, config, cache_dir } => export(&images, &out, config.as_deref(), cache_dir),
+        Command::Import { path, as_repo, config, cache_dir } => {
+            import(&path, as_repo.as_deref(), config.as_deref(), cache_dir)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -174,7 +227,13 @@ fn serve(
             cfg.cache.lifecycle_interval,
         );
         let listeners = pullthrough::http::Listeners { main, admin, tls };
-        pullthrough::http::serve(listeners, app.clone(), shutdown_signal(), cfg.server.shutdown_grace).await;
+        let drained =
+            pullthrough::http::serve(listeners, app.clone(), shutdown_signal(), cfg.server.shutdown_grace).await;
+        // If every client finished, let their verified fills commit (fsync + rename), briefly.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while drained && app.pull.fills_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         // Fills cut short by the shutdown leave temp files; remove them now rather than at
         // the next start.
         let removed = app.pull.store().clean_temp().unwrap_or(0);
@@ -205,6 +264,131 @@ fn offline(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::Result<
     let dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
     anyhow::ensure!(dir.is_dir(), "cache directory {} does not exist; pass --cache-dir or --config", dir.display());
     pullthrough::build_pull_through(&cfg, &dir)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prefetch(
+    mut images: Vec<String>,
+    file: Option<PathBuf>,
+    platforms: Vec<String>,
+    all_platforms: bool,
+    pin: bool,
+    concurrency: usize,
+    config: Option<&Path>,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        images.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    anyhow::ensure!(!images.is_empty(), "name at least one image (or --file)");
+    let refs: Vec<pullthrough::oci::ImageRef> = images.iter().map(|i| i.parse()).collect::<Result<_, _>>()?;
+    let platforms = if all_platforms {
+        pullthrough::core::Platforms::All
+    } else if platforms.is_empty() {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        pullthrough::core::Platforms::Only(vec![format!("linux/{arch}")])
+    } else {
+        pullthrough::core::Platforms::Only(platforms)
+    };
+    let cfg = load(config)?;
+    let dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create cache directory {}", dir.display()))?;
+    let pt = pullthrough::build_pull_through(&cfg, &dir)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut failed = 0;
+    rt.block_on(async {
+        pt.start_background();
+        for (i, r) in refs.iter().enumerate() {
+            match pt.prefetch(r, &platforms, concurrency).await {
+                Ok(rep) => {
+                    println!(
+                        "[{}/{}] {} {} — {} manifests, {} blobs, {} fetched",
+                        i + 1,
+                        refs.len(),
+                        rep.image,
+                        rep.digest,
+                        rep.manifests,
+                        rep.blobs,
+                        human_bytes(rep.fetched_bytes)
+                    );
+                    if pin {
+                        let pinned = pullthrough::oci::ImageRef {
+                            reference: pullthrough::oci::Reference::Digest(rep.digest.parse()?),
+                            ..r.clone()
+                        };
+                        pt.add_pin(&pinned)?;
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("[{}/{}] {r}: {e}", i + 1, refs.len());
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} images failed; run again to resume (cached blobs are kept)",
+        refs.len()
+    );
+    Ok(())
+}
+
+fn export(images: &[String], out: &Path, config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    anyhow::ensure!(!images.is_empty(), "name at least one image to export");
+    let refs: Vec<pullthrough::oci::ImageRef> = images.iter().map(|i| i.parse()).collect::<Result<_, _>>()?;
+    let pt = offline(config, cache_dir)?;
+    let is_tar = out.extension().is_some_and(|e| e == "tar");
+    let dir = if is_tar { tempfile_dir(out)? } else { out.to_path_buf() };
+    let n = pt.export_layout(&refs, &dir)?;
+    if is_tar {
+        let f = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let mut tar = tar::Builder::new(f);
+        tar.append_dir_all(".", &dir)?;
+        tar.finish()?;
+        std::fs::remove_dir_all(&dir)?;
+    }
+    println!("exported {} images ({n} blobs) to {}", refs.len(), out.display());
+    Ok(())
+}
+
+/// A fresh directory beside `target`, for staging.
+fn tempfile_dir(target: &Path) -> anyhow::Result<PathBuf> {
+    let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = parent.join(format!(".pullthrough-stage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn import(path: &Path, as_repo: Option<&str>, config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = load(config)?;
+    let dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create cache directory {}", dir.display()))?;
+    let pt = pullthrough::build_pull_through(&cfg, &dir)?;
+    let (layout, staged) = if path.is_file() {
+        let stage = tempfile_dir(&dir.join("tmp").join("import"))?;
+        let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        tar::Archive::new(f).unpack(&stage).with_context(|| format!("{} is not a tar archive", path.display()))?;
+        (stage.clone(), Some(stage))
+    } else {
+        (path.to_path_buf(), None)
+    };
+    let result = pt.import_layout(&layout, as_repo);
+    if let Some(s) = staged {
+        let _ = std::fs::remove_dir_all(s);
+    }
+    let report = result?;
+    for i in &report.images {
+        println!("imported {i}");
+    }
+    println!("{} images, {} blobs, {}", report.images.len(), report.blobs, human_bytes(report.bytes));
+    Ok(())
 }
 
 fn prune(config: Option<&Path>, cache_dir: Option<PathBuf>, dry_run: bool, json: bool) -> anyhow::Result<()> {

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub cache_budget_bytes: IntGauge,
     pub token_refreshes: IntCounterVec,
     pub stale_serves: IntCounterVec,
+    pub upstream_up: IntGaugeVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -150,6 +151,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Tags served from the cache because the upstream was unavailable.",
             &["upstream"],
         ),
+        upstream_up: {
+            let g = IntGaugeVec::new(
+                Opts::new(
+                    "pullthrough_upstream_up",
+                    "Whether the last request reached the upstream (1) or not (0); absent until known.",
+                ),
+                &["upstream"],
+            )
+            .expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        },
         build_info,
         registry: r,
     }
@@ -159,7 +172,8 @@ impl Metrics {
     /// The name of every metric family, whether or not it has samples yet.
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 19] = [
+        let collectors: [&dyn Collector; 20] = [
+            &self.upstream_up,
             &self.http_requests,
             &self.http_duration,
             &self.cache_requests,

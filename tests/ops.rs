@@ -127,6 +127,7 @@ async fn sigterm_lets_a_transfer_finish_and_leaves_no_temp_file() {
     let status = wait_exit(&mut proxy).await;
     assert!(status.success(), "exit status {status}");
     assert!(list_files(&proxy.cache.join("tmp")).is_empty());
+    // The daemon waited for the fill to commit before exiting.
     assert!(proxy.cached_blobs().iter().any(|p| p.ends_with(digest.trim_start_matches("sha256:"))));
 }
 

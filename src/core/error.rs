@@ -12,6 +12,8 @@ pub enum CoreError {
     BlobUnknown,
     #[error("repository unknown to the upstream registry")]
     NameUnknown,
+    #[error("{0}")]
+    NameUnknownMsg(String),
     #[error("the manifest is of type {media_type}, which the client's Accept header does not include")]
     NotAcceptable { media_type: String },
     #[error("upstream sent content that failed verification: {0}")]

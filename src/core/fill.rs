@@ -272,6 +272,23 @@ async fn run(
     let (temp, actual) = writer.await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
     result?;
 
+    // Verify first, and release the held-back bytes to the clients as soon as the hash and
+    // size are right: durability (fsync of a large file) is the cache's concern, not theirs.
+    if actual != *digest {
+        return Err(FillError::Verification { digest: digest.clone(), message: format!("content hashes to {actual}") });
+    }
+    if let Some(t) = total.filter(|t| *t != temp.written()) {
+        return Err(FillError::Verification {
+            digest: digest.clone(),
+            message: format!("size mismatch: announced {t} bytes, got {}", temp.written()),
+        });
+    }
+    tx.send_modify(|p| {
+        p.state = FillState::Verified;
+        p.total = Some(p.written);
+    });
+    // Then make it a cache entry: fsync, rename, fsync the directory. Until the rename,
+    // new requests join this fill and read the verified temp file.
     let s = store.clone();
     let committed = tokio::task::spawn_blocking(move || temp.commit(&s.cas, actual, total))
         .await
@@ -279,14 +296,13 @@ async fn run(
     drop(reservation);
     match committed {
         Ok(()) => {
-            tx.send_modify(|p| {
-                p.state = FillState::Verified;
-                p.total = Some(p.written);
-            });
             tracing::debug!(%digest, bytes = received, "blob fill verified and committed");
             Ok(())
         }
-        Err(crate::store::CommitError::Io(e)) => Err(io_err(e)),
-        Err(e) => Err(FillError::Verification { digest: digest.clone(), message: e.to_string() }),
+        Err(e) => {
+            // The clients already have their (verified) bytes; only caching failed.
+            tracing::warn!(%digest, error = %e, "verified blob could not be committed to the cache");
+            Ok(())
+        }
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Bytes read from disk per chunk: large enough to amortise the blocking-pool hop.
-const CHUNK: u64 = 512 * 1024;
+const CHUNK: u64 = 256 * 1024;
 /// Chunks of a mapped blob: slices, so size costs no memory.
 const MAP_CHUNK: u64 = 4 * 1024 * 1024;
 /// While a fill is running, wait for at least this much new data before reading.

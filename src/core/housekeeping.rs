@@ -87,7 +87,8 @@ impl PullThrough {
     /// and all they reference. Blocking.
     pub fn pinned(&self) -> io::Result<HashSet<Digest>> {
         let mut roots = Vec::new();
-        for pin in &self.pins {
+        let from_file = self.pins_file()?;
+        for pin in self.pins.iter().chain(&from_file) {
             let Some(up) = self.upstreams.by_host(&pin.host) else {
                 continue;
             };
@@ -102,6 +103,30 @@ impl PullThrough {
             }
         }
         self.store.closure(roots)
+    }
+
+    /// Pins recorded by `prefetch --pin`: `<cache>/pins`, one image reference a line.
+    /// Blocking.
+    pub fn pins_file(&self) -> io::Result<Vec<crate::oci::ImageRef>> {
+        let text = match std::fs::read_to_string(self.store.root().join("pins")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    /// Add a pin to `<cache>/pins` (idempotent). Blocking.
+    pub fn add_pin(&self, image: &crate::oci::ImageRef) -> io::Result<()> {
+        let mut pins = self.pins_file()?;
+        if !pins.contains(image) {
+            pins.push(image.clone());
+            let text: String = pins.iter().map(|p| format!("{p}\n")).collect();
+            let tmp = self.store.root().join("tmp").join("pins.tmp");
+            std::fs::write(&tmp, text)?;
+            std::fs::rename(tmp, self.store.root().join("pins"))?;
+        }
+        Ok(())
     }
 
     /// One eviction pass, if the budget needs one. Blocking.
@@ -207,6 +232,34 @@ impl PullThrough {
         out.sort_by(|a, b| (&a.upstream, &a.repository, &a.tags).cmp(&(&b.upstream, &b.repository, &b.tags)));
         Ok(out)
     }
+}
+
+/// Fetch the config's `[[prefetch]]` images now and every `every`, until the process ends.
+pub fn spawn_prefetch(pt: Arc<PullThrough>, list: Vec<crate::config::PrefetchConfig>, every: Duration) {
+    if list.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            for p in &list {
+                let Ok(image) = p.image.parse::<crate::oci::ImageRef>() else { continue };
+                let platforms = if p.platforms.is_empty() {
+                    super::Platforms::All
+                } else {
+                    super::Platforms::Only(p.platforms.clone())
+                };
+                match pt.prefetch(&image, &platforms, 4).await {
+                    Ok(r) => {
+                        tracing::info!(image = %r.image, digest = %r.digest, blobs = r.blobs, fetched_bytes = r.fetched_bytes, "prefetched")
+                    }
+                    Err(e) => {
+                        tracing::warn!(image = %image, error = %e, "prefetch failed; will retry at the next interval")
+                    }
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
 }
 
 /// Run eviction (every `interval`, or at once when a fill asks) and lifecycle policies

@@ -5,12 +5,16 @@ mod error;
 pub mod fill;
 pub mod follow;
 mod housekeeping;
+mod layout;
 pub mod lifecycle;
+mod prefetch;
 mod pull;
 mod relay;
 
 pub use error::CoreError;
-pub use housekeeping::{spawn as spawn_housekeeping, CachedImage, ExpiredImage, PruneReport};
+pub use housekeeping::{spawn as spawn_housekeeping, spawn_prefetch, CachedImage, ExpiredImage, PruneReport};
+pub use layout::{ImportError, ImportReport};
+pub use prefetch::{Platforms, PrefetchReport};
 pub use pull::{Blob, BlobBody, Manifest, PullThrough, TagsPage};
 
 pub use relay::stream as relay_stream;

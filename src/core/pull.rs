@@ -76,6 +76,11 @@ impl PullThrough {
         }
     }
 
+    /// Each upstream's host and what is known about reaching it.
+    pub fn upstream_reachability(&self) -> Vec<(String, crate::upstream::Reachability)> {
+        self.upstreams.iter().map(|u| (u.host().to_string(), u.registry.reachability())).collect()
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }

@@ -73,7 +73,9 @@ impl From<CoreError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", msg)
             }
             CoreError::BlobUnknown => ApiError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", msg),
-            CoreError::NameUnknown => ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", msg),
+            CoreError::NameUnknown | CoreError::NameUnknownMsg(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", msg)
+            }
             CoreError::Verification(_) => ApiError::new(StatusCode::BAD_GATEWAY, "UNKNOWN", msg),
             CoreError::Store(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", msg),
             CoreError::Upstream(u) => match u {
@@ -84,7 +86,9 @@ impl From<CoreError> for ApiError {
                     ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", msg)
                 },
                 UpstreamError::Timeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "UNAVAILABLE", msg),
-                UpstreamError::Connect { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg),
+                UpstreamError::Connect { .. } | UpstreamError::Offline { .. } => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg)
+                }
                 _ => ApiError::new(StatusCode::BAD_GATEWAY, "UNAVAILABLE", msg),
             },
         }

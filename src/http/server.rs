@@ -97,6 +97,12 @@ impl App {
                 let store = self.pull.store().clone();
                 let writable = crate::store::blocking(move || store.probe_writable()).await;
                 let ready = writable.is_ok();
+                let upstreams: serde_json::Map<String, serde_json::Value> = self
+                    .pull
+                    .upstream_reachability()
+                    .into_iter()
+                    .map(|(h, r)| (h, serde_json::to_value(r).unwrap_or_default()))
+                    .collect();
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 Some(json(
                     status,
@@ -105,6 +111,7 @@ impl App {
                         "config_loaded": true,
                         "cache_dir_writable": ready,
                         "error": writable.err().map(|e| e.to_string()),
+                        "upstreams": upstreams,
                     }),
                 ))
             }
@@ -138,6 +145,14 @@ impl App {
         METRICS.cache_blobs.set(store.cas.index.len() as i64);
         METRICS.cache_budget_bytes.set(store.budget().max_size.unwrap_or(0) as i64);
         METRICS.fills_in_flight.set(self.pull.fills_in_flight() as i64);
+        for (host, r) in self.pull.upstream_reachability() {
+            use crate::upstream::Reachability::*;
+            match r {
+                Reachable => METRICS.upstream_up.with_label_values(&[&host]).set(1),
+                Unreachable | Offline => METRICS.upstream_up.with_label_values(&[&host]).set(0),
+                Unknown => {}
+            }
+        }
     }
 }
 
@@ -149,8 +164,9 @@ pub struct Listeners {
 }
 
 /// Serve until `shutdown` resolves; then stop accepting and give in-flight requests up to
-/// `grace` to finish.
-pub async fn serve(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Output = ()>, grace: Duration) {
+/// `grace` to finish. Returns whether they all did (false: some were cut, and the caller
+/// should exit now, which ends them).
+pub async fn serve(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Output = ()>, grace: Duration) -> bool {
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
@@ -181,11 +197,13 @@ pub async fn serve(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Ou
     // The accept loops held the only other references; connections hold watchers.
     let Ok(graceful) = Arc::try_unwrap(graceful) else {
         tracing::error!("shutdown tracker still shared; exiting without waiting");
-        return;
+        return false;
     };
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("grace period over; cutting remaining connections");
+        return false;
     }
+    true
 }
 
 async fn accept_loop<F, Fut>(

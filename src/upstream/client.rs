@@ -24,10 +24,24 @@ pub struct Registry {
     client: HttpClient,
     auth: Auth,
     pub read_timeout: Duration,
+    /// Never contact the upstream (air-gapped sites): every request fails as unavailable.
+    offline: bool,
+    /// Whether the last request reached the upstream: 0 unknown, 1 yes, 2 no.
+    reachable: std::sync::atomic::AtomicU8,
+}
+
+/// What is known about reaching an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reachability {
+    Unknown,
+    Reachable,
+    Unreachable,
+    Offline,
 }
 
 impl Registry {
-    pub fn new(cfg: &UpstreamConfig, tls: &rustls::ClientConfig) -> Registry {
+    pub fn new(cfg: &UpstreamConfig, tls: &rustls::ClientConfig, offline: bool) -> Registry {
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.connect_timeout));
@@ -57,11 +71,28 @@ impl Registry {
             base,
             client,
             read_timeout: cfg.read_timeout,
+            offline,
+            reachable: std::sync::atomic::AtomicU8::new(0),
         }
     }
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    pub fn reachability(&self) -> Reachability {
+        if self.offline {
+            return Reachability::Offline;
+        }
+        match self.reachable.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Reachability::Reachable,
+            2 => Reachability::Unreachable,
+            _ => Reachability::Unknown,
+        }
+    }
+
+    fn note_reachable(&self, yes: bool) {
+        self.reachable.store(if yes { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Start what runs for this upstream in the background (ECR token refresh). Must be
@@ -220,9 +251,15 @@ impl Registry {
     /// connection or a momentary refusal); never after a request may have been processed.
     async fn request_with_retry(&self, req: Request<Empty<Bytes>>) -> Result<Response<Incoming>, UpstreamError> {
         let (parts, _) = req.into_parts();
+        if self.offline {
+            return Err(UpstreamError::Offline { host: self.host.clone() });
+        }
         let m = &crate::metrics::METRICS;
         let error = |kind: &str, e: UpstreamError| {
             m.upstream_errors.with_label_values(&[&self.host, kind]).inc();
+            if kind != "transfer" {
+                self.note_reachable(false);
+            }
             Err(e)
         };
         let mut attempt = 0;
@@ -237,6 +274,7 @@ impl Registry {
                     )
                 }
                 Ok(Ok(resp)) => {
+                    self.note_reachable(true);
                     m.upstream_duration.with_label_values(&[&self.host]).observe(started.elapsed().as_secs_f64());
                     m.upstream_requests
                         .with_label_values(&[&self.host, parts.method.as_str(), resp.status().as_str()])

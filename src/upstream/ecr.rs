@@ -90,8 +90,17 @@ impl EcrTokens {
                         aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
                     ))
                     .build_https();
+                // Few SDK-level retries and a bounded call: the refresher has its own backoff,
+                // and a request waiting for a first token must not hang.
                 let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
                     .http_client(http)
+                    .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+                    .timeout_config(
+                        aws_config::timeout::TimeoutConfig::builder()
+                            .connect_timeout(Duration::from_secs(5))
+                            .operation_timeout(Duration::from_secs(20))
+                            .build(),
+                    )
                     .region(aws_config::Region::new(self.cfg.region.clone()));
                 if let Some(url) = &self.cfg.endpoint_url {
                     loader = loader.endpoint_url(url);

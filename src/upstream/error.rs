@@ -25,6 +25,8 @@ pub enum UpstreamError {
     Redirect { host: String, message: String },
     #[error("upstream {host} sent an invalid response: {message}")]
     BadResponse { host: String, message: String },
+    #[error("upstream {host} is not contacted: the proxy runs in offline mode ([server] offline = true)")]
+    Offline { host: String },
 }
 
 impl UpstreamError {
@@ -37,7 +39,8 @@ impl UpstreamError {
             | UpstreamError::Transfer { .. }
             | UpstreamError::TooManyRequests { .. }
             | UpstreamError::Token { .. }
-            | UpstreamError::BadResponse { .. } => true,
+            | UpstreamError::BadResponse { .. }
+            | UpstreamError::Offline { .. } => true,
             UpstreamError::Status { status, .. } => status.is_server_error(),
             _ => false,
         }

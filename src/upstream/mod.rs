@@ -9,7 +9,7 @@ mod ecr;
 mod error;
 mod route;
 
-pub use client::{error_chain, Registry};
+pub use client::{error_chain, Reachability, Registry};
 pub use ecr::{parse_ecr_host, EcrTokens};
 pub use error::UpstreamError;
 pub use route::{Route, RouteError, Upstream, Upstreams};

@@ -95,7 +95,10 @@ mod tests {
         let cfg = Config::parse(toml, "t").unwrap();
         let tls = crate::upstream::tls_config();
         Upstreams::new(
-            cfg.upstreams.into_iter().map(|c| Upstream { registry: Registry::new(&c, &tls), config: c }).collect(),
+            cfg.upstreams
+                .into_iter()
+                .map(|c| Upstream { registry: Registry::new(&c, &tls, false), config: c })
+                .collect(),
         )
     }
 

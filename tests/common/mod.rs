@@ -333,6 +333,16 @@ impl Proxy {
         list_files(&root).iter().map(|p| std::fs::metadata(root.join(p)).map(|m| m.len()).unwrap_or(0)).sum()
     }
 
+    /// Wait (bounded) until a blob is committed to the cache: clients get their last byte
+    /// once it is verified, and the commit (fsync, rename) follows.
+    pub async fn wait_cached(&self, digest: &str) {
+        let hex = digest.trim_start_matches("sha256:").to_string();
+        wait_until(&format!("{digest} to be committed"), Duration::from_secs(10), async || {
+            self.cached_blobs().iter().any(|p| p.ends_with(&hex))
+        })
+        .await;
+    }
+
     /// Every file under the cache's `blobs/` (relative paths), sorted.
     pub fn cached_blobs(&self) -> Vec<String> {
         list_files(&self.cache.join("blobs"))
