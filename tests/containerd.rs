@@ -5,51 +5,11 @@
 
 mod common;
 
+use common::containerd::start_containerd;
 use common::image;
 use common::*;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-struct Containerd {
-    sock: std::path::PathBuf,
-    _proc: Proc,
-}
-
-async fn start_containerd(dir: &Path) -> Containerd {
-    let sock = dir.join("c.sock");
-    let cfg = dir.join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}\"\n",
-            dir.join("root").display(),
-            dir.join("state").display(),
-            sock.display(),
-            dir.join("t.sock").display(),
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new("containerd");
-    cmd.arg("--config").arg(&cfg);
-    let proc = Proc::spawn(cmd, dir.join("containerd.log"));
-    wait_until("containerd's socket", Duration::from_secs(30), async || sock.exists()).await;
-    let c = Containerd { sock, _proc: proc };
-    wait_until("containerd to answer", Duration::from_secs(30), async || c.ctr(&["version"]).status.success()).await;
-    c
-}
-
-impl Containerd {
-    fn ctr(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(&self.sock)
-            .args(["--namespace", "pt-test"])
-            .args(args)
-            .output()
-            .expect("ctr is installed (.ci/run installs containerd)")
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containerd_pulls_through_generated_hosts_toml() {

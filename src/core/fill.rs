@@ -27,6 +27,8 @@ pub struct Progress {
     pub written: u64,
     /// The size upstream announced, when it did.
     pub total: Option<u64>,
+    /// Whether the verified blob became a cache entry: `None` while pending.
+    pub committed: Option<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +63,7 @@ pub fn complete(file: File, len: u64) -> watch::Receiver<Progress> {
         file: Some(Arc::new(file)),
         written: len,
         total: Some(len),
+        committed: Some(true),
     });
     rx
 }
@@ -95,7 +98,13 @@ impl Fills {
             crate::metrics::METRICS.fills_joined.inc();
             return (rx.clone(), false);
         }
-        let (tx, rx) = watch::channel(Progress { state: FillState::Connecting, file: None, written: 0, total: None });
+        let (tx, rx) = watch::channel(Progress {
+            state: FillState::Connecting,
+            file: None,
+            written: 0,
+            total: None,
+            committed: None,
+        });
         map.insert(digest.clone(), rx.clone());
         drop(map);
         let (fills, store, route, digest) = (self.clone(), store.clone(), route.clone(), digest.clone());
@@ -148,7 +157,13 @@ async fn run(
     let d = digest.clone();
     if let Some((f, len)) = blocking(move || s.cas.open_blob(&d)).await.map_err(io_err)? {
         tx.send_modify(|p| {
-            *p = Progress { state: FillState::Verified, file: Some(Arc::new(f)), written: len, total: Some(len) }
+            *p = Progress {
+                state: FillState::Verified,
+                file: Some(Arc::new(f)),
+                written: len,
+                total: Some(len),
+                committed: Some(true),
+            }
         });
         return Ok(());
     }
@@ -294,6 +309,7 @@ async fn run(
         .await
         .map_err(|e| io_err(std::io::Error::other(e)))?;
     drop(reservation);
+    tx.send_modify(|p| p.committed = Some(committed.is_ok()));
     match committed {
         Ok(()) => {
             tracing::debug!(%digest, bytes = received, "blob fill verified and committed");

@@ -103,7 +103,24 @@ impl PullThrough {
             return Ok(0);
         }
         match blob.body {
-            BlobBody::Cached(mut progress) => self.wait_verified(&mut progress).await,
+            BlobBody::Cached(mut progress) => {
+                let n = self.wait_verified(&mut progress).await?;
+                // Prefetch is about the cache: wait for the commit too.
+                loop {
+                    match progress.borrow_and_update().committed {
+                        Some(true) => return Ok(n),
+                        Some(false) => {
+                            return Err(CoreError::Store(std::io::Error::other(format!(
+                                "{digest} was verified but could not be written to the cache"
+                            ))))
+                        }
+                        None => {}
+                    }
+                    if progress.changed().await.is_err() && progress.borrow().committed.is_none() {
+                        return Err(CoreError::Store(std::io::Error::other("blob fill ended unexpectedly")));
+                    }
+                }
+            }
             BlobBody::Uncached { .. } => {
                 Err(CoreError::Store(std::io::Error::other(format!("no room in the cache for {digest}"))))
             }
