@@ -9,7 +9,6 @@ use common::containerd::start_containerd;
 use common::image;
 use common::*;
 use std::process::Command;
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containerd_pulls_through_generated_hosts_toml() {
