@@ -42,7 +42,10 @@ fn sorted(v: &[String]) -> Vec<String> {
 
 /// A proxy whose only upstream is unreachable and which never tries it.
 async fn offline_proxy() -> Proxy {
-    Proxy::start(&format!("{}", upstream_toml("lab.test", "http://127.0.0.1:9", "prefix = \"lab\""))).await
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Proxy::write_config(dir.path(), "", &upstream_toml("lab.test", "http://127.0.0.1:9", "prefix = \"lab\""));
+    set_offline(&cfg);
+    Proxy::launch(dir, &cfg, |c| c).await
 }
 
 fn set_offline(cfg: &std::path::Path) {
