@@ -24,9 +24,59 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+    /// Who may pull what: users, anonymous access, a deny-list.
+    #[serde(default)]
+    pub access: AccessConfig,
     /// Images the daemon keeps cached: fetched at start and every `cache.prefetch_interval`.
     #[serde(default, rename = "prefetch")]
     pub prefetch: Vec<PrefetchConfig>,
+}
+
+/// Client access control (ECR's IAM, seen from the proxy). With no users, every client may
+/// pull (keep the listener on loopback, or behind a network policy).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Whether clients without credentials may pull. Default: true with no users, else false.
+    pub anonymous: Option<bool>,
+    /// What anonymous clients may pull (globs over `registry/repository`). Default: all.
+    #[serde(default = "allow_all")]
+    pub anonymous_allow: Vec<Pattern>,
+    /// Refused to everyone with 403 DENIED: `registry/repository` globs or `sha256:` digests.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserConfig>,
+    /// Connections one client address may hold open at once.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("access defaults")
+    }
+}
+
+fn allow_all() -> Vec<Pattern> {
+    vec![Pattern::new("*")]
+}
+
+fn default_max_connections_per_client() -> usize {
+    512
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// bcrypt hash, as `htpasswd -B` writes it: Basic auth with this user's password.
+    pub password_bcrypt: Option<String>,
+    /// Hex sha256 of a bearer token the user presents as `Authorization: Bearer <token>`.
+    pub token_sha256: Option<String>,
+    /// What the user may pull: globs over `registry/repository`. Default: all.
+    #[serde(default = "allow_all")]
+    pub allow: Vec<Pattern>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +168,9 @@ pub struct CacheConfig {
     /// How often `[[prefetch]]` images are fetched again (keeping their tags fresh).
     #[serde(default = "default_prefetch_interval", deserialize_with = "duration")]
     pub prefetch_interval: Duration,
+    /// Upstream blob fetches running at once; more wait their turn.
+    #[serde(default = "default_max_concurrent_fills")]
+    pub max_concurrent_fills: usize,
     /// Images never evicted or expired: `host/repo:tag` or `host/repo@sha256:…`.
     #[serde(default)]
     pub pins: Vec<String>,
@@ -140,6 +193,9 @@ fn default_low_watermark() -> f64 {
 }
 fn default_housekeeping_interval() -> Duration {
     Duration::from_secs(10)
+}
+fn default_max_concurrent_fills() -> usize {
+    64
 }
 fn default_prefetch_interval() -> Duration {
     Duration::from_secs(3600)
@@ -449,6 +505,33 @@ impl Config {
                     format!("{:?} names registry {:?}, which is not a configured upstream host", p.image, r.host),
                 ));
             }
+        }
+        for (i, u) in self.access.users.iter().enumerate() {
+            let key = format!("access.user[{i}]");
+            if u.password_bcrypt.is_none() && u.token_sha256.is_none() {
+                return Err((key, "give password_bcrypt (htpasswd -B) or token_sha256".into()));
+            }
+            if let Some(h) = &u.password_bcrypt {
+                if !(h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$")) {
+                    return Err((key, "password_bcrypt must be a bcrypt hash ($2b$…), e.g. from htpasswd -nB".into()));
+                }
+            }
+            if let Some(t) = &u.token_sha256 {
+                if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err((key, "token_sha256 must be 64 hex characters (sha256sum of the token)".into()));
+                }
+            }
+        }
+        for (i, d) in self.access.deny.iter().enumerate() {
+            if d.contains(':') && !d.contains('/') && d.parse::<crate::oci::Digest>().is_err() {
+                return Err((
+                    format!("access.deny[{i}]"),
+                    format!("{d:?} is neither a registry/repository glob nor a sha256 digest"),
+                ));
+            }
+        }
+        if self.access.max_connections_per_client == 0 {
+            return Err(("access.max_connections_per_client".into(), "must be at least 1".into()));
         }
         let mut defaults = 0;
         for i in 0..self.upstreams.len() {

@@ -25,7 +25,11 @@ pub const USER_AGENT: &str = concat!("pullthrough/", env!("CARGO_PKG_VERSION"));
 /// directory and build a client per upstream.
 pub fn build_app(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::Result<Arc<http::App>> {
     let pt = build_pull_through(cfg, cache_dir)?;
-    Ok(Arc::new(http::App { pull: Arc::new(pt) }))
+    Ok(Arc::new(http::App {
+        pull: Arc::new(pt),
+        access: Arc::new(http::access::Access::new(&cfg.access)),
+        max_connections_per_client: cfg.access.max_connections_per_client,
+    }))
 }
 
 /// The pull-through service alone (for the CLI's offline commands and for `build_app`).
@@ -56,5 +60,5 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
     for p in cfg.prefetch.iter().filter(|p| p.pin) {
         pins.push(p.image.parse()?);
     }
-    Ok(core::PullThrough::new(Arc::new(store), upstreams, pins))
+    Ok(core::PullThrough::new(Arc::new(store), upstreams, pins, cfg.cache.max_concurrent_fills))
 }

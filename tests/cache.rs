@@ -275,12 +275,14 @@ async fn lifecycle_policy_expires_exactly_what_it_says_and_dry_run_touches_nothi
         pull_manifest(&proxy, "test/app", &format!("v{}", i + 1)).await;
         let l = &v.layers[0].digest;
         get_hashed(&format!("{}/v2/test/app/blobs/{l}?ns=lab.test", proxy.url()), &[]).await.unwrap();
+        proxy.wait_cached(l).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     pull_manifest(&proxy, "test/app", &untagged.top.digest).await;
     get_hashed(&format!("{}/v2/test/app/blobs/{}?ns=lab.test", proxy.url(), untagged.layers[0].digest), &[])
         .await
         .unwrap();
+    proxy.wait_cached(&untagged.layers[0].digest).await;
 
     // Expected by hand: rule 1 selects v1..v5, keeps the newest two (v5, v4), expires v3,
     // v2 and v1 but v2 is pinned; rule 2 expires the untagged image.

@@ -69,8 +69,9 @@ pub fn complete(file: File, len: u64) -> watch::Receiver<Progress> {
 }
 
 /// The fills in progress, by digest.
-#[derive(Default)]
 pub struct Fills {
+    /// Bounds the upstream fetches running at once; fills beyond it wait (as Connecting).
+    limit: Arc<tokio::sync::Semaphore>,
     inflight: Mutex<HashMap<Digest, watch::Receiver<Progress>>>,
     /// Woken when a fill commits past the high watermark or finds no room: the
     /// housekeeper then evicts without waiting for its next tick.
@@ -85,6 +86,14 @@ const COALESCE: usize = 256 * 1024;
 const PUBLISH_EVERY: u64 = 256 * 1024;
 
 impl Fills {
+    pub fn new(max_concurrent: usize) -> Fills {
+        Fills {
+            limit: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
+            inflight: Mutex::default(),
+            housekeeping: Arc::default(),
+        }
+    }
+
     /// Follow the fill of `digest`, starting one from `route` if none is running. Returns
     /// the progress receiver and whether this call started the fill.
     pub fn join_or_start(
@@ -108,7 +117,9 @@ impl Fills {
         map.insert(digest.clone(), rx.clone());
         drop(map);
         let (fills, store, route, digest) = (self.clone(), store.clone(), route.clone(), digest.clone());
+        let limit = self.limit.clone();
         tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await;
             match run(&store, &route, &digest, &tx).await {
                 Ok(()) => {
                     let b = store.budget();

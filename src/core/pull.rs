@@ -65,8 +65,8 @@ pub struct TagsPage {
 }
 
 impl PullThrough {
-    pub fn new(store: Arc<Store>, upstreams: Upstreams, pins: Vec<ImageRef>) -> PullThrough {
-        PullThrough { store, fills: Arc::new(Fills::default()), upstreams, pins }
+    pub fn new(store: Arc<Store>, upstreams: Upstreams, pins: Vec<ImageRef>, max_fills: usize) -> PullThrough {
+        PullThrough { store, fills: Arc::new(Fills::new(max_fills)), upstreams, pins }
     }
 
     /// Start upstream background work (ECR token refresh). Inside the runtime, once.

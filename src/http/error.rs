@@ -14,11 +14,18 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     retry_after: Option<u64>,
+    challenge: bool,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError { status, code, message: message.into(), retry_after: None, challenge: false }
+    }
+
+    /// Ask the client for credentials (`WWW-Authenticate: Basic`).
+    pub fn with_challenge(mut self) -> ApiError {
+        self.challenge = true;
+        self
     }
 
     pub fn name_invalid(e: NameError) -> ApiError {
@@ -48,6 +55,9 @@ impl ApiError {
             .header(header::CONTENT_LENGTH, body.len());
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             resp = resp.header(header::ALLOW, "GET, HEAD");
+        }
+        if self.challenge {
+            resp = resp.header(header::WWW_AUTHENTICATE, "Basic realm=\"pullthrough\"");
         }
         if let Some(s) = self.retry_after {
             resp = resp.header(header::RETRY_AFTER, HeaderValue::from(s));

@@ -1,6 +1,7 @@
 //! One function per endpoint: turn a parsed request into a call on `PullThrough` and its
 //! answer into response headers and a body. No caching policy lives here.
 
+use super::access::{Access, Identity};
 use super::error::ApiError;
 use super::range::{ByteRange, RangeError};
 use super::router::Endpoint;
@@ -16,6 +17,8 @@ pub struct Call<'a> {
     pub head: bool,
     pub headers: &'a HeaderMap,
     pub query: &'a str,
+    pub who: &'a Identity,
+    pub access: &'a Access,
 }
 
 /// What the access log and the metrics record about a request beyond its status.
@@ -35,7 +38,10 @@ impl Outcome {
 
 pub async fn handle(pull: &PullThrough, ep: Endpoint, call: &Call<'_>) -> Result<(Response<Body>, Outcome), ApiError> {
     match ep {
-        Endpoint::Base => Ok((base(call.head), Outcome { cache: "-", upstream: None })),
+        Endpoint::Base => {
+            call.access.check_base(call.who)?;
+            Ok((base(call.head), Outcome { cache: "-", upstream: None }))
+        }
         Endpoint::Manifest { name, reference } => manifest(pull, &name, &reference, call).await,
         Endpoint::Blob { name, digest } => blob(pull, &name, &digest, call).await,
         Endpoint::Tags { name } => tags(pull, &name, call).await,
@@ -63,7 +69,12 @@ async fn manifest(
     let route = pull.route(ns(call.query).as_deref(), name)?;
     let accept =
         AcceptList::from_header_values(call.headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
+    call.access.check_repo(call.who, route.upstream.host(), &route.name)?;
+    if let Reference::Digest(d) = reference {
+        call.access.check_digest(d)?;
+    }
     let m = pull.manifest(&route, reference, &accept).await?;
+    call.access.check_digest(&m.digest)?;
     let outcome = Outcome::new(if m.cached { "hit" } else { "miss" }, route.upstream.host());
     let resp = Response::builder()
         .header(header::CONTENT_TYPE, &m.media_type)
@@ -85,6 +96,8 @@ async fn blob(
 ) -> Result<(Response<Body>, Outcome), ApiError> {
     let route = pull.route(ns(call.query).as_deref(), name)?;
     let host = route.upstream.host();
+    call.access.check_repo(call.who, host, &route.name)?;
+    call.access.check_digest(digest)?;
     let range = call
         .headers
         .get(header::RANGE)
@@ -159,6 +172,7 @@ fn frames(s: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + S
 
 async fn tags(pull: &PullThrough, name: &RepoName, call: &Call<'_>) -> Result<(Response<Body>, Outcome), ApiError> {
     let route = pull.route(ns(call.query).as_deref(), name)?;
+    call.access.check_repo(call.who, route.upstream.host(), &route.name)?;
     let q = TagsQuery::parse(call.query)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", e.to_string()))?;
     let page = pull.tags(&route, &q).await?;

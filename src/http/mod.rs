@@ -1,6 +1,7 @@
 //! The HTTP edge: the server, routing of OCI Distribution API paths to typed endpoints,
 //! handlers, and the mapping of every error to an OCI error response.
 
+pub mod access;
 mod error;
 mod handlers;
 mod range;

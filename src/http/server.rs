@@ -20,6 +20,9 @@ use tokio::sync::watch;
 /// Everything a request handler can reach.
 pub struct App {
     pub pull: Arc<PullThrough>,
+    pub access: Arc<super::access::Access>,
+    /// Connections one client address may hold at once on the client listener.
+    pub max_connections_per_client: usize,
 }
 
 impl App {
@@ -32,13 +35,21 @@ impl App {
         if let Some(resp) = self.health(path).await {
             return resp;
         }
-        let (result, kind) = match router::route(&parts.method, path) {
-            Ok(ep) => {
+        let who = self.access.identify(&parts.headers).await;
+        let (result, kind) = match (router::route(&parts.method, path), who) {
+            (Ok(ep), Ok(who)) => {
                 let kind = ep.kind();
-                let call = Call { head, headers: &parts.headers, query: parts.uri.query().unwrap_or("") };
+                let call = Call {
+                    head,
+                    headers: &parts.headers,
+                    query: parts.uri.query().unwrap_or(""),
+                    who: &who,
+                    access: &self.access,
+                };
                 (handle(&self.pull, ep, &call).await, kind)
             }
-            Err(e) => (Err(e), "invalid"),
+            (Ok(ep), Err(e)) => (Err(e), ep.kind()),
+            (Err(e), _) => (Err(e), "invalid"),
         };
         let (mut resp, outcome) = match result {
             Ok(r) => r,
@@ -176,6 +187,7 @@ pub async fn serve(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Ou
         listeners.tls,
         stop_rx.clone(),
         graceful.clone(),
+        app.max_connections_per_client,
         move |req| {
             let a = a.clone();
             async move { a.respond(req).await }
@@ -183,7 +195,7 @@ pub async fn serve(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Ou
     )));
     if let Some(admin) = listeners.admin {
         let a = app.clone();
-        loops.push(tokio::spawn(accept_loop(admin, None, stop_rx, graceful.clone(), move |req| {
+        loops.push(tokio::spawn(accept_loop(admin, None, stop_rx, graceful.clone(), usize::MAX, move |req| {
             let a = a.clone();
             async move { a.admin(req).await }
         })));
@@ -211,6 +223,7 @@ async fn accept_loop<F, Fut>(
     tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
     graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+    per_client: usize,
     handler: F,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -225,6 +238,7 @@ async fn accept_loop<F, Fut>(
     builder.http2().max_concurrent_streams(256);
     let builder = Arc::new(builder);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let clients: Clients = Arc::default();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -238,6 +252,10 @@ async fn accept_loop<F, Fut>(
             },
             _ = stop.changed() => return,
         };
+        let Some(slot) = ClientSlot::take(&clients, peer.ip(), per_client) else {
+            tracing::warn!(%peer, limit = per_client, "too many connections from this client; closing the new one");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let svc = service_fn(move |req| {
@@ -248,6 +266,7 @@ async fn accept_loop<F, Fut>(
         // a shutdown waits for it, handshake included.
         let (builder, watcher, acceptor) = (builder.clone(), graceful.watcher(), acceptor.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let result = match acceptor {
                 None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
                 Some(acc) => {
@@ -269,5 +288,37 @@ async fn accept_loop<F, Fut>(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+type Clients = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// One of a client address's connection slots, returned when the connection ends.
+struct ClientSlot {
+    clients: Clients,
+    ip: std::net::IpAddr,
+}
+
+impl ClientSlot {
+    fn take(clients: &Clients, ip: std::net::IpAddr, limit: usize) -> Option<ClientSlot> {
+        let mut map = clients.lock().expect("client slots lock");
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { clients: clients.clone(), ip })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self.clients.lock().expect("client slots lock");
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }

@@ -24,6 +24,8 @@ pub struct Registry {
     client: HttpClient,
     auth: Auth,
     pub read_timeout: Duration,
+    /// Whether connections may go to loopback (only when the upstream itself is there).
+    allow_loopback: bool,
     /// Never contact the upstream (air-gapped sites): every request fails as unavailable.
     offline: bool,
     /// Whether the last request reached the upstream: 0 unknown, 1 yes, 2 no.
@@ -42,7 +44,11 @@ pub enum Reachability {
 
 impl Registry {
     pub fn new(cfg: &UpstreamConfig, tls: &rustls::ClientConfig, offline: bool) -> Registry {
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        let base: Uri = cfg.url.trim_end_matches('/').parse().expect("validated in config");
+        let allow_loopback = super::guard::is_loopback_host(base.host().unwrap_or(""));
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
+            super::guard::GuardedResolver::new(allow_loopback),
+        );
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_nodelay(true);
@@ -64,8 +70,8 @@ impl Registry {
             },
             AuthConfig::Ecr(e) => Credentials::Ecr(Arc::new(EcrTokens::new(&cfg.host, e.clone()))),
         };
-        let base: Uri = cfg.url.trim_end_matches('/').parse().expect("validated in config");
         Registry {
+            allow_loopback,
             host: cfg.host.clone(),
             auth: Auth::new(cfg.host.clone(), credentials, client.clone(), cfg.read_timeout),
             base,
@@ -239,6 +245,15 @@ impl Registry {
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| self.redirect_error("redirect without a Location".into()))?;
             url = resolve_location(&url, location).map_err(|m| self.redirect_error(m))?;
+            // Literal addresses skip the resolver: guard them here.
+            let host = url.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+                if !super::guard::allowed(ip, self.allow_loopback) {
+                    return Err(
+                        self.redirect_error(format!("refusing to follow redirect to {ip}: link-local or loopback"))
+                    );
+                }
+            }
         }
         Err(self.redirect_error(format!("more than {MAX_REDIRECTS} redirects")))
     }

@@ -7,6 +7,7 @@ pub mod challenge;
 mod client;
 mod ecr;
 mod error;
+pub mod guard;
 mod route;
 
 pub use client::{error_chain, Reachability, Registry};

@@ -22,6 +22,8 @@ pub enum Fault {
     RedirectTo(String),
     /// Send the blob in `chunk`-byte pieces with `delay_ms` between them.
     Slow { chunk: usize, delay_ms: u64 },
+    /// Answer with this status and headers (and a small error body).
+    Status(u16, Vec<(String, String)>),
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +162,11 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
             sock.shutdown().await
         }
         Fault::RedirectTo(url) => respond(&mut sock, "307 Temporary Redirect", &[("Location", &url)], b"").await,
+        Fault::Status(code, headers) => {
+            let status = format!("{code} Fault");
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            respond(&mut sock, &status, &h, br#"{"errors":[{"code":"UNKNOWN"}]}"#).await
+        }
         Fault::Slow { chunk, delay_ms } => {
             sock.write_all(head(bytes.len()).as_bytes()).await?;
             for piece in bytes.chunks(chunk) {

@@ -275,7 +275,8 @@ impl Proxy {
         let mut proxy = Proxy { addr, admin, cache, proc, dir };
         let start = Instant::now();
         loop {
-            if matches!(get(&url, &[]).await, Ok(r) if r.status == 200) {
+            // 401: the proxy requires credentials, and is up.
+            if matches!(get(&url, &[]).await, Ok(r) if r.status == 200 || r.status == 401) {
                 break;
             }
             if let Ok(Some(status)) = proxy.proc.child.try_wait() {

@@ -1,0 +1,155 @@
+//! Client access control at the edge: who is asking (anonymous, a Basic user checked against
+//! a bcrypt hash, or a Bearer token checked against its sha256) and whether they may pull a
+//! repository or digest. Deny-listed repositories and digests are refused to everyone.
+//!
+//! bcrypt is deliberately slow, so a verified (user, password) pair is remembered (as a
+//! hash, never the password) for a few minutes, and verification runs off the async
+//! threads.
+
+use super::error::ApiError;
+use crate::config::AccessConfig;
+use crate::oci::{Digest, RepoName, Sha256Hasher};
+use crate::pattern::Pattern;
+use base64::Engine as _;
+use http::{header, HeaderMap, StatusCode};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Who made a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Anonymous,
+    User(Arc<str>),
+}
+
+struct User {
+    name: Arc<str>,
+    password_bcrypt: Option<String>,
+    token_sha256: Option<String>,
+    allow: Vec<Pattern>,
+}
+
+pub struct Access {
+    anonymous: bool,
+    anonymous_allow: Vec<Pattern>,
+    deny_repos: Vec<Pattern>,
+    deny_digests: Vec<Digest>,
+    users: Vec<User>,
+    /// sha256(user ":" password) of recently verified Basic credentials.
+    verified: moka::sync::Cache<Digest, ()>,
+}
+
+fn unauthorized(msg: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", msg).with_challenge()
+}
+
+impl Access {
+    pub fn new(cfg: &AccessConfig) -> Access {
+        let (deny_digests, deny_repos) = cfg.deny.iter().partition::<Vec<&String>, _>(|d| d.starts_with("sha256:"));
+        Access {
+            anonymous: cfg.anonymous.unwrap_or(cfg.users.is_empty()),
+            anonymous_allow: cfg.anonymous_allow.clone(),
+            deny_repos: deny_repos.into_iter().map(|p| Pattern::new(p)).collect(),
+            deny_digests: deny_digests.into_iter().filter_map(|d| d.parse().ok()).collect(),
+            users: cfg
+                .users
+                .iter()
+                .map(|u| User {
+                    name: u.name.as_str().into(),
+                    password_bcrypt: u.password_bcrypt.clone(),
+                    token_sha256: u.token_sha256.as_ref().map(|t| t.to_ascii_lowercase()),
+                    allow: u.allow.clone(),
+                })
+                .collect(),
+            verified: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(300)).build(),
+        }
+    }
+
+    /// Identify the caller from `Authorization`; wrong credentials are a 401, never a
+    /// silent fall back to anonymous.
+    pub async fn identify(self: &Arc<Self>, headers: &HeaderMap) -> Result<Identity, ApiError> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(Identity::Anonymous) };
+        let value = value.to_str().map_err(|_| unauthorized("malformed Authorization header"))?;
+        let (scheme, rest) = value.split_once(' ').ok_or_else(|| unauthorized("malformed Authorization header"))?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let mut h = Sha256Hasher::new();
+            h.update(rest.trim().as_bytes());
+            let hex = h.finish().hex().to_string();
+            return self
+                .users
+                .iter()
+                .find(|u| u.token_sha256.as_deref() == Some(hex.as_str()))
+                .map(|u| Identity::User(u.name.clone()))
+                .ok_or_else(|| unauthorized("unknown bearer token"));
+        }
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(unauthorized("unsupported authorization scheme; use Basic or Bearer"));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+        let (name, password) = decoded.split_once(':').ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+        let user = self
+            .users
+            .iter()
+            .find(|u| &*u.name == name && u.password_bcrypt.is_some())
+            .ok_or_else(|| unauthorized("unknown user or wrong password"))?;
+        let key = {
+            let mut h = Sha256Hasher::new();
+            h.update(decoded.as_bytes());
+            h.finish()
+        };
+        if self.verified.contains_key(&key) {
+            return Ok(Identity::User(user.name.clone()));
+        }
+        let hash = user.password_bcrypt.clone().unwrap_or_default();
+        let password = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return Err(unauthorized("unknown user or wrong password"));
+        }
+        self.verified.insert(key, ());
+        Ok(Identity::User(user.name.clone()))
+    }
+
+    /// Whether the caller may reach the API at all (`/v2/`).
+    pub fn check_base(&self, who: &Identity) -> Result<(), ApiError> {
+        match who {
+            Identity::Anonymous if !self.anonymous => Err(unauthorized("authentication required")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the caller may pull from `registry/name`.
+    pub fn check_repo(&self, who: &Identity, registry: &str, name: &RepoName) -> Result<(), ApiError> {
+        let full = format!("{registry}/{name}");
+        if self.deny_repos.iter().any(|p| p.matches(&full)) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "DENIED", format!("{full} is on this proxy's deny-list")));
+        }
+        let allow = match who {
+            Identity::Anonymous if !self.anonymous => return Err(unauthorized("authentication required")),
+            Identity::Anonymous => &self.anonymous_allow,
+            Identity::User(n) => match self.users.iter().find(|u| u.name == *n) {
+                Some(u) => &u.allow,
+                None => return Err(unauthorized("unknown user")),
+            },
+        };
+        if allow.iter().any(|p| p.matches(&full)) {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "DENIED", format!("not allowed to pull {full}")))
+        }
+    }
+
+    /// Whether a digest is deny-listed.
+    pub fn check_digest(&self, d: &Digest) -> Result<(), ApiError> {
+        if self.deny_digests.contains(d) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "DENIED", format!("{d} is on this proxy's deny-list")));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,200 @@
+//! Hardening: client access control (users, tokens, deny-list), the SSRF guard on
+//! redirects, per-client connection limits, and more upstream faults (stalls, 5xx, 429,
+//! redirect loops, a manifest that does not match its digest), with a check that file
+//! descriptors return to their baseline afterwards.
+
+mod common;
+
+use common::fake::{FakeUpstream, Fault};
+use common::image::{self, pseudo_random};
+use common::*;
+use std::time::Duration;
+
+/// sha256 of the bearer token "ci-token-123".
+fn token_hash() -> String {
+    sha256_hex(b"ci-token-123")
+}
+
+fn basic(user: &str, pw: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_control_allows_and_denies_per_user() {
+    let registry = Registry::start(None).await;
+    let src = tempfile::tempdir().unwrap();
+    let app = image::manifest(src.path(), 81, &[20_000], "amd64");
+    let bad = image::manifest(src.path(), 82, &[10_000], "amd64");
+    image::finish_layout(src.path(), &[(&app.top, "v1"), (&bad.top, "b1")]);
+    push(src.path(), "v1", &registry.addr.to_string(), "test/app:v1", None);
+    push(src.path(), "b1", &registry.addr.to_string(), "other/thing:v1", None);
+    push(src.path(), "v1", &registry.addr.to_string(), "test/evil:v1", None);
+
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let access = format!(
+        "[access]\ndeny = [\"lab.test/test/evil\", \"{}\"]\n[[access.user]]\nname = \"alice\"\npassword_bcrypt = \"{hash}\"\nallow = [\"lab.test/test/*\"]\n[[access.user]]\nname = \"ci\"\ntoken_sha256 = \"{}\"\n",
+        bad.layers[0].digest,
+        token_hash()
+    );
+    let proxy =
+        Proxy::start(&format!("{access}\n{}", upstream_toml("lab.test", &registry.url(), "prefix = \"lab\""))).await;
+    let p = proxy.url();
+    let alice = basic("alice", "s3cret");
+
+    // No credentials: 401 with a challenge, on /v2/ and on content.
+    let r = get(&format!("{p}/v2/"), &[]).await.unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"pullthrough\""));
+    let r = get(&format!("{p}/v2/lab/test/app/manifests/v1"), &[]).await.unwrap();
+    assert_eq!((r.status, r.error_code().as_deref()), (401, Some("UNAUTHORIZED")));
+    // Wrong password, unknown token: 401, never anonymous.
+    let r =
+        get(&format!("{p}/v2/lab/test/app/manifests/v1"), &[("authorization", &basic("alice", "nope"))]).await.unwrap();
+    assert_eq!(r.status, 401);
+    let r = get(&format!("{p}/v2/lab/test/app/manifests/v1"), &[("authorization", "Bearer wrong")]).await.unwrap();
+    assert_eq!(r.status, 401);
+    // Alice: her repositories yes, others no.
+    let r = get(&format!("{p}/v2/lab/test/app/manifests/v1"), &[("authorization", &alice)]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get(&format!("{p}/v2/lab/other/thing/manifests/v1"), &[("authorization", &alice)]).await.unwrap();
+    assert_eq!((r.status, r.error_code().as_deref()), (403, Some("DENIED")));
+    // The token user may pull anything not deny-listed.
+    let ci = "Bearer ci-token-123";
+    let r = get(&format!("{p}/v2/lab/other/thing/manifests/v1"), &[("authorization", ci)]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Deny-list: a repository, and a digest, for everyone.
+    let r = get(&format!("{p}/v2/lab/test/evil/manifests/v1"), &[("authorization", ci)]).await.unwrap();
+    assert_eq!((r.status, r.error_code().as_deref()), (403, Some("DENIED")));
+    assert!(r.text().contains("deny-list"));
+    let r =
+        get(&format!("{p}/v2/lab/other/thing/blobs/{}", bad.layers[0].digest), &[("authorization", ci)]).await.unwrap();
+    assert_eq!((r.status, r.error_code().as_deref()), (403, Some("DENIED")));
+
+    // A real client logs in the Docker way: 401 challenge, then Basic.
+    let out = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        "alice:s3cret",
+        &format!("docker://{}/lab/test/app:v1", proxy.addr),
+        &format!("oci:{}:v1", out.path().display()),
+    ]);
+    assert!(!proxy.proc.log_text().contains("s3cret"), "a password reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redirects_to_link_local_addresses_are_refused() {
+    let fake = FakeUpstream::start().await;
+    let bytes = pseudo_random(5, 1000);
+    let digest = format!("sha256:{}", sha256_hex(&bytes));
+    fake.set_blob(&digest, bytes, Fault::RedirectTo("http://169.254.169.254/latest/meta-data/".into()));
+    let proxy = Proxy::start(&upstream_toml("fake.test", &fake.url(), "")).await;
+    let r = get(&format!("{}/v2/r/blobs/{digest}?ns=fake.test", proxy.url()), &[]).await.unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("link-local"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_client_connection_limit_closes_the_excess() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = FakeUpstream::start().await;
+    let proxy = Proxy::start(&format!(
+        "[access]\nmax_connections_per_client = 2\n{}",
+        upstream_toml("fake.test", &fake.url(), "")
+    ))
+    .await;
+    let a = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let _ = c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "the third connection was served: {:?}", String::from_utf8_lossy(&buf[..n]));
+    drop((a, b));
+    // Slots come back when connections end.
+    wait_until(
+        "a slot to free up",
+        Duration::from_secs(5),
+        async || matches!(get(&format!("{}/v2/", proxy.url()), &[]).await, Ok(r) if r.status == 200),
+    )
+    .await;
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_fault_matrix_gives_clear_errors_caches_nothing_and_leaks_nothing() {
+    let fake = FakeUpstream::start().await;
+    let proxy = Proxy::start(&upstream_toml("fake.test", &fake.url(), "read_timeout = \"1s\"")).await;
+    let pid = proxy.proc.child.id();
+    assert_eq!(get(&format!("{}/v2/", proxy.url()), &[]).await.unwrap().status, 200);
+    let baseline = open_fds(pid);
+
+    let blob = |seed: u64| {
+        let b = pseudo_random(seed, 300_000);
+        (format!("sha256:{}", sha256_hex(&b)), b)
+    };
+    let url = |kind: &str, d: &str| format!("{}/v2/r/{kind}/{d}?ns=fake.test", proxy.url());
+
+    // A stalled upstream: headers, then nothing. The read timeout ends it.
+    let (d, b) = blob(1);
+    fake.set_blob(&d, b, Fault::Slow { chunk: 1000, delay_ms: 5000 });
+    let started = std::time::Instant::now();
+    let r = get_hashed(&url("blobs", &d), &[]).await;
+    assert!(r.is_err() || r.as_ref().unwrap().0 != 200, "a stalled transfer completed: {r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the stall was not cut by read_timeout");
+
+    // 5xx: a 502 that names the upstream.
+    let (d, b) = blob(2);
+    fake.set_blob(&d, b, Fault::Status(500, vec![]));
+    let r = get(&url("blobs", &d), &[]).await.unwrap();
+    assert_eq!((r.status, r.error_code().as_deref()), (502, Some("UNAVAILABLE")));
+    assert!(r.text().contains("fake.test"));
+
+    // 429 with Retry-After: passed on, so clients back off.
+    let (d, b) = blob(3);
+    fake.set_blob(&d, b, Fault::Status(429, vec![("Retry-After".into(), "7".into())]));
+    let r = get(&url("blobs", &d), &[]).await.unwrap();
+    assert_eq!((r.status, r.error_code().as_deref()), (429, Some("TOOMANYREQUESTS")));
+    assert_eq!(r.header("retry-after"), Some("7"));
+
+    // A redirect loop: cut after a few hops.
+    let (d, b) = blob(4);
+    fake.set_blob(&d, b, Fault::RedirectTo(format!("{}/v2/r/blobs/{d}", fake.url())));
+    let r = get(&url("blobs", &d), &[]).await.unwrap();
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("redirects"), "{}", r.text());
+    assert!(fake.hits(&format!("/blobs/{d}")) <= 6, "redirects were followed without bound");
+
+    // A manifest whose bytes do not match the digest asked for: refused, not cached.
+    let (wanted, _) = blob(5);
+    let manifest =
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#.to_vec();
+    fake.set_blob(&wanted, manifest, Fault::Good);
+    let r = get(&url("manifests", &wanted), &[]).await.unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("verification"), "{}", r.text());
+
+    // Wrong Content-Length (more announced than sent): a broken transfer.
+    let (d, b) = blob(6);
+    fake.set_blob(&d, b, Fault::TruncateAt(1000));
+    assert!(get_hashed(&url("blobs", &d), &[]).await.is_err());
+
+    // Nothing bad was cached, no temp file is left, the daemon still serves, and its file
+    // descriptors are back to where they started.
+    wait_until("temp files to go", Duration::from_secs(10), async || list_files(&proxy.cache.join("tmp")).is_empty())
+        .await;
+    assert!(proxy.cached_blobs().is_empty(), "{:?}", proxy.cached_blobs());
+    let (d, b) = blob(7);
+    fake.set_blob(&d, b, Fault::Good);
+    assert_eq!(get_hashed(&url("blobs", &d), &[]).await.unwrap().0, 200);
+    wait_until("file descriptors to return to baseline", Duration::from_secs(15), async || {
+        open_fds(pid) <= baseline + 4
+    })
+    .await;
+}
