@@ -198,3 +198,16 @@ async fn upstream_fault_matrix_gives_clear_errors_caches_nothing_and_leaks_nothi
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_headers_are_refused_and_the_daemon_keeps_serving() {
+    let fake = FakeUpstream::start().await;
+    let proxy = Proxy::start(&upstream_toml("fake.test", &fake.url(), "")).await;
+    let huge = "x".repeat(200 * 1024);
+    let r = get(&format!("{}/v2/", proxy.url()), &[("x-padding", &huge)]).await;
+    match r {
+        Ok(r) => assert_eq!(r.status, 431, "an oversized header was accepted"),
+        Err(_) => {} // the connection was closed: also a refusal
+    }
+    assert_eq!(get(&format!("{}/v2/", proxy.url()), &[]).await.unwrap().status, 200);
+}

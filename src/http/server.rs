@@ -235,7 +235,8 @@ async fn accept_loop<F, Fut>(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(64 * 1024);
-    builder.http2().max_concurrent_streams(256);
+    // Bounded headers on both protocols: 64 KiB is far beyond any registry client's needs.
+    builder.http2().max_concurrent_streams(256).max_header_list_size(64 * 1024);
     let builder = Arc::new(builder);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let clients: Clients = Arc::default();
