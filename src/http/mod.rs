@@ -4,8 +4,8 @@
 pub mod access;
 mod error;
 mod handlers;
-mod range;
-mod router;
+pub mod range;
+pub mod router;
 mod server;
 pub mod tls;
 

@@ -55,8 +55,10 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
                 while i < b.len() {
                     match b[i] {
                         b'\\' if i + 1 < b.len() => {
-                            v.push(b[i + 1] as char);
-                            i += 2;
+                            // The escaped character may be multi-byte: step over it whole.
+                            let ch = header[i + 1..].chars().next().unwrap_or('\u{fffd}');
+                            v.push(ch);
+                            i += 1 + ch.len_utf8();
                         }
                         b'"' => {
                             i += 1;
@@ -118,7 +120,16 @@ mod tests {
 
     #[test]
     fn malformed_input_does_not_panic() {
-        for s in ["", "=", "Bearer realm=\"unterminated", "Bearer realm=\"\\", "ü", "Bearer ü=1", ",,,"] {
+        for s in [
+            "",
+            "=",
+            "Bearer realm=\"unterminated",
+            "Bearer realm=\"\\",
+            "ü",
+            "Bearer ü=1",
+            ",,,",
+            "Bearer r=\"a\\ҥb\"x",
+        ] {
             let _ = parse_challenges(s);
         }
         assert_eq!(parse_challenges("Basic")[0].scheme, "basic");
