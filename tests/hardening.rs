@@ -105,14 +105,24 @@ async fn per_client_connection_limit_closes_the_excess() {
         upstream_toml("fake.test", &fake.url(), "")
     ))
     .await;
-    let a = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let b = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Let the launcher's readiness probe connection finish, then hold two connections that
+    // have each been served (so both are surely counted).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
     let mut c = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let _ = c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap().unwrap_or(0);
     assert_eq!(n, 0, "the third connection was served: {:?}", String::from_utf8_lossy(&buf[..n]));
+    let (a, b) = (held.remove(0), held.remove(0));
     drop((a, b));
     // Slots come back when connections end.
     wait_until(
@@ -210,4 +220,150 @@ async fn oversized_headers_are_refused_and_the_daemon_keeps_serving() {
         assert_eq!(r.status, 431, "an oversized header was accepted");
     }
     assert_eq!(get(&format!("{}/v2/", proxy.url()), &[]).await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_headers_dead_hosts_and_a_dead_token_endpoint_fail_clearly() {
+    // Slow-loris upstream: the head trickles in; read_timeout bounds the wait.
+    let fake = FakeUpstream::start().await;
+    let b = pseudo_random(11, 5000);
+    let d = format!("sha256:{}", sha256_hex(&b));
+    fake.set_blob(&d, b, Fault::SlowHeaders { delay_ms: 200 });
+    let proxy = Proxy::start(&upstream_toml("fake.test", &fake.url(), "read_timeout = \"1s\"")).await;
+    let started = std::time::Instant::now();
+    let r = get(&format!("{}/v2/r/blobs/{d}?ns=fake.test", proxy.url()), &[]).await.unwrap();
+    assert_eq!((r.status, r.error_code().as_deref()), (504, Some("UNAVAILABLE")), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A host that does not resolve: 503 naming the upstream.
+    let proxy = Proxy::start(&upstream_toml("gone.test", "http://registry.invalid", "connect_timeout = \"2s\"")).await;
+    let r = get(&format!("{}/v2/x/manifests/latest?ns=gone.test", proxy.url()), &[]).await.unwrap();
+    assert_eq!((r.status, r.error_code().as_deref()), (503, Some("UNAVAILABLE")), "{}", r.text());
+    assert!(r.text().contains("gone.test"), "{}", r.text());
+
+    // A Bearer upstream whose token endpoint is down: a clear token error, not a 404.
+    let fake = FakeUpstream::start().await;
+    let b = pseudo_random(12, 5000);
+    let d = format!("sha256:{}", sha256_hex(&b));
+    let dead = free_port();
+    fake.set_blob(
+        &d,
+        b,
+        Fault::Status(
+            401,
+            vec![("WWW-Authenticate".into(), format!("Bearer realm=\"http://127.0.0.1:{dead}/token\",service=\"x\""))],
+        ),
+    );
+    let proxy = Proxy::start(&upstream_toml("tok.test", &fake.url(), "")).await;
+    let r = get(&format!("{}/v2/r/blobs/{d}?ns=tok.test", proxy.url()), &[]).await.unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("token endpoint"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_disconnects_mid_stream_does_not_stop_the_fill() {
+    let fake = FakeUpstream::start().await;
+    let b = pseudo_random(13, 2 << 20);
+    let d = format!("sha256:{}", sha256_hex(&b));
+    fake.set_blob(&d, b, Fault::Slow { chunk: 64 * 1024, delay_ms: 20 });
+    let proxy = Proxy::start(&upstream_toml("fake.test", &fake.url(), "")).await;
+    // Read a little, then hang up.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(format!("GET /v2/r/blobs/{d}?ns=fake.test HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 100_000];
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    }
+    // Policy (README, "Fill policy"): the fill runs to completion and the blob is cached.
+    proxy.wait_cached(&d).await;
+    assert_eq!(fake.hits(&format!("/blobs/{d}")), 1);
+    let (status, _, hex) = get_hashed(&format!("{}/v2/r/blobs/{d}?ns=fake.test", proxy.url()), &[]).await.unwrap();
+    assert_eq!((status, format!("sha256:{hex}")), (200, d.clone()));
+    assert_eq!(fake.hits(&format!("/blobs/{d}")), 1, "the cached blob was fetched again");
+}
+
+fn anon_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Mixed clients and faults for a bounded time (SOAK_SECONDS, default 20), then resources
+/// must return to their baseline.
+#[tokio::test(flavor = "multi_thread")]
+async fn soak_mixed_clients_and_faults_returns_to_baseline() {
+    let seconds: u64 = std::env::var("SOAK_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let fake = FakeUpstream::start().await;
+    let faults = [
+        Fault::Good,
+        Fault::FlipBit,
+        Fault::TruncateAt(50_000),
+        Fault::ResetAfter(30_000),
+        Fault::Slow { chunk: 32 * 1024, delay_ms: 5 },
+        Fault::Status(503, vec![]),
+    ];
+    let mut blobs = Vec::new();
+    for i in 0..24u64 {
+        let b = pseudo_random(1000 + i, 100_000 + i as usize * 7_000);
+        let d = format!("sha256:{}", sha256_hex(&b));
+        fake.set_blob(&d, b.clone(), faults[i as usize % faults.len()].clone());
+        blobs.push((d, i as usize % faults.len() == 0 || i as usize % faults.len() == 4));
+    }
+    let proxy = Proxy::start(&upstream_toml("fake.test", &fake.url(), "read_timeout = \"2s\"")).await;
+    let pid = proxy.proc.child.id();
+    assert_eq!(get(&format!("{}/v2/", proxy.url()), &[]).await.unwrap().status, 200);
+    let (fd0, rss0) = (open_fds(pid), anon_rss_kib(pid));
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    let blobs = std::sync::Arc::new(blobs);
+    let mut workers = Vec::new();
+    for w in 0..8u64 {
+        let (blobs, base) = (blobs.clone(), proxy.url());
+        workers.push(tokio::spawn(async move {
+            let mut x = w * 2654435761 + 1;
+            let mut served = 0;
+            while std::time::Instant::now() < deadline {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let (d, good) = &blobs[(x % blobs.len() as u64) as usize];
+                let url = format!("{base}/v2/r/blobs/{d}?ns=fake.test");
+                match x % 4 {
+                    0 => {
+                        let _ = get(&url, &[("range", "bytes=10-99")]).await;
+                    }
+                    1 => {
+                        let _ = net::send("HEAD", &url, &[]).await;
+                    }
+                    _ => {
+                        if let Ok((200, _, hex)) = get_hashed(&url, &[]).await {
+                            // Whatever completes with 200 is correct, fault or not.
+                            assert_eq!(format!("sha256:{hex}"), *d, "corrupt bytes served");
+                            served += usize::from(*good);
+                        }
+                    }
+                }
+            }
+            served
+        }));
+    }
+    let mut served = 0;
+    for w in workers {
+        served += w.await.unwrap();
+    }
+    assert!(served > 0, "no good blob was served during the soak");
+    wait_until("temp files to go", Duration::from_secs(10), async || list_files(&proxy.cache.join("tmp")).is_empty())
+        .await;
+    wait_until("fds and memory back to baseline", Duration::from_secs(20), async || {
+        open_fds(pid) <= fd0 + 4 && anon_rss_kib(pid) <= rss0 + 48 * 1024
+    })
+    .await;
+    // Only good content was committed.
+    for rel in proxy.cached_blobs() {
+        let bytes = std::fs::read(proxy.cache.join("blobs").join(&rel)).unwrap();
+        assert!(rel.ends_with(&sha256_hex(&bytes)), "{rel} does not verify");
+    }
 }

@@ -24,6 +24,8 @@ pub enum Fault {
     Slow { chunk: usize, delay_ms: u64 },
     /// Answer with this status and headers (and a small error body).
     Status(u16, Vec<(String, String)>),
+    /// Send the response head one byte every `delay_ms` (slow-loris).
+    SlowHeaders { delay_ms: u64 },
 }
 
 #[derive(Clone, Debug)]
@@ -166,6 +168,14 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
             let status = format!("{code} Fault");
             let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             respond(&mut sock, &status, &h, br#"{"errors":[{"code":"UNKNOWN"}]}"#).await
+        }
+        Fault::SlowHeaders { delay_ms } => {
+            for b in head(bytes.len()).as_bytes() {
+                sock.write_all(&[*b]).await?;
+                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            }
+            sock.write_all(&bytes).await?;
+            sock.shutdown().await
         }
         Fault::Slow { chunk, delay_ms } => {
             sock.write_all(head(bytes.len()).as_bytes()).await?;
