@@ -26,20 +26,6 @@ async fn source() -> Source {
     Source { registry, app, multi, _src: src }
 }
 
-fn digests_of(layout: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        list_files(&layout.join("blobs/sha256")).into_iter().map(|h| format!("sha256:{h}")).collect();
-    v.sort();
-    v
-}
-
-fn sorted(v: &[String]) -> Vec<String> {
-    let mut v = v.to_vec();
-    v.sort();
-    v.dedup();
-    v
-}
-
 /// A proxy whose only upstream is unreachable and which never tries it.
 async fn offline_proxy() -> Proxy {
     let dir = tempfile::tempdir().unwrap();
@@ -78,7 +64,7 @@ async fn export_import_and_serve_offline_to_skopeo_and_containerd() {
         &format!("oci:{}:m1", unpacked.display()),
         &format!("oci:{}:m1", copy.display()),
     ]);
-    assert_eq!(digests_of(&copy), sorted(&src.multi.all));
+    assert_eq!(layout_digests(&copy), sorted_unique(&src.multi.all));
 
     // A second site: no reachable upstream, offline mode.
     let dir = tempfile::tempdir().unwrap();
@@ -103,7 +89,7 @@ async fn export_import_and_serve_offline_to_skopeo_and_containerd() {
             &from,
             &format!("oci:{}:x", dest.display()),
         ]);
-        assert_eq!(digests_of(&dest), sorted(&built.all), "{name}");
+        assert_eq!(layout_digests(&dest), sorted_unique(&built.all), "{name}");
     }
 
     // containerd, through hosts.toml pointing at the offline site.

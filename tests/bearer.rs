@@ -32,15 +32,8 @@ async fn pulls_through_a_bearer_token_upstream_anonymously() {
 
     let proxy = Proxy::start(&upstream_toml("hub.test", &registry.url(), "prefix = \"hub\"")).await;
     let before = tokens.issued.load(Ordering::SeqCst);
-    let out = tempfile::tempdir().unwrap();
-    let from = format!("docker://{}/hub/team/app:v1", proxy.addr);
-    skopeo(&["copy", "--src-tls-verify=false", &from, &format!("oci:{}:v1", out.path().display())]);
-    let mut got: Vec<String> =
-        list_files(&out.path().join("blobs/sha256")).into_iter().map(|h| format!("sha256:{h}")).collect();
-    got.sort();
-    let mut want = img.all.clone();
-    want.sort();
-    assert_eq!(got, want);
+    let (_out, got) = skopeo_pull(&format!("docker://{}/hub/team/app:v1", proxy.addr), &[]);
+    assert_eq!(got, sorted_unique(&img.all));
 
     // One token for the repository scope, reused for the manifest and every blob.
     let fetched = tokens.issued.load(Ordering::SeqCst) - before;

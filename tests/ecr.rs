@@ -72,15 +72,8 @@ async fn pulls_with_ecr_tokens_refreshed_in_the_background_and_survives_a_failed
 
     let moto = Moto::start().await;
     let proxy = ecr_proxy(&lab.registry, &moto, "refresh_every = \"1s\"").await;
-    let out = tempfile::tempdir().unwrap();
-    let from = format!("docker://{}/ecr/team/app:v1", proxy.addr);
-    skopeo(&["copy", "--src-tls-verify=false", &from, &format!("oci:{}:v1", out.path().display())]);
-    let mut got: Vec<String> =
-        list_files(&out.path().join("blobs/sha256")).into_iter().map(|h| format!("sha256:{h}")).collect();
-    got.sort();
-    let mut want = lab.img.all.clone();
-    want.sort();
-    assert_eq!(got, want);
+    let (_out, got) = skopeo_pull(&format!("docker://{}/ecr/team/app:v1", proxy.addr), &[]);
+    assert_eq!(got, sorted_unique(&lab.img.all));
     assert!(moto.calls() >= 1, "no GetAuthorizationToken call reached moto");
 
     // Refreshed in the background, with no requests: about once a second here.

@@ -38,20 +38,6 @@ fn push_tag(layout: &Path, layout_tag: &str, registry: &Registry, name_tag: &str
     skopeo(&["copy", "--all", "--preserve-digests", "--dest-tls-verify=false", &src, &dst]);
 }
 
-/// The sha256 digests of every blob in an OCI layout.
-fn layout_digests(layout: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        list_files(&layout.join("blobs/sha256")).into_iter().map(|h| format!("sha256:{h}")).collect();
-    v.sort();
-    v
-}
-
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v.dedup();
-    v
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn skopeo_pulls_single_and_multi_arch_images_through_the_prefix() {
     let lab = lab("").await;
@@ -61,7 +47,7 @@ async fn skopeo_pulls_single_and_multi_arch_images_through_the_prefix() {
         let dst = format!("oci:{}:t", out.path().display());
         skopeo(&["copy", "--all", "--preserve-digests", "--src-tls-verify=false", &src, &dst]);
         // skopeo verified every digest as it copied; the set must be exactly what was pushed.
-        assert_eq!(layout_digests(out.path()), sorted(built.all.clone()), "{name}");
+        assert_eq!(layout_digests(out.path()), sorted_unique(&built.all), "{name}");
 
         // The manifest bytes through the proxy equal the upstream's, and so do the headers.
         let direct =
@@ -168,7 +154,7 @@ async fn cached_images_are_served_when_the_upstream_is_down() {
     for (i, src) in [&src, &by_digest].into_iter().enumerate() {
         let out = tempfile::tempdir().unwrap();
         skopeo(&["copy", "--all", "--src-tls-verify=false", src, &format!("oci:{}:t{i}", out.path().display())]);
-        assert_eq!(layout_digests(out.path()), sorted(multi.all.clone()));
+        assert_eq!(layout_digests(out.path()), sorted_unique(&multi.all));
     }
     assert!(proxy.proc.log_text().contains("stale"), "the stale serve is logged");
 

@@ -407,6 +407,36 @@ pub fn push(layout: &Path, layout_tag: &str, registry: &str, name_tag: &str, cre
     skopeo(&args);
 }
 
+/// The sha256 digests of every blob in an OCI layout, sorted.
+pub fn layout_digests(layout: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        list_files(&layout.join("blobs/sha256")).into_iter().map(|h| format!("sha256:{h}")).collect();
+    v.sort();
+    v
+}
+
+/// Sorted and deduplicated, to compare with `layout_digests`.
+pub fn sorted_unique(v: &[String]) -> Vec<String> {
+    let mut v = v.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// `skopeo copy` an image (`docker://…`, plain HTTP) into a fresh OCI layout; the layout
+/// and the digests of every blob in it. skopeo verifies each digest as it copies.
+pub fn skopeo_pull(from: &str, extra: &[&str]) -> (tempfile::TempDir, Vec<String>) {
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("oci:{}:x", out.path().display());
+    let mut args = vec!["copy", "--src-tls-verify=false"];
+    args.extend_from_slice(extra);
+    args.push(from);
+    args.push(&dest);
+    skopeo(&args);
+    let digests = layout_digests(out.path());
+    (out, digests)
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
