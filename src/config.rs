@@ -74,6 +74,9 @@ pub struct UserConfig {
     pub password_bcrypt: Option<String>,
     /// Hex sha256 of a bearer token the user presents as `Authorization: Bearer <token>`.
     pub token_sha256: Option<String>,
+    /// Hex sha256 of the DER client certificate that identifies this user over mTLS
+    /// (`openssl x509 -in c.pem -outform DER | sha256sum`).
+    pub cert_sha256: Option<String>,
     /// What the user may pull: globs over `registry/repository`. Default: all.
     #[serde(default = "allow_all")]
     pub allow: Vec<Pattern>,
@@ -108,6 +111,12 @@ pub struct ServerConfig {
     /// SIGHUP or when the files change.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) for client certificates (mTLS). Clients presenting one signed by
+    /// these are identified by it (`access.user.cert_sha256`); others may still connect and
+    /// authenticate otherwise, unless `tls_client_auth_required`.
+    pub tls_client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_client_auth_required: bool,
     /// Air-gapped: never contact upstreams; serve what is cached (tags at their last known
     /// digest) and answer the rest 503 with a message that says so.
     #[serde(default)]
@@ -468,6 +477,12 @@ impl Config {
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(("server.tls_cert".into(), "set both tls_cert and tls_key, or neither".into()));
         }
+        if self.server.tls_client_ca.is_some() && self.server.tls_cert.is_none() {
+            return Err((
+                "server.tls_client_ca".into(),
+                "client certificates need TLS: set tls_cert and tls_key".into(),
+            ));
+        }
         let c = &self.cache;
         if !(0.0 < c.low_watermark && c.low_watermark < c.high_watermark && c.high_watermark <= 1.0) {
             return Err((
@@ -508,8 +523,13 @@ impl Config {
         }
         for (i, u) in self.access.users.iter().enumerate() {
             let key = format!("access.user[{i}]");
-            if u.password_bcrypt.is_none() && u.token_sha256.is_none() {
-                return Err((key, "give password_bcrypt (htpasswd -B) or token_sha256".into()));
+            if u.password_bcrypt.is_none() && u.token_sha256.is_none() && u.cert_sha256.is_none() {
+                return Err((key, "give password_bcrypt (htpasswd -B), token_sha256 or cert_sha256".into()));
+            }
+            if let Some(c) = &u.cert_sha256 {
+                if c.len() != 64 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err((key, "cert_sha256 must be 64 hex characters".into()));
+                }
             }
             if let Some(h) = &u.password_bcrypt {
                 if !(h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$")) {

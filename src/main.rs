@@ -197,7 +197,11 @@ fn serve(
             (Some(cert), Some(key)) => {
                 let reloading = pullthrough::http::tls::ReloadingCert::new(cert, key)?;
                 reloading.spawn_watcher();
-                Some(pullthrough::http::tls::server_config(reloading))
+                Some(pullthrough::http::tls::server_config(
+                    reloading,
+                    cfg.server.tls_client_ca.as_deref(),
+                    cfg.server.tls_client_auth_required,
+                )?)
             }
             _ => None,
         };

@@ -367,3 +367,121 @@ async fn soak_mixed_clients_and_faults_returns_to_baseline() {
         assert!(rel.ends_with(&sha256_hex(&bytes)), "{rel} does not verify");
     }
 }
+
+/// A client certificate (clientAuth) signed by the CA `ca_signed_cert` made for `name`.
+fn client_cert(dir: &std::path::Path, name: &str, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let p = |f: &str| dir.join(format!("{cn}-{f}"));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let s = |x: std::path::PathBuf| x.display().to_string();
+    std::fs::write(p("ext"), "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n").unwrap();
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        &format!("/CN={cn}"),
+        "-keyout",
+        &s(p("key")),
+        "-out",
+        &s(p("csr")),
+    ]);
+    let ca = dir.join(format!("{name}-ca.crt"));
+    let ca_key = dir.join(format!("{name}-ca.key"));
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(p("csr")),
+        "-CA",
+        &s(ca),
+        "-CAkey",
+        &s(ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &s(p("ext")),
+        "-out",
+        &s(p("crt")),
+    ]);
+    (p("crt"), p("key"))
+}
+
+fn der_sha256(cert: &std::path::Path) -> String {
+    let out =
+        std::process::Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(cert).output().unwrap();
+    sha256_hex(&out.stdout)
+}
+
+fn curl_status(args: &[&str]) -> Option<u16> {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificates_identify_users() {
+    let registry = Registry::start(None).await;
+    let src = tempfile::tempdir().unwrap();
+    let app = image::manifest(src.path(), 91, &[1000], "amd64");
+    image::finish_layout(src.path(), &[(&app.top, "v1")]);
+    push(src.path(), "v1", &registry.addr.to_string(), "test/app:v1", None);
+    push(src.path(), "v1", &registry.addr.to_string(), "other/app:v1", None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = ca_signed_cert(dir.path(), "srv");
+    let (node_crt, node_key) = client_cert(dir.path(), "srv", "node-1");
+    let other = tempfile::tempdir().unwrap();
+    ca_signed_cert(other.path(), "rogue");
+    let (rogue_crt, rogue_key) = client_cert(other.path(), "rogue", "rogue");
+
+    let access = format!(
+        "[access]\nanonymous = false\n[[access.user]]\nname = \"node\"\ncert_sha256 = \"{}\"\nallow = [\"lab.test/test/*\"]\n",
+        der_sha256(&node_crt)
+    );
+    let cfg = Proxy::write_config(
+        dir.path(),
+        "",
+        &format!("{access}\n{}", upstream_toml("lab.test", &registry.url(), "prefix = \"lab\"")),
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[cache]",
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{}\"\n[cache]",
+            cert.display(),
+            key.display(),
+            ca.display()
+        ),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let addr = text.lines().find_map(|l| l.strip_prefix("listen = ")).unwrap().trim_matches('"').to_string();
+    let admin = text.lines().find_map(|l| l.strip_prefix("admin_listen = ")).unwrap().trim_matches('"').to_string();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pullthrough"));
+    cmd.arg("serve").arg("--config").arg(&cfg);
+    let _proc = Proc::spawn(cmd, dir.path().join("pt.log"));
+    wait_until(
+        "the mTLS proxy",
+        Duration::from_secs(20),
+        async || matches!(get(&format!("http://{admin}/healthz"), &[]).await, Ok(r) if r.status == 200),
+    )
+    .await;
+
+    let url = |repo: &str| format!("https://{addr}/v2/lab/{repo}/manifests/v1");
+    let (nc, nk) = (node_crt.to_str().unwrap(), node_key.to_str().unwrap());
+    assert_eq!(curl_status(&["--cert", nc, "--key", nk, &url("test/app")]), Some(200));
+    assert_eq!(curl_status(&["--cert", nc, "--key", nk, &url("other/app")]), Some(403));
+    assert_eq!(curl_status(&[&url("test/app")]), Some(401), "no certificate, no credentials");
+    // A certificate from another CA does not get through the handshake.
+    assert_eq!(
+        curl_status(&["--cert", rogue_crt.to_str().unwrap(), "--key", rogue_key.to_str().unwrap(), &url("test/app")]),
+        None
+    );
+}

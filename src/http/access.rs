@@ -26,6 +26,7 @@ struct User {
     name: Arc<str>,
     password_bcrypt: Option<String>,
     token_sha256: Option<String>,
+    cert_sha256: Option<String>,
     allow: Vec<Pattern>,
 }
 
@@ -58,6 +59,7 @@ impl Access {
                     name: u.name.as_str().into(),
                     password_bcrypt: u.password_bcrypt.clone(),
                     token_sha256: u.token_sha256.as_ref().map(|t| t.to_ascii_lowercase()),
+                    cert_sha256: u.cert_sha256.as_ref().map(|t| t.to_ascii_lowercase()),
                     allow: u.allow.clone(),
                 })
                 .collect(),
@@ -65,9 +67,19 @@ impl Access {
         }
     }
 
-    /// Identify the caller from `Authorization`; wrong credentials are a 401, never a
-    /// silent fall back to anonymous.
-    pub async fn identify(self: &Arc<Self>, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    /// Identify the caller: by a verified client certificate (mTLS) if its fingerprint
+    /// names a user, else from `Authorization`. Wrong credentials are a 401, never a silent
+    /// fall back to anonymous.
+    pub async fn identify(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        cert: Option<&super::tls::ClientCert>,
+    ) -> Result<Identity, ApiError> {
+        if let Some(c) = cert {
+            if let Some(u) = self.users.iter().find(|u| u.cert_sha256.as_deref() == Some(c.0.as_str())) {
+                return Ok(Identity::User(u.name.clone()));
+            }
+        }
         let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(Identity::Anonymous) };
         let value = value.to_str().map_err(|_| unauthorized("malformed Authorization header"))?;
         let (scheme, rest) = value.split_once(' ').ok_or_else(|| unauthorized("malformed Authorization header"))?;

@@ -35,7 +35,8 @@ impl App {
         if let Some(resp) = self.health(path).await {
             return resp;
         }
-        let who = self.access.identify(&parts.headers).await;
+        let cert = parts.extensions.get::<super::tls::ClientCert>();
+        let who = self.access.identify(&parts.headers, cert).await;
         let (result, kind) = match (router::route(&parts.method, path), who) {
             (Ok(ep), Ok(who)) => {
                 let kind = ep.kind();
@@ -259,17 +260,22 @@ async fn accept_loop<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let svc = service_fn(move |req| {
-            let h = handler.clone();
-            async move { Ok::<_, std::convert::Infallible>(h(req).await) }
-        });
         // Every connection registers with the shutdown watcher before its task starts, so
         // a shutdown waits for it, handshake included.
         let (builder, watcher, acceptor) = (builder.clone(), graceful.watcher(), acceptor.clone());
         tokio::spawn(async move {
             let _slot = slot;
+            let service = |cert: Option<super::tls::ClientCert>| {
+                service_fn(move |mut req: Request<Incoming>| {
+                    let h = handler.clone();
+                    if let Some(c) = &cert {
+                        req.extensions_mut().insert(c.clone());
+                    }
+                    async move { Ok::<_, std::convert::Infallible>(h(req).await) }
+                })
+            };
             let result = match acceptor {
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
+                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service(None)).into_owned()).await,
                 Some(acc) => {
                     let tls = match tokio::time::timeout(Duration::from_secs(10), acc.accept(stream)).await {
                         Ok(Ok(s)) => s,
@@ -282,7 +288,13 @@ async fn accept_loop<F, Fut>(
                             return;
                         }
                     };
-                    watcher.watch(builder.serve_connection(TokioIo::new(tls), svc).into_owned()).await
+                    // A verified client certificate identifies every request of the connection.
+                    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| {
+                        let mut h = crate::oci::Sha256Hasher::new();
+                        h.update(c.as_ref());
+                        super::tls::ClientCert(h.finish().hex().to_string())
+                    });
+                    watcher.watch(builder.serve_connection(TokioIo::new(tls), service(cert)).into_owned()).await
                 }
             };
             if let Err(e) = result {

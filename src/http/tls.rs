@@ -93,13 +93,37 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// A rustls server config over `cert`, offering h2 and http/1.1.
-pub fn server_config(cert: Arc<ReloadingCert>) -> Arc<rustls::ServerConfig> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+/// A rustls server config over `cert`, offering h2 and http/1.1; with `client_ca`, client
+/// certificates signed by it are verified (and required if `required`).
+pub fn server_config(
+    cert: Arc<ReloadingCert>,
+    client_ca: Option<&Path>,
+    required: bool,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_no_client_auth()
-        .with_cert_resolver(cert);
+        .expect("ring supports the default protocol versions");
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| anyhow::anyhow!("cannot read tls_client_ca {}: {e}", ca.display()))?
+            {
+                roots.add(c.map_err(|e| anyhow::anyhow!("tls_client_ca {}: {e}", ca.display()))?)?;
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let v = if required { v } else { v.allow_unauthenticated() };
+            builder.with_client_cert_verifier(v.build()?)
+        }
+    };
+    let mut cfg = builder.with_cert_resolver(cert);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(cfg)
+    Ok(Arc::new(cfg))
 }
+
+/// A verified client certificate's sha256 (hex), attached to each request of its
+/// connection.
+#[derive(Clone, Debug)]
+pub struct ClientCert(pub String);
