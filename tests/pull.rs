@@ -275,3 +275,25 @@ async fn bad_input_gets_oci_errors_and_touches_nothing() {
     // The daemon is still serving.
     assert_eq!(get(&format!("{p}/v2/"), &[]).await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_requests_for_one_cold_tag_makes_one_upstream_request() {
+    let lab = lab("").await;
+    let url = format!("{}/v2/test/app/manifests/v1?ns=lab.test", lab.proxy.url());
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let u = url.clone();
+            tokio::spawn(async move { get(&u, &[("accept", CONTAINERD_ACCEPT)]).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("docker-content-digest"), Some(lab.app.top.digest.as_str()));
+    }
+    let log = lab.registry.proc.log_text();
+    // Only the proxy's requests (its User-Agent), not the test's own push.
+    let upstream =
+        log.lines().filter(|l| l.contains("/v2/test/app/manifests/v1 HTTP") && l.contains("pullthrough/")).count();
+    assert_eq!(upstream, 1, "12 clients resolving one tag made {upstream} upstream requests");
+}

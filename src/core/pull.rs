@@ -30,6 +30,8 @@ pub struct PullThrough {
     pub(super) upstreams: Upstreams,
     /// Images never evicted or expired.
     pub(super) pins: Vec<ImageRef>,
+    /// One turn at a time per (upstream, repository, tag) for tag resolution.
+    tag_locks: std::sync::Mutex<std::collections::HashMap<(String, RepoName, Tag), Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A manifest ready to serve.
@@ -66,7 +68,7 @@ pub struct TagsPage {
 
 impl PullThrough {
     pub fn new(store: Arc<Store>, upstreams: Upstreams, pins: Vec<ImageRef>, max_fills: usize) -> PullThrough {
-        PullThrough { store, fills: Arc::new(Fills::new(max_fills)), upstreams, pins }
+        PullThrough { store, fills: Arc::new(Fills::new(max_fills)), upstreams, pins, tag_locks: Default::default() }
     }
 
     /// Start upstream background work (ECR token refresh). Inside the runtime, once.
@@ -143,7 +145,25 @@ impl PullThrough {
         Ok(m)
     }
 
+    /// A tag's manifest. Concurrent requests for one tag take turns: the first asks
+    /// upstream, the others then find its fresh record, so a burst of nodes resolving the
+    /// same tag makes one upstream request, not one each (Docker Hub counts them).
     async fn manifest_by_tag(&self, route: &Route, tag: &Tag) -> Result<Manifest, CoreError> {
+        let key = (route.upstream.host().to_string(), route.name.clone(), tag.clone());
+        let lock = self.tag_locks.lock().expect("tag locks").entry(key.clone()).or_default().clone();
+        let result = {
+            let _turn = lock.lock().await;
+            self.manifest_by_tag_locked(route, tag).await
+        };
+        // Drop the entry once nobody else holds or waits on it.
+        let mut locks = self.tag_locks.lock().expect("tag locks");
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&key);
+        }
+        result
+    }
+
+    async fn manifest_by_tag_locked(&self, route: &Route, tag: &Tag) -> Result<Manifest, CoreError> {
         let up = &route.upstream;
         let host = up.host().to_string();
         let store = self.store.clone();
