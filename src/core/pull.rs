@@ -31,8 +31,11 @@ pub struct PullThrough {
     /// Images never evicted or expired.
     pub(super) pins: Vec<ImageRef>,
     /// One turn at a time per (upstream, repository, tag) for tag resolution.
-    tag_locks: std::sync::Mutex<std::collections::HashMap<(String, RepoName, Tag), Arc<tokio::sync::Mutex<()>>>>,
+    tag_locks: std::sync::Mutex<std::collections::HashMap<TagKey, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// (upstream host, repository, tag).
+type TagKey = (String, RepoName, Tag);
 
 /// A manifest ready to serve.
 #[derive(Debug, Clone)]
