@@ -368,49 +368,6 @@ async fn soak_mixed_clients_and_faults_returns_to_baseline() {
     }
 }
 
-/// A client certificate (clientAuth) signed by the CA `ca_signed_cert` made for `name`.
-fn client_cert(dir: &std::path::Path, name: &str, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let p = |f: &str| dir.join(format!("{cn}-{f}"));
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let s = |x: std::path::PathBuf| x.display().to_string();
-    std::fs::write(p("ext"), "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n").unwrap();
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        &format!("/CN={cn}"),
-        "-keyout",
-        &s(p("key")),
-        "-out",
-        &s(p("csr")),
-    ]);
-    let ca = dir.join(format!("{name}-ca.crt"));
-    let ca_key = dir.join(format!("{name}-ca.key"));
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &s(p("csr")),
-        "-CA",
-        &s(ca),
-        "-CAkey",
-        &s(ca_key),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &s(p("ext")),
-        "-out",
-        &s(p("crt")),
-    ]);
-    (p("crt"), p("key"))
-}
-
 fn der_sha256(cert: &std::path::Path) -> String {
     let out =
         std::process::Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(cert).output().unwrap();

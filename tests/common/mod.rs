@@ -109,60 +109,65 @@ pub fn self_signed_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+fn openssl_in(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A key and a certificate for `cn` signed by the CA `ca_signed_cert` made as `ca_name`,
+/// with extensions `ext` (one per line): `(cert, key)`.
+pub fn sign_leaf(dir: &Path, ca_name: &str, cn: &str, ext: &str) -> (PathBuf, PathBuf) {
+    let p = |f: &str| dir.join(format!("{ca_name}-{cn}-{f}")).display().to_string();
+    let ca = |f: &str| dir.join(format!("{ca_name}-{f}")).display().to_string();
+    std::fs::write(p("ext"), ext).unwrap();
+    openssl_in(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &p("key"),
+            "-out",
+            &p("csr"),
+        ],
+    );
+    let args = ["x509", "-req", "-in", &p("csr"), "-CA", &ca("ca.crt"), "-CAkey", &ca("ca.key"), "-CAcreateserial"];
+    openssl_in(dir, &[&args[..], &["-days", "2", "-extfile", &p("ext"), "-out", &p("crt")]].concat());
+    (PathBuf::from(p("crt")), PathBuf::from(p("key")))
+}
+
 /// A test CA and a server certificate it signed for 127.0.0.1: `(ca, cert, key)`.
 pub fn ca_signed_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |f: &str| dir.join(format!("{name}-{f}"));
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let s = |x: PathBuf| x.display().to_string();
-    std::fs::write(p("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        &s(p("ca.key")),
-        "-out",
-        &s(p("ca.crt")),
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        &s(p("key")),
-        "-out",
-        &s(p("csr")),
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &s(p("csr")),
-        "-CA",
-        &s(p("ca.crt")),
-        "-CAkey",
-        &s(p("ca.key")),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &s(p("ext")),
-        "-out",
-        &s(p("crt")),
-    ]);
-    (p("ca.crt"), p("crt"), p("key"))
+    let ca = |f: &str| dir.join(format!("{name}-{f}")).display().to_string();
+    openssl_in(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            &ca("ca.key"),
+            "-out",
+            &ca("ca.crt"),
+        ],
+    );
+    let (cert, key) = sign_leaf(dir, name, "127.0.0.1", "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n");
+    (PathBuf::from(ca("ca.crt")), cert, key)
+}
+
+/// A client certificate (clientAuth) for `cn`, signed by the CA made as `ca_name`.
+pub fn client_cert(dir: &Path, ca_name: &str, cn: &str) -> (PathBuf, PathBuf) {
+    sign_leaf(dir, ca_name, cn, "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n")
 }
 
 /// An `auth: htpasswd:` section for one user (bcrypt, as distribution requires).
