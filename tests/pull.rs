@@ -297,3 +297,25 @@ async fn a_burst_of_requests_for_one_cold_tag_makes_one_upstream_request() {
         log.lines().filter(|l| l.contains("/v2/test/app/manifests/v1 HTTP") && l.contains("pullthrough/")).count();
     assert_eq!(upstream, 1, "12 clients resolving one tag made {upstream} upstream requests");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_requests_for_one_cold_manifest_digest_makes_one_upstream_request() {
+    let lab = lab("").await;
+    let digest = lab.app.top.digest.clone();
+    let url = format!("{}/v2/test/app/manifests/{digest}?ns=lab.test", lab.proxy.url());
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let u = url.clone();
+            tokio::spawn(async move { get(&u, &[]).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(format!("sha256:{}", sha256_hex(&r.body)), digest);
+    }
+    let log = lab.registry.proc.log_text();
+    let needle = format!("/v2/test/app/manifests/{digest} HTTP");
+    let upstream = log.lines().filter(|l| l.contains(&needle) && l.contains("pullthrough/")).count();
+    assert_eq!(upstream, 1, "12 clients fetching one manifest digest made {upstream} upstream requests");
+}

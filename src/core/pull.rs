@@ -30,12 +30,16 @@ pub struct PullThrough {
     pub(super) upstreams: Upstreams,
     /// Images never evicted or expired.
     pub(super) pins: Vec<ImageRef>,
-    /// One turn at a time per (upstream, repository, tag) for tag resolution.
-    tag_locks: std::sync::Mutex<std::collections::HashMap<TagKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// One turn at a time per manifest fetch (a tag of a repository, or a digest).
+    turns: std::sync::Mutex<std::collections::HashMap<TurnKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// (upstream host, repository, tag).
-type TagKey = (String, RepoName, Tag);
+/// What concurrent manifest requests take turns on.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum TurnKey {
+    Tag(String, RepoName, Tag),
+    Digest(Digest),
+}
 
 /// A manifest ready to serve.
 #[derive(Debug, Clone)]
@@ -71,7 +75,7 @@ pub struct TagsPage {
 
 impl PullThrough {
     pub fn new(store: Arc<Store>, upstreams: Upstreams, pins: Vec<ImageRef>, max_fills: usize) -> PullThrough {
-        PullThrough { store, fills: Arc::new(Fills::new(max_fills)), upstreams, pins, tag_locks: Default::default() }
+        PullThrough { store, fills: Arc::new(Fills::new(max_fills)), upstreams, pins, turns: Default::default() }
     }
 
     /// Start upstream background work (ECR token refresh). Inside the runtime, once.
@@ -137,31 +141,44 @@ impl PullThrough {
         if let Some(m) = self.cached_manifest(digest).await? {
             return Ok(m);
         }
-        let resp = route
-            .upstream
-            .registry
-            .manifest(&route.name, &Reference::Digest(digest.clone()), Method::GET)
-            .await
-            .map_err(|e| CoreError::from_upstream(e, CoreError::ManifestUnknown(digest.to_string())))?;
-        let m = self.read_manifest(route, resp, Some(digest)).await?;
-        self.store_manifest(&m).await?;
-        Ok(m)
+        self.in_turn(TurnKey::Digest(digest.clone()), async {
+            // The request before ours in line may have fetched it.
+            if let Some(m) = self.cached_manifest(digest).await? {
+                return Ok(m);
+            }
+            let resp = route
+                .upstream
+                .registry
+                .manifest(&route.name, &Reference::Digest(digest.clone()), Method::GET)
+                .await
+                .map_err(|e| CoreError::from_upstream(e, CoreError::ManifestUnknown(digest.to_string())))?;
+            let m = self.read_manifest(route, resp, Some(digest)).await?;
+            self.store_manifest(&m).await?;
+            Ok(m)
+        })
+        .await
     }
 
     /// A tag's manifest. Concurrent requests for one tag take turns: the first asks
     /// upstream, the others then find its fresh record, so a burst of nodes resolving the
     /// same tag makes one upstream request, not one each (Docker Hub counts them).
     async fn manifest_by_tag(&self, route: &Route, tag: &Tag) -> Result<Manifest, CoreError> {
-        let key = (route.upstream.host().to_string(), route.name.clone(), tag.clone());
-        let lock = self.tag_locks.lock().expect("tag locks").entry(key.clone()).or_default().clone();
+        let key = TurnKey::Tag(route.upstream.host().to_string(), route.name.clone(), tag.clone());
+        self.in_turn(key, self.manifest_by_tag_locked(route, tag)).await
+    }
+
+    /// Run `work` when no other request holds `key`: the first of a burst asks upstream,
+    /// the others then find its result in the cache.
+    async fn in_turn<T>(&self, key: TurnKey, work: impl std::future::Future<Output = T>) -> T {
+        let lock = self.turns.lock().expect("turn locks").entry(key.clone()).or_default().clone();
         let result = {
             let _turn = lock.lock().await;
-            self.manifest_by_tag_locked(route, tag).await
+            work.await
         };
         // Drop the entry once nobody else holds or waits on it.
-        let mut locks = self.tag_locks.lock().expect("tag locks");
+        let mut turns = self.turns.lock().expect("turn locks");
         if Arc::strong_count(&lock) == 2 {
-            locks.remove(&key);
+            turns.remove(&key);
         }
         result
     }
