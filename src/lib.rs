@@ -6,6 +6,11 @@
 //! clients, auth, routing rules). `store` and `upstream` never call each other; nothing
 //! below `http` knows about client requests.
 
+// The connection task's future (TLS handshake, client-certificate identity, hyper's auto
+// builder) nests deeply enough that layout computation under the fuzzing build's flags
+// exceeds the default query depth.
+#![recursion_limit = "256"]
+
 pub mod config;
 pub mod core;
 pub mod hosts_toml;
