@@ -499,25 +499,16 @@ impl Config {
                 "no [[upstream]] is configured; add at least one with `host` and `url`".into(),
             ));
         }
-        for (i, pin) in self.cache.pins.iter().enumerate() {
-            let key = format!("cache.pins[{i}]");
+        // Pins and prefetch entries name images on configured upstreams.
+        let image_refs = self.cache.pins.iter().enumerate().map(|(i, p)| (format!("cache.pins[{i}]"), p));
+        let prefetch_refs = self.prefetch.iter().enumerate().map(|(i, p)| (format!("prefetch[{i}].image"), &p.image));
+        for (key, text) in image_refs.chain(prefetch_refs) {
             let r: crate::oci::ImageRef =
-                pin.parse().map_err(|e: crate::oci::ImageRefError| (key.clone(), e.to_string()))?;
+                text.parse().map_err(|e: crate::oci::ImageRefError| (key.clone(), e.to_string()))?;
             if !self.upstreams.iter().any(|u| u.host == r.host) {
                 return Err((
                     key,
-                    format!("{pin:?} names registry {:?}, which is not a configured upstream host", r.host),
-                ));
-            }
-        }
-        for (i, p) in self.prefetch.iter().enumerate() {
-            let key = format!("prefetch[{i}].image");
-            let r: crate::oci::ImageRef =
-                p.image.parse().map_err(|e: crate::oci::ImageRefError| (key.clone(), e.to_string()))?;
-            if !self.upstreams.iter().any(|u| u.host == r.host) {
-                return Err((
-                    key,
-                    format!("{:?} names registry {:?}, which is not a configured upstream host", p.image, r.host),
+                    format!("{text:?} names registry {:?}, which is not a configured upstream host", r.host),
                 ));
             }
         }
@@ -794,6 +785,28 @@ mod tests {
         ))
         .contains("PT_SURELY_UNSET_VAR"));
         assert!(err("[server]\nlisten = \"nowhere\"\n").contains("listen"));
+    }
+
+    #[test]
+    fn access_pins_and_prefetch_are_validated() {
+        let up = "[[upstream]]\nhost = \"r.io\"\nurl = \"http://127.0.0.1:1\"\n";
+        assert!(err(&format!("[access]\n[[access.user]]\nname = \"a\"\n{up}")).contains("access.user[0]"));
+        assert!(err(&format!("[access]\n[[access.user]]\nname = \"a\"\npassword_bcrypt = \"plain\"\n{up}"))
+            .contains("bcrypt"));
+        assert!(err(&format!("[access]\n[[access.user]]\nname = \"a\"\ntoken_sha256 = \"xyz\"\n{up}"))
+            .contains("token_sha256"));
+        assert!(err(&format!("[access]\ndeny = [\"md5:abc\"]\n{up}")).contains("access.deny[0]"));
+        assert!(err(&format!("[access]\nmax_connections_per_client = 0\n{up}")).contains("max_connections_per_client"));
+        assert!(err(&format!("[cache]\npins = [\"other.io/x:1\"]\n{up}")).contains("cache.pins[0]"));
+        assert!(err(&format!("{up}[[prefetch]]\nimage = \"nope\"\n")).contains("prefetch[0].image"));
+        assert!(Config::parse(
+            &format!(
+                "[cache]\npins = [\"r.io/x:1\"]\n{up}[[prefetch]]\nimage = \"r.io/y@sha256:{}\"\n",
+                "0".repeat(64)
+            ),
+            "t"
+        )
+        .is_ok());
     }
 
     #[test]
