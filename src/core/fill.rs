@@ -56,6 +56,18 @@ pub enum FillError {
     NoSpace { digest: Digest, message: String },
 }
 
+/// Wait until `progress` satisfies `done`, and return that state; an error if the filler
+/// went away first.
+pub async fn settle(
+    progress: &mut watch::Receiver<Progress>,
+    done: impl FnMut(&Progress) -> bool,
+) -> Result<Progress, super::CoreError> {
+    match progress.wait_for(done).await {
+        Ok(p) => Ok(p.clone()),
+        Err(_) => Err(super::CoreError::Store(std::io::Error::other("blob fill ended unexpectedly"))),
+    }
+}
+
 /// Watchers of a committed blob: a progress that is already final.
 pub fn complete(file: File, len: u64) -> watch::Receiver<Progress> {
     let (_tx, rx) = watch::channel(Progress {

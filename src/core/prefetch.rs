@@ -106,19 +106,11 @@ impl PullThrough {
             BlobBody::Cached(mut progress) => {
                 let n = self.wait_verified(&mut progress).await?;
                 // Prefetch is about the cache: wait for the commit too.
-                loop {
-                    match progress.borrow_and_update().committed {
-                        Some(true) => return Ok(n),
-                        Some(false) => {
-                            return Err(CoreError::Store(std::io::Error::other(format!(
-                                "{digest} was verified but could not be written to the cache"
-                            ))))
-                        }
-                        None => {}
-                    }
-                    if progress.changed().await.is_err() && progress.borrow().committed.is_none() {
-                        return Err(CoreError::Store(std::io::Error::other("blob fill ended unexpectedly")));
-                    }
+                match super::fill::settle(&mut progress, |p| p.committed.is_some()).await?.committed {
+                    Some(true) => Ok(n),
+                    _ => Err(CoreError::Store(std::io::Error::other(format!(
+                        "{digest} was verified but could not be written to the cache"
+                    )))),
                 }
             }
             BlobBody::Uncached { .. } => {

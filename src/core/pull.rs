@@ -313,21 +313,11 @@ impl PullThrough {
         if !started {
             tracing::debug!(%digest, "joined a fill in progress");
         }
-        loop {
-            let p = rx.borrow_and_update().clone();
-            match &p.state {
-                FillState::Failed(e) if matches!(**e, FillError::NoSpace { .. }) => {
-                    return self.relay(route, digest).await;
-                }
-                FillState::Failed(e) => return Err(CoreError::from_fill(e)),
-                FillState::Streaming | FillState::Verified => {
-                    return Ok(Blob { size: p.total, body: BlobBody::Cached(rx), hit: false });
-                }
-                FillState::Connecting => {}
-            }
-            if rx.changed().await.is_err() && matches!(rx.borrow().state, FillState::Connecting) {
-                return Err(CoreError::Store(std::io::Error::other("blob fill ended unexpectedly")));
-            }
+        let p = fill::settle(&mut rx, |p| !matches!(p.state, FillState::Connecting)).await?;
+        match &p.state {
+            FillState::Failed(e) if matches!(**e, FillError::NoSpace { .. }) => self.relay(route, digest).await,
+            FillState::Failed(e) => Err(CoreError::from_fill(e)),
+            _ => Ok(Blob { size: p.total, body: BlobBody::Cached(rx), hit: false }),
         }
     }
 
@@ -347,18 +337,10 @@ impl PullThrough {
 
     /// Wait until the blob behind `progress` is complete and verified; its final size.
     pub async fn wait_verified(&self, progress: &mut watch::Receiver<Progress>) -> Result<u64, CoreError> {
-        loop {
-            let p = progress.borrow_and_update().clone();
-            match &p.state {
-                FillState::Verified => return Ok(p.written),
-                FillState::Failed(e) => return Err(CoreError::from_fill(e)),
-                _ => {}
-            }
-            if progress.changed().await.is_err()
-                && !matches!(progress.borrow().state, FillState::Verified | FillState::Failed(_))
-            {
-                return Err(CoreError::Store(std::io::Error::other("blob fill ended unexpectedly")));
-            }
+        let p = fill::settle(progress, |p| matches!(p.state, FillState::Verified | FillState::Failed(_))).await?;
+        match &p.state {
+            FillState::Failed(e) => Err(CoreError::from_fill(e)),
+            _ => Ok(p.written),
         }
     }
 
