@@ -122,9 +122,7 @@ impl PullThrough {
         if !pins.contains(image) {
             pins.push(image.clone());
             let text: String = pins.iter().map(|p| format!("{p}\n")).collect();
-            let tmp = self.store.root().join("tmp").join("pins.tmp");
-            std::fs::write(&tmp, text)?;
-            std::fs::rename(tmp, self.store.root().join("pins"))?;
+            self.store.write_file("pins", text.as_bytes())?;
         }
         Ok(())
     }

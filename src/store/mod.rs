@@ -59,6 +59,12 @@ impl Store {
         &self.root
     }
 
+    /// Write a file under the cache directory atomically (temp file, fsync, rename).
+    /// Blocking.
+    pub fn write_file(&self, relative: &str, bytes: &[u8]) -> io::Result<()> {
+        write_atomic(&self.root.join("tmp"), &self.root.join(relative), bytes)
+    }
+
     /// Remove every temp file of fills in progress (at shutdown). Blocking.
     pub fn clean_temp(&self) -> io::Result<usize> {
         self.cas.clean_temp()
