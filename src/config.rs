@@ -30,6 +30,53 @@ pub struct Config {
     /// Images the daemon keeps cached: fetched at start and every `cache.prefetch_interval`.
     #[serde(default, rename = "prefetch")]
     pub prefetch: Vec<PrefetchConfig>,
+    /// A second cache tier shared by every node: an S3-compatible bucket.
+    #[serde(default)]
+    pub shared: SharedConfig,
+}
+
+/// `[shared]`: the tier behind every node's disk cache. Absent: none.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedConfig {
+    pub s3: Option<S3Config>,
+}
+
+/// `[shared.s3]`: an S3-compatible bucket (AWS S3, Ceph RGW, MinIO, Garage). Credentials
+/// come from the AWS default chain (environment, profile, web identity / IRSA, instance role).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix for every object ("cache/"); a trailing `/` is added when missing.
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// Garage, MinIO, Ceph RGW, a VPC endpoint; default: AWS's endpoint for the region.
+    pub endpoint_url: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most non-AWS engines need.
+    #[serde(default)]
+    pub path_style: bool,
+    /// Time to a read's response headers and between its body chunks; past it, the
+    /// upstream is asked instead.
+    #[serde(default = "default_s3_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Background uploads at once.
+    #[serde(default = "default_upload_concurrency")]
+    pub upload_concurrency: usize,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_s3_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_upload_concurrency() -> usize {
+    4
 }
 
 /// Client access control (ECR's IAM, seen from the proxy). With no users, every client may
@@ -107,6 +154,11 @@ pub struct ServerConfig {
     /// How long in-flight responses may run after SIGTERM/SIGINT before they are cut.
     #[serde(default = "default_shutdown_grace", deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// A client connection with no request in flight for this long is closed: one that never
+    /// sends a byte, trickles its headers, or sits idle between keep-alive requests (HTTP/1.1
+    /// and HTTP/2). Frees the per-client connection slots that silent sockets would hold.
+    #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
     /// TLS for the client listener: PEM certificate chain and private key, reloaded on
     /// SIGHUP or when the files change.
     pub tls_cert: Option<PathBuf>,
@@ -148,6 +200,10 @@ fn default_listen() -> SocketAddr {
 }
 
 fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_idle_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
@@ -332,6 +388,15 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// After the registry refuses freshly obtained credentials, or its token endpoint fails:
+    /// how long no new ones are asked for (refused requests fail at once). Doubles with each
+    /// further failure, up to 10 minutes; a success resets it.
+    #[serde(default = "default_auth_cooldown", deserialize_with = "duration")]
+    pub auth_cooldown: Duration,
+    /// Send this upstream's credentials to a token endpoint (realm) that is plain http on
+    /// another host than the registry. Off: credentials go to another host only over https.
+    #[serde(default)]
+    pub allow_http_realm_credentials: bool,
     /// Extra CA certificates (PEM) trusted for this upstream, on top of the system's.
     pub ca_file: Option<PathBuf>,
     /// Do not verify this upstream's TLS certificate. For labs only: logged loudly.
@@ -366,6 +431,9 @@ pub struct RepositoryRule {
 
 fn default_tag_ttl() -> Duration {
     Duration::from_secs(60)
+}
+fn default_auth_cooldown() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
@@ -441,6 +509,39 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"60s\", \"5m\" or \"1h\": {e}")))
 }
 
+/// Check `[shared.s3]` and normalise its prefix to "" or "something/".
+fn validate_s3(s3: &mut S3Config) -> Result<(), (String, String)> {
+    if s3.bucket.is_empty() || s3.bucket.contains('/') {
+        return Err(("shared.s3.bucket".into(), "give the bucket's name (no slashes), e.g. \"pullthrough\"".into()));
+    }
+    let prefix = s3.prefix.trim_matches('/');
+    if prefix.split('/').any(|c| c == "." || c == "..") || prefix.contains("//") {
+        return Err((
+            "shared.s3.prefix".into(),
+            "a key prefix like \"cache/\", without \".\" or \"..\" components".into(),
+        ));
+    }
+    s3.prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+    if let Some(u) = &s3.endpoint_url {
+        let ok = u
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !ok {
+            return Err((
+                "shared.s3.endpoint_url".into(),
+                format!("{u:?} is not an http(s) URL like \"http://127.0.0.1:3900\""),
+            ));
+        }
+    }
+    if s3.upload_concurrency == 0 || s3.timeout.is_zero() {
+        return Err((
+            "shared.s3.upload_concurrency".into(),
+            "upload_concurrency and timeout must be greater than zero".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Why a configuration was refused; the message names the key and says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -483,6 +584,9 @@ impl Config {
                 "client certificates need TLS: set tls_cert and tls_key".into(),
             ));
         }
+        if self.server.idle_timeout < Duration::from_secs(1) {
+            return Err(("server.idle_timeout".into(), "must be at least 1s (e.g. \"30s\")".into()));
+        }
         let c = &self.cache;
         if !(0.0 < c.low_watermark && c.low_watermark < c.high_watermark && c.high_watermark <= 1.0) {
             return Err((
@@ -492,6 +596,9 @@ impl Config {
         }
         if c.housekeeping_interval.is_zero() || c.lifecycle_interval.is_zero() {
             return Err(("cache.housekeeping_interval".into(), "intervals must be greater than zero".into()));
+        }
+        if let Some(s3) = &mut self.shared.s3 {
+            validate_s3(s3)?;
         }
         if self.upstreams.is_empty() {
             return Err((
@@ -590,6 +697,9 @@ impl Config {
             }
             if u.read_timeout.is_zero() || u.connect_timeout.is_zero() {
                 return Err((key("read_timeout"), "timeouts must be greater than zero".into()));
+            }
+            if u.auth_cooldown < Duration::from_secs(1) {
+                return Err((key("auth_cooldown"), "must be at least 1s".into()));
             }
             let host = u.host.clone();
             match &mut self.upstreams[i].auth {

@@ -3,8 +3,10 @@
 //! Requests flow one way:
 //! `http` (routing, parsing into typed values, OCI errors) → `core` (pull-through policy,
 //! single-flight fills) → `store` (content-addressed disk cache) and `upstream` (registry
-//! clients, auth, routing rules). `store` and `upstream` never call each other; nothing
-//! below `http` knows about client requests.
+//! clients, auth, routing rules), plus `shared` (an S3-compatible bucket shared by every
+//! node). The sources (`store`, `shared`, `upstream`) never call each other; `core` composes
+//! them, reading local disk, then the shared tier, then the upstream. Nothing below `http`
+//! knows about client requests.
 
 // The connection task's future (TLS handshake, client-certificate identity, hyper's auto
 // builder) nests deeply enough that layout computation under the fuzzing build's flags
@@ -18,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod oci;
 pub mod pattern;
+pub mod shared;
 pub mod store;
 pub mod upstream;
 
@@ -65,5 +68,16 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
     for p in cfg.prefetch.iter().filter(|p| p.pin) {
         pins.push(p.image.parse()?);
     }
-    Ok(core::PullThrough::new(Arc::new(store), upstreams, pins, cfg.cache.max_concurrent_fills))
+    let shared = cfg.shared.s3.as_ref().map(|s| {
+        shared::SharedTier::new(shared::S3Settings {
+            bucket: s.bucket.clone(),
+            prefix: s.prefix.clone(),
+            region: s.region.clone(),
+            endpoint_url: s.endpoint_url.clone(),
+            path_style: s.path_style,
+            timeout: s.timeout,
+            upload_concurrency: s.upload_concurrency,
+        })
+    });
+    Ok(core::PullThrough::new(Arc::new(store), upstreams, pins, cfg.cache.max_concurrent_fills, shared))
 }

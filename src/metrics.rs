@@ -28,8 +28,15 @@ pub struct Metrics {
     pub cache_blobs: IntGauge,
     pub cache_budget_bytes: IntGauge,
     pub token_refreshes: IntCounterVec,
+    pub token_forced_refreshes: IntCounterVec,
+    pub token_refreshes_suppressed: IntCounterVec,
     pub stale_serves: IntCounterVec,
     pub upstream_up: IntGaugeVec,
+    pub tier_requests: IntCounterVec,
+    pub tier_bytes: IntCounterVec,
+    pub tier_verification_failures: IntCounterVec,
+    pub shared_uploads: IntCounterVec,
+    pub shared_up: IntGauge,
     pub build_info: IntGaugeVec,
 }
 
@@ -145,6 +152,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Upstream token fetches by upstream, kind (bearer, ecr) and result.",
             &["upstream", "kind", "result"],
         ),
+        token_forced_refreshes: counter(
+            &r,
+            "pullthrough_token_forced_refreshes_total",
+            "Credentials replaced because the registry refused them (concurrent refusals share one).",
+            &["upstream"],
+        ),
+        token_refreshes_suppressed: counter(
+            &r,
+            "pullthrough_token_refreshes_suppressed_total",
+            "Credential or token fetches not made during a cooldown (refused credentials, failing token endpoint); the request failed at once.",
+            &["upstream"],
+        ),
         stale_serves: counter(
             &r,
             "pullthrough_stale_manifest_serves_total",
@@ -163,6 +182,35 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             r.register(Box::new(g.clone())).expect("unique metric");
             g
         },
+        tier_requests: counter(
+            &r,
+            "pullthrough_tier_requests_total",
+            "Lookups of blobs, manifests and tags in a cache tier (local, shared), by result (hit, miss, error).",
+            &["tier", "kind", "result"],
+        ),
+        tier_bytes: counter(
+            &r,
+            "pullthrough_tier_fill_bytes_total",
+            "Bytes filled into the local cache, by the tier they came from (shared, upstream).",
+            &["tier"],
+        ),
+        tier_verification_failures: counter(
+            &r,
+            "pullthrough_tier_verification_failures_total",
+            "Content that failed verification, by the tier it came from (shared, upstream).",
+            &["tier"],
+        ),
+        shared_uploads: counter(
+            &r,
+            "pullthrough_shared_uploads_total",
+            "Background uploads to the shared tier, by kind (blob, manifest, tag) and result (ok, exists, error).",
+            &["kind", "result"],
+        ),
+        shared_up: gauge(
+            &r,
+            "pullthrough_shared_up",
+            "Whether the last request to the shared tier succeeded (1) or not (0); 0 when none is configured.",
+        ),
         build_info,
         registry: r,
     }
@@ -172,7 +220,7 @@ impl Metrics {
     /// The name of every metric family, whether or not it has samples yet.
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 20] = [
+        let collectors: Vec<&dyn Collector> = vec![
             &self.upstream_up,
             &self.http_requests,
             &self.http_duration,
@@ -191,8 +239,15 @@ impl Metrics {
             &self.cache_blobs,
             &self.cache_budget_bytes,
             &self.token_refreshes,
+            &self.token_forced_refreshes,
+            &self.token_refreshes_suppressed,
             &self.stale_serves,
             &self.build_info,
+            &self.tier_requests,
+            &self.tier_bytes,
+            &self.tier_verification_failures,
+            &self.shared_uploads,
+            &self.shared_up,
         ];
         collectors.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).collect()
     }

@@ -14,7 +14,13 @@ fn bin() -> Command {
 
 #[test]
 fn configmap_config_passes_check_config() {
-    let yaml = std::fs::read_to_string("deploy/kubernetes/configmap.yaml").unwrap();
+    for f in ["deploy/kubernetes/configmap.yaml", "deploy/kubernetes/shared-tier/configmap.yaml"] {
+        check_configmap(f);
+    }
+}
+
+fn check_configmap(file: &str) {
+    let yaml = std::fs::read_to_string(file).unwrap();
     let start = yaml.find("pullthrough.toml: |").expect("configmap holds pullthrough.toml");
     let toml: String = yaml[start..]
         .lines()
@@ -27,7 +33,21 @@ fn configmap_config_passes_check_config() {
     let f = dir.path().join("c.toml");
     std::fs::write(&f, toml).unwrap();
     let out = bin().arg("check-config").arg("--config").arg(&f).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn shared_tier_daemonset_differs_from_the_plain_one_only_where_it_must() {
+    let plain = std::fs::read_to_string("deploy/kubernetes/daemonset.yaml").unwrap();
+    let shared = std::fs::read_to_string("deploy/kubernetes/shared-tier/daemonset.yaml").unwrap();
+    let body = |s: &str| s.lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect::<Vec<_>>();
+    let (p, s) = (body(&plain), body(&shared));
+    let added: Vec<&String> = s.iter().filter(|l| !p.contains(l)).collect();
+    assert!(p.iter().all(|l| s.contains(l)), "the shared-tier DaemonSet dropped lines of the plain one");
+    assert!(added.iter().any(|l| l.contains("serviceAccountName: pullthrough")), "{added:?}");
+    assert!(added.iter().any(|l| l.contains("name: pullthrough-s3")), "{added:?}");
+    let cm = std::fs::read_to_string("deploy/kubernetes/shared-tier/configmap.yaml").unwrap();
+    assert!(cm.contains("[shared.s3]"));
 }
 
 #[test]

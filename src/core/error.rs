@@ -39,7 +39,11 @@ impl CoreError {
             FillError::Verification { .. } => CoreError::Verification(e.to_string()),
             // The fill's error is shared by all its waiters; each gets its own copy.
             FillError::Upstream(u) => CoreError::Upstream(u.clone()),
-            FillError::Io { .. } | FillError::NoSpace { .. } => CoreError::Store(std::io::Error::other(e.to_string())),
+            // A shared-tier body that broke off mid-stream: the fill is gone, and the client
+            // must retry (the next fill skips the failing tier or goes upstream).
+            FillError::Io { .. } | FillError::NoSpace { .. } | FillError::Shared(_) => {
+                CoreError::Store(std::io::Error::other(e.to_string()))
+            }
         }
     }
 }

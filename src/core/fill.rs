@@ -6,12 +6,12 @@
 //! blob is verified and committed, or discarded. A client that disconnects does not stop the
 //! fill: the next pull of that blob is then a cache hit (see README, "Fill policy").
 
+use super::source::{self, Tier};
 use crate::oci::{Digest, Sha256Hasher};
+use crate::shared::{SharedError, SharedTier};
 use crate::store::{blocking, Store};
-use crate::upstream::{error_chain, Route, UpstreamError};
+use crate::upstream::{Route, UpstreamError};
 use bytes::Bytes;
-use http::Method;
-use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Mutex};
@@ -47,8 +47,10 @@ pub enum FillState {
 pub enum FillError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    #[error("fill of {digest} failed verification: {message}")]
-    Verification { digest: Digest, message: String },
+    #[error(transparent)]
+    Shared(#[from] SharedError),
+    #[error("fill of {digest} from the {} tier failed verification: {message}", tier.as_str())]
+    Verification { digest: Digest, tier: Tier, message: String },
     #[error("fill of {digest} failed: {message}")]
     Io { digest: Digest, message: String },
     /// The cache has no room for this blob; it must be served without caching.
@@ -88,6 +90,8 @@ pub struct Fills {
     /// Woken when a fill commits past the high watermark or finds no room: the
     /// housekeeper then evicts without waiting for its next tick.
     pub housekeeping: Arc<tokio::sync::Notify>,
+    /// The shared tier, read before the upstream and written back to after a fill.
+    shared: Option<Arc<SharedTier>>,
 }
 
 /// Chunks queued between the network task and the disk writer: bounds memory per fill.
@@ -98,11 +102,12 @@ const COALESCE: usize = 256 * 1024;
 const PUBLISH_EVERY: u64 = 256 * 1024;
 
 impl Fills {
-    pub fn new(max_concurrent: usize) -> Fills {
+    pub fn new(max_concurrent: usize, shared: Option<Arc<SharedTier>>) -> Fills {
         Fills {
             limit: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
             inflight: Mutex::default(),
             housekeeping: Arc::default(),
+            shared,
         }
     }
 
@@ -132,7 +137,7 @@ impl Fills {
         let limit = self.limit.clone();
         tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
-            match run(&store, &route, &digest, &tx).await {
+            match run(&store, fills.shared.as_ref(), &route, &digest, &tx).await {
                 Ok(()) => {
                     let b = store.budget();
                     if b.max_size.is_some_and(|m| store.cas.index.total() as f64 > m as f64 * b.high_watermark) {
@@ -143,7 +148,7 @@ impl Fills {
                     let m = &crate::metrics::METRICS;
                     match &e {
                         FillError::NoSpace { .. } => m.uncached_blobs.with_label_values(&[route.upstream.host()]).inc(),
-                        FillError::Verification { .. } => {
+                        FillError::Verification { tier: Tier::Upstream, .. } => {
                             m.fill_verification_failures.with_label_values(&[route.upstream.host()]).inc()
                         }
                         _ => {}
@@ -169,6 +174,7 @@ impl Fills {
 
 async fn run(
     store: &Arc<Store>,
+    shared: Option<&Arc<SharedTier>>,
     route: &Route,
     digest: &Digest,
     tx: &watch::Sender<Progress>,
@@ -191,13 +197,8 @@ async fn run(
         return Ok(());
     }
 
-    let registry = &route.upstream.registry;
-    let resp = registry.blob(&route.name, digest, Method::GET).await?;
-    let total = resp
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = source::open(shared.map(|s| &**s), route, digest).await?;
+    let total = body.total;
 
     // Room first: with none, the waiters are told to relay from upstream uncached.
     let s = store.clone();
@@ -267,23 +268,19 @@ async fn run(
         Ok::<_, std::io::Error>((temp, actual))
     });
 
-    let mut body = resp.into_body();
+    let tier = body.tier;
     let mut received: u64 = 0;
     let mut pending = bytes::BytesMut::new();
-    let host = registry.host().to_string();
     let result: Result<(), FillError> = async {
         loop {
-            let frame = tokio::time::timeout(registry.read_timeout, body.frame())
-                .await
-                .map_err(|_| UpstreamError::Timeout { host: host.clone(), after: registry.read_timeout })?;
-            let Some(frame) = frame else { break };
-            let frame = frame.map_err(|e| UpstreamError::Transfer { host: host.clone(), message: error_chain(&e) })?;
-            if let Ok(data) = frame.into_data() {
+            let Some(data) = body.next_chunk().await? else { break };
+            {
                 received += data.len() as u64;
                 if total.is_some_and(|t| received > t) {
                     return Err(FillError::Verification {
                         digest: digest.clone(),
-                        message: "upstream sent more bytes than announced".into(),
+                        tier,
+                        message: "the source sent more bytes than announced".into(),
                     });
                 }
                 // Coalesce small network reads into larger writes: fewer syscalls, fewer
@@ -309,17 +306,26 @@ async fn run(
     drop(chunks);
     let (temp, actual) = writer.await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
     result?;
+    crate::metrics::METRICS.tier_bytes.with_label_values(&[tier.as_str()]).inc_by(received);
 
     // Verify first, and release the held-back bytes to the clients as soon as the hash and
     // size are right: durability (fsync of a large file) is the cache's concern, not theirs.
-    if actual != *digest {
-        return Err(FillError::Verification { digest: digest.clone(), message: format!("content hashes to {actual}") });
-    }
-    if let Some(t) = total.filter(|t| *t != temp.written()) {
-        return Err(FillError::Verification {
-            digest: digest.clone(),
-            message: format!("size mismatch: announced {t} bytes, got {}", temp.written()),
-        });
+    let mismatch = if actual != *digest {
+        Some(format!("content hashes to {actual}"))
+    } else {
+        total
+            .filter(|t| *t != temp.written())
+            .map(|t| format!("size mismatch: announced {t} bytes, got {}", temp.written()))
+    };
+    if let Some(message) = mismatch {
+        crate::metrics::METRICS.tier_verification_failures.with_label_values(&[tier.as_str()]).inc();
+        if let (Tier::Shared, Some(s)) = (tier, shared) {
+            // Never trust the bucket: drop the bad object so the next fill goes upstream
+            // and its verified bytes replace it.
+            let (s, d) = (s.clone(), digest.clone());
+            tokio::spawn(async move { s.remove_corrupt(&d).await });
+        }
+        return Err(FillError::Verification { digest: digest.clone(), tier, message });
     }
     tx.send_modify(|p| {
         p.state = FillState::Verified;
@@ -335,7 +341,10 @@ async fn run(
     tx.send_modify(|p| p.committed = Some(committed.is_ok()));
     match committed {
         Ok(()) => {
-            tracing::debug!(%digest, bytes = received, "blob fill verified and committed");
+            tracing::debug!(%digest, bytes = received, tier = tier.as_str(), "blob fill verified and committed");
+            if let (Tier::Upstream, Some(s)) = (tier, shared) {
+                s.upload_blob(digest, store.cas.blob_path(digest), received);
+            }
             Ok(())
         }
         Err(e) => {

@@ -10,8 +10,10 @@
 
 use super::error::CoreError;
 use super::fill::{self, FillError, FillState, Fills, Progress};
+use super::source::{count, Lookup, Tier};
 use crate::oci::media::{self, AcceptList};
 use crate::oci::{Digest, ImageRef, Reference, RepoName, Tag, TagsQuery};
+use crate::shared::{SharedTag, SharedTier};
 use crate::store::{blocking, Store, TagRecord};
 use crate::upstream::{Route, RouteError, UpstreamError, Upstreams};
 use bytes::Bytes;
@@ -30,6 +32,8 @@ pub struct PullThrough {
     pub(super) upstreams: Upstreams,
     /// Images never evicted or expired.
     pub(super) pins: Vec<ImageRef>,
+    /// The tier shared by every node (an S3 bucket), when configured.
+    pub(super) shared: Option<Arc<SharedTier>>,
     /// One turn at a time per manifest fetch (a tag of a repository, or a digest).
     turns: std::sync::Mutex<std::collections::HashMap<TurnKey, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -74,15 +78,44 @@ pub struct TagsPage {
 }
 
 impl PullThrough {
-    pub fn new(store: Arc<Store>, upstreams: Upstreams, pins: Vec<ImageRef>, max_fills: usize) -> PullThrough {
-        PullThrough { store, fills: Arc::new(Fills::new(max_fills)), upstreams, pins, turns: Default::default() }
+    pub fn new(
+        store: Arc<Store>,
+        upstreams: Upstreams,
+        pins: Vec<ImageRef>,
+        max_fills: usize,
+        shared: Option<Arc<SharedTier>>,
+    ) -> PullThrough {
+        PullThrough {
+            store,
+            fills: Arc::new(Fills::new(max_fills, shared.clone())),
+            upstreams,
+            pins,
+            shared,
+            turns: Default::default(),
+        }
     }
 
-    /// Start upstream background work (ECR token refresh). Inside the runtime, once.
+    /// Start background work: ECR token refresh, and a check that the shared tier takes
+    /// reads and writes (a warning that says what to fix when it does not). Inside the
+    /// runtime, once.
     pub fn start_background(&self) {
         for u in self.upstreams.iter() {
             u.registry.start_background();
         }
+        if let Some(s) = self.shared.clone() {
+            tokio::spawn(async move {
+                match s.probe().await {
+                    Ok(()) => tracing::info!(tier = %s.describe(), "shared tier reachable: reads and writes work"),
+                    Err(e) => tracing::warn!(tier = %s.describe(), error = %e,
+                        "shared tier cannot be read or written: check [shared.s3] (bucket, endpoint_url, region, path_style) and the AWS credentials (environment, profile, IRSA); pulls go to the upstream meanwhile"),
+                }
+            });
+        }
+    }
+
+    /// The shared tier's location and state, when one is configured.
+    pub fn shared_tier(&self) -> Option<(String, crate::shared::TierHealth)> {
+        self.shared.as_ref().map(|s| (s.describe(), s.health()))
     }
 
     /// Each upstream's host and what is known about reaching it.
@@ -137,13 +170,48 @@ impl PullThrough {
         }))
     }
 
+    /// A manifest by digest from the local disk, else from the shared tier (verified, then
+    /// stored locally).
+    async fn tiered_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, CoreError> {
+        if let Some(m) = self.cached_manifest(digest).await? {
+            return Ok(Some(m));
+        }
+        let Some(shared) = &self.shared else { return Ok(None) };
+        let (bytes, content_type) = match shared.read_manifest(digest, media::MAX_MANIFEST_BYTES).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                count(Tier::Shared, "manifest", Lookup::Miss);
+                return Ok(None);
+            }
+            Err(e) => {
+                count(Tier::Shared, "manifest", Lookup::Error);
+                tracing::debug!(%digest, error = %e, "shared tier read failed; asking the upstream");
+                return Ok(None);
+            }
+        };
+        if Digest::of_bytes(&bytes) != *digest {
+            crate::metrics::METRICS.tier_verification_failures.with_label_values(&[Tier::Shared.as_str()]).inc();
+            tracing::warn!(%digest, "manifest in the shared tier failed verification; discarding it");
+            shared.remove_corrupt(digest).await;
+            return Ok(None);
+        }
+        count(Tier::Shared, "manifest", Lookup::Hit);
+        let media_type = content_type
+            .filter(|t| t.starts_with("application/vnd."))
+            .or_else(|| media::sniff_manifest_type(&bytes))
+            .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+        let m = Manifest { digest: digest.clone(), media_type, bytes, cached: true };
+        self.store_manifest(&m).await?;
+        Ok(Some(m))
+    }
+
     async fn manifest_by_digest(&self, route: &Route, digest: &Digest) -> Result<Manifest, CoreError> {
         if let Some(m) = self.cached_manifest(digest).await? {
             return Ok(m);
         }
         self.in_turn(TurnKey::Digest(digest.clone()), async {
             // The request before ours in line may have fetched it.
-            if let Some(m) = self.cached_manifest(digest).await? {
+            if let Some(m) = self.tiered_manifest(digest).await? {
                 return Ok(m);
             }
             let resp = route
@@ -154,9 +222,37 @@ impl PullThrough {
                 .map_err(|e| CoreError::from_upstream(e, CoreError::ManifestUnknown(digest.to_string())))?;
             let m = self.read_manifest(route, resp, Some(digest)).await?;
             self.store_manifest(&m).await?;
+            self.share_manifest(&m);
             Ok(m)
         })
         .await
+    }
+
+    /// Write a manifest fetched from the upstream back to the shared tier (background).
+    fn share_manifest(&self, m: &Manifest) {
+        if let Some(s) = &self.shared {
+            s.upload_manifest(&m.digest, &m.media_type, m.bytes.clone());
+        }
+    }
+
+    /// The shared tier's record of a tag, when it is newer than `local`'s.
+    async fn shared_tag(&self, route: &Route, tag: &Tag, local: Option<&TagRecord>) -> Option<TagRecord> {
+        let shared = self.shared.as_ref()?;
+        match shared.tag(route.upstream.host(), &route.name, tag).await {
+            Ok(Some(t)) if local.is_none_or(|l| t.checked_at > l.checked_at) => {
+                count(Tier::Shared, "tag", Lookup::Hit);
+                Some(TagRecord { digest: t.digest, media_type: t.media_type, checked_at: t.checked_at })
+            }
+            Ok(_) => {
+                count(Tier::Shared, "tag", Lookup::Miss);
+                None
+            }
+            Err(e) => {
+                count(Tier::Shared, "tag", Lookup::Error);
+                tracing::debug!(repo = %route.name, %tag, error = %e, "shared tier tag read failed");
+                None
+            }
+        }
     }
 
     /// A tag's manifest. Concurrent requests for one tag take turns: the first asks
@@ -188,18 +284,33 @@ impl PullThrough {
         let host = up.host().to_string();
         let store = self.store.clone();
         let (h, n, t) = (host.clone(), route.name.clone(), tag.clone());
-        let record = blocking(move || store.records.get_tag(&h, &n, &t)).await?;
+        let mut record = blocking(move || store.records.get_tag(&h, &n, &t)).await?;
+        let immutable = up
+            .config
+            .rule_for(route.name.as_str())
+            .is_some_and(|r| r.immutable_tags.iter().any(|p| p.matches(tag.as_str())));
+        let fresh = |rec: &TagRecord| {
+            immutable || SystemTime::now().duration_since(rec.checked_at).unwrap_or_default() < up.config.tag_ttl
+        };
+
+        // Another node may have asked the upstream more recently: its answer counts for the
+        // whole cluster within the TTL, and stands in for ours when the upstream is down.
+        let mut from_shared = false;
+        if !record.as_ref().is_some_and(fresh) {
+            if let Some(rec) = self.shared_tag(route, tag, record.as_ref()).await {
+                record = Some(rec);
+                from_shared = true;
+            }
+        }
 
         let mut cached = None;
         if let Some(rec) = &record {
-            cached = self.cached_manifest(&rec.digest).await?;
-            let age = SystemTime::now().duration_since(rec.checked_at).unwrap_or_default();
-            let immutable = up
-                .config
-                .rule_for(route.name.as_str())
-                .is_some_and(|r| r.immutable_tags.iter().any(|p| p.matches(tag.as_str())));
+            cached = self.tiered_manifest(&rec.digest).await?;
             if let Some(m) = &cached {
-                if immutable || age < up.config.tag_ttl {
+                if fresh(rec) {
+                    if from_shared {
+                        self.put_local_tag(route, tag, rec.clone()).await?;
+                    }
                     return Ok(m.clone());
                 }
             }
@@ -240,13 +351,27 @@ impl PullThrough {
     ) -> Result<Manifest, CoreError> {
         let m = self.read_manifest(route, resp, None).await?;
         self.store_manifest(&m).await?;
+        self.share_manifest(&m);
         self.record_tag(route, tag, &m).await?;
         Ok(m)
     }
 
+    /// Record that the upstream confirmed `tag` → `m` just now, locally and in the shared tier.
     async fn record_tag(&self, route: &Route, tag: &Tag, m: &Manifest) -> Result<(), CoreError> {
         let rec =
             TagRecord { digest: m.digest.clone(), media_type: m.media_type.clone(), checked_at: SystemTime::now() };
+        if let Some(s) = &self.shared {
+            let t = SharedTag {
+                digest: rec.digest.clone(),
+                media_type: rec.media_type.clone(),
+                checked_at: rec.checked_at,
+            };
+            s.put_tag(route.upstream.host(), &route.name, tag, t);
+        }
+        self.put_local_tag(route, tag, rec).await
+    }
+
+    async fn put_local_tag(&self, route: &Route, tag: &Tag, rec: TagRecord) -> Result<(), CoreError> {
         let store = self.store.clone();
         let (h, n, t) = (route.upstream.host().to_string(), route.name.clone(), tag.clone());
         blocking(move || store.records.put_tag(&h, &n, &t, &rec)).await?;

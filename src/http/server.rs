@@ -124,6 +124,7 @@ impl App {
                         "cache_dir_writable": ready,
                         "error": writable.err().map(|e| e.to_string()),
                         "upstreams": upstreams,
+                        "shared": self.pull.shared_tier().map(|(tier, health)| serde_json::json!({"tier": tier, "state": health})),
                     }),
                 ))
             }

@@ -1,0 +1,130 @@
+//! Where a fill's bytes come from, as one kind of body: the shared tier or the upstream.
+//! The fill pipeline reads a `SourceBody` chunk by chunk with the same per-chunk timeout,
+//! hash and hold-back whichever tier produced it, so bytes from the bucket are verified
+//! exactly like bytes from the upstream.
+
+use super::fill::FillError;
+use crate::oci::Digest;
+use crate::shared::{SharedBlob, SharedError, SharedTier};
+use crate::upstream::{error_chain, Route, UpstreamError};
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use http::Method;
+use http_body_util::BodyExt;
+use std::time::Duration;
+
+/// A cache tier, as metrics and logs name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Local,
+    Shared,
+    Upstream,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Local => "local",
+            Tier::Shared => "shared",
+            Tier::Upstream => "upstream",
+        }
+    }
+}
+
+/// A lookup's result in a tier: a metric label.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup {
+    Hit,
+    Miss,
+    Error,
+}
+
+/// Count a lookup of `kind` (blob, manifest, tag) in `tier`.
+pub fn count(tier: Tier, kind: &str, result: Lookup) {
+    let r = match result {
+        Lookup::Hit => "hit",
+        Lookup::Miss => "miss",
+        Lookup::Error => "error",
+    };
+    crate::metrics::METRICS.tier_requests.with_label_values(&[tier.as_str(), kind, r]).inc();
+}
+
+/// A body being received from a tier.
+pub struct SourceBody {
+    pub tier: Tier,
+    /// The size the source announced, when it did.
+    pub total: Option<u64>,
+    chunks: BoxStream<'static, Result<Bytes, FillError>>,
+    idle_timeout: Duration,
+    /// Names the source in timeout errors.
+    from: String,
+}
+
+impl SourceBody {
+    /// The next chunk, `None` at the end; an error when the source fails or stalls for
+    /// longer than its idle timeout.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, FillError> {
+        match tokio::time::timeout(self.idle_timeout, self.chunks.next()).await {
+            Err(_) => Err(match self.tier {
+                Tier::Shared => {
+                    FillError::Shared(SharedError::Timeout { key: self.from.clone(), after: self.idle_timeout })
+                }
+                _ => FillError::Upstream(UpstreamError::Timeout { host: self.from.clone(), after: self.idle_timeout }),
+            }),
+            Ok(None) => Ok(None),
+            Ok(Some(r)) => r.map(Some),
+        }
+    }
+
+    fn from_upstream(resp: http::Response<hyper::body::Incoming>, host: &str, idle_timeout: Duration) -> SourceBody {
+        let total = content_length(resp.headers());
+        let h = host.to_string();
+        let chunks = resp
+            .into_body()
+            .into_data_stream()
+            .map(move |r| {
+                r.map_err(|e| {
+                    FillError::Upstream(UpstreamError::Transfer { host: h.clone(), message: error_chain(&e) })
+                })
+            })
+            .boxed();
+        SourceBody { tier: Tier::Upstream, total, chunks, idle_timeout, from: host.to_string() }
+    }
+
+    fn from_shared(blob: SharedBlob, digest: &Digest, idle_timeout: Duration) -> SourceBody {
+        let key = digest.to_string();
+        let k = key.clone();
+        let chunks =
+            futures_util::stream::unfold(blob.body, |mut body| async move { body.next().await.map(|r| (r, body)) })
+                .map(move |r| r.map_err(|source| FillError::Shared(SharedError::Body { key: k.clone(), source })))
+                .boxed();
+        SourceBody { tier: Tier::Shared, total: blob.len, chunks, idle_timeout, from: key }
+    }
+}
+
+/// Open `digest` from the first tier that has it: the shared tier (when configured and
+/// answering), else the upstream of `route`. A shared tier that fails or is slow is
+/// skipped, never an error.
+pub async fn open(shared: Option<&SharedTier>, route: &Route, digest: &Digest) -> Result<SourceBody, FillError> {
+    if let Some(s) = shared {
+        match s.open_blob(digest).await {
+            Ok(Some(blob)) => {
+                count(Tier::Shared, "blob", Lookup::Hit);
+                return Ok(SourceBody::from_shared(blob, digest, s.read_timeout()));
+            }
+            Ok(None) => count(Tier::Shared, "blob", Lookup::Miss),
+            Err(e) => {
+                count(Tier::Shared, "blob", Lookup::Error);
+                tracing::debug!(%digest, error = %e, "shared tier read failed; fetching from the upstream");
+            }
+        }
+    }
+    let registry = &route.upstream.registry;
+    let resp = registry.blob(&route.name, digest, Method::GET).await?;
+    Ok(SourceBody::from_upstream(resp, registry.host(), registry.read_timeout))
+}
+
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
