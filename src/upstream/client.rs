@@ -1,10 +1,11 @@
 //! The registry client for one upstream: the pull requests pullthrough makes, with auth,
 //! redirects, timeouts and a retry on connection failure.
 
-use super::auth::{Auth, Credentials, HttpClient};
+use super::auth::{Attempt, Auth, Credentials, HttpClient, Verdict};
 use super::challenge::parse_challenges;
 use super::ecr::EcrTokens;
-use super::error::UpstreamError;
+use super::error::{Advice, UpstreamError};
+use super::guard::Reach;
 use crate::config::{AuthConfig, UpstreamConfig};
 use crate::oci::{media, Digest, Reference, RepoName};
 use bytes::Bytes;
@@ -24,8 +25,9 @@ pub struct Registry {
     client: HttpClient,
     auth: Auth,
     pub read_timeout: Duration,
-    /// Whether connections may go to loopback (only when the upstream itself is there).
-    allow_loopback: bool,
+    /// Where connections may go (SSRF guard): checked for literal addresses in redirects and
+    /// token realms, and by the resolver for names.
+    reach: Reach,
     /// Never contact the upstream (air-gapped sites): every request fails as unavailable.
     offline: bool,
     /// Whether the last request reached the upstream: 0 unknown, 1 yes, 2 no.
@@ -45,9 +47,9 @@ pub enum Reachability {
 impl Registry {
     pub fn new(cfg: &UpstreamConfig, tls: &rustls::ClientConfig, offline: bool) -> Registry {
         let base: Uri = cfg.url.trim_end_matches('/').parse().expect("validated in config");
-        let allow_loopback = super::guard::is_loopback_host(base.host().unwrap_or(""));
+        let reach = Reach::for_host(base.host().unwrap_or(""));
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
-            super::guard::GuardedResolver::new(allow_loopback),
+            super::guard::GuardedResolver::new(reach.clone()),
         );
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.connect_timeout));
@@ -68,12 +70,12 @@ impl Registry {
                 Some(p) => Credentials::Static(username.clone(), p.clone()),
                 None => Credentials::None,
             },
-            AuthConfig::Ecr(e) => Credentials::Ecr(Arc::new(EcrTokens::new(&cfg.host, e.clone()))),
+            AuthConfig::Ecr(e) => Credentials::Ecr(Arc::new(EcrTokens::new(&cfg.host, e.clone(), cfg.auth_cooldown))),
         };
         Registry {
-            allow_loopback,
+            auth: Auth::new(cfg, &base, credentials, client.clone(), reach.clone()),
+            reach,
             host: cfg.host.clone(),
-            auth: Auth::new(cfg.host.clone(), credentials, client.clone(), cfg.read_timeout),
             base,
             client,
             read_timeout: cfg.read_timeout,
@@ -153,7 +155,8 @@ impl Registry {
     }
 
     /// Send a request for repository `name`, authorising as the registry demands (one
-    /// retry after a 401), following redirects, and mapping failures to `UpstreamError`.
+    /// retry after a 401, unless `Auth` says a cooldown runs), following redirects, and
+    /// mapping failures to `UpstreamError`.
     async fn send(
         &self,
         method: Method,
@@ -163,25 +166,26 @@ impl Registry {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let scope = format!("repository:{name}:pull");
         let url = self.url(path_and_query)?;
-        let mut retried_auth = false;
+        let mut attempt = Attempt::First;
         loop {
             let authz = self.auth.authorization(&scope).await?;
-            let resp = self.follow(method.clone(), url.clone(), accept, authz).await?;
-            let status = resp.status();
-            if status == StatusCode::UNAUTHORIZED && !retried_auth {
-                let challenges: Vec<_> = resp
-                    .headers()
-                    .get_all(header::WWW_AUTHENTICATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(parse_challenges)
-                    .collect();
-                retried_auth = true;
-                if self.auth.on_unauthorized(&challenges, &scope).await {
-                    continue;
-                }
+            let resp = self.follow(method.clone(), url.clone(), accept, authz.header().cloned()).await?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                self.auth.accepted(&scope, &authz);
+                return self.check_status(resp);
             }
-            return self.check_status(resp);
+            let challenges: Vec<_> = resp
+                .headers()
+                .get_all(header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(parse_challenges)
+                .collect();
+            match self.auth.on_unauthorized(&challenges, &scope, &authz, attempt).await {
+                Verdict::Retry if attempt == Attempt::First => attempt = Attempt::Retry,
+                Verdict::Retry | Verdict::GiveUp => return self.check_status(resp),
+                Verdict::Fail(e) => return Err(e),
+            }
         }
     }
 
@@ -191,7 +195,9 @@ impl Registry {
         match status {
             s if s.is_success() => Ok(resp),
             StatusCode::NOT_FOUND => Err(UpstreamError::NotFound { host }),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(UpstreamError::Denied { host, status }),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(UpstreamError::Denied { host, status, advice: Advice::CheckAuth })
+            }
             StatusCode::TOO_MANY_REQUESTS => {
                 Err(UpstreamError::TooManyRequests { host, retry_after: retry_after(resp.headers()) })
             }
@@ -246,14 +252,9 @@ impl Registry {
                 .ok_or_else(|| self.redirect_error("redirect without a Location".into()))?;
             url = resolve_location(&url, location).map_err(|m| self.redirect_error(m))?;
             // Literal addresses skip the resolver: guard them here.
-            let host = url.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-                if !super::guard::allowed(ip, self.allow_loopback) {
-                    return Err(
-                        self.redirect_error(format!("refusing to follow redirect to {ip}: link-local or loopback"))
-                    );
-                }
-            }
+            self.reach
+                .check_url(&url)
+                .map_err(|r| self.redirect_error(format!("refusing to follow the redirect: {r}")))?;
         }
         Err(self.redirect_error(format!("more than {MAX_REDIRECTS} redirects")))
     }

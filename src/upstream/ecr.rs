@@ -7,7 +7,14 @@
 //! which the old token is used while it is still valid. A request waits for a fetch only
 //! when no valid token exists at all. An `expiresAt` already in the past (emulators do
 //! this) means "refresh soon", never a tight loop.
+//!
+//! Every token carries a generation, so that a refusal can say which token was refused: a
+//! forced refresh ([`EcrTokens::force_refresh`]) happens only if the refused token is still
+//! the current one, so concurrent refusals share one `GetAuthorizationToken` call. Whether
+//! to force one at all (the cooldown after a refreshed token is refused too) is decided by
+//! the caller, `auth`.
 
+use super::cooldown::{jitter, Cooldown};
 use super::error::UpstreamError;
 use crate::config::{EcrAuthConfig, Secret};
 use base64::Engine as _;
@@ -29,6 +36,23 @@ struct Token {
     password: Secret,
     valid_until: SystemTime,
     refresh_at: SystemTime,
+    generation: u64,
+}
+
+/// Basic credentials for the registry, and which token they came from.
+pub struct EcrCredentials {
+    pub username: String,
+    pub password: Secret,
+    pub generation: u64,
+}
+
+/// What a forced refresh did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// Another caller (or the background task) replaced the refused token already.
+    Shared,
+    /// This call fetched a new token.
+    Fetched,
 }
 
 pub struct EcrTokens {
@@ -38,6 +62,10 @@ pub struct EcrTokens {
     current: Mutex<Option<Token>>,
     /// One fetch at a time; concurrent callers wait for it and reuse its result.
     fetching: tokio::sync::Mutex<()>,
+    /// After a failed `GetAuthorizationToken`, requests do not call it again until this
+    /// ends (a denied IAM role must not turn every pull into an API call); the background
+    /// refresher keeps its own schedule.
+    failing: Cooldown,
 }
 
 /// `(registry id, region)` of an ECR registry host name such as
@@ -65,20 +93,15 @@ pub fn parse_ecr_host(host: &str) -> Option<(String, String)> {
     Some((account.to_string(), region.to_string()))
 }
 
-/// A pseudo-random fraction in [0, 1) for jitter; no cryptographic use.
-fn jitter() -> f64 {
-    let n = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    (n.wrapping_mul(2_654_435_761) % 1_000_000) as f64 / 1_000_000.0
-}
-
 impl EcrTokens {
-    pub fn new(host: &str, cfg: EcrAuthConfig) -> EcrTokens {
+    pub fn new(host: &str, cfg: EcrAuthConfig, cooldown: Duration) -> EcrTokens {
         EcrTokens {
             host: host.to_string(),
             cfg,
             client: OnceCell::new(),
             current: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
+            failing: Cooldown::new(cooldown),
         }
     }
 
@@ -112,26 +135,59 @@ impl EcrTokens {
 
     /// Basic credentials for the registry: the current token if it is valid, else a fresh
     /// one (the only case in which a request waits for ECR).
-    pub async fn credentials(&self) -> Result<(String, Secret), UpstreamError> {
-        if let Some(t) = self.valid() {
-            return Ok((t.username, t.password));
-        }
-        let _guard = self.fetching.lock().await;
-        if let Some(t) = self.valid() {
-            return Ok((t.username, t.password));
-        }
-        let t = self.fetch().await?;
-        Ok((t.username, t.password))
+    pub async fn credentials(&self) -> Result<EcrCredentials, UpstreamError> {
+        let t = match self.valid() {
+            Some(t) => t,
+            None => {
+                self.ready()?;
+                let _guard = self.fetching.lock().await;
+                match self.valid() {
+                    Some(t) => t,
+                    None => {
+                        // Waiters behind a fetch that failed do not repeat it.
+                        self.ready()?;
+                        self.fetch().await?
+                    }
+                }
+            }
+        };
+        Ok(EcrCredentials { username: t.username, password: t.password, generation: t.generation })
+    }
+
+    /// Fail fast while the cooldown after a failed call runs.
+    fn ready(&self) -> Result<(), UpstreamError> {
+        let Some(r) = self.failing.running() else { return Ok(()) };
+        crate::metrics::METRICS.token_refreshes_suppressed.with_label_values(&[&self.host]).inc();
+        Err(UpstreamError::Token {
+            host: self.host.clone(),
+            message: format!(
+                "not calling GetAuthorizationToken again for {}s after a failure (the failure: {})",
+                r.left.as_secs().max(1),
+                r.reason
+            ),
+        })
+    }
+
+    /// The generation of the current token, if there is one.
+    pub fn generation(&self) -> Option<u64> {
+        self.current.lock().expect("ecr token lock").as_ref().map(|t| t.generation)
     }
 
     fn valid(&self) -> Option<Token> {
         self.current.lock().expect("ecr token lock").clone().filter(|t| t.valid_until > SystemTime::now())
     }
 
-    /// Replace the token now, after the registry refused the one we believed valid.
-    pub async fn force_refresh(&self) -> Result<(), UpstreamError> {
+    /// Replace the token of generation `refused` now, after the registry refused it:
+    /// single-flight, so callers refused with the same token share one fetch, and a caller
+    /// whose token was already replaced fetches nothing.
+    pub async fn force_refresh(&self, refused: u64) -> Result<Refresh, UpstreamError> {
         let _guard = self.fetching.lock().await;
-        self.fetch().await.map(|_| ())
+        if self.valid().is_some_and(|t| t.generation != refused) {
+            return Ok(Refresh::Shared);
+        }
+        self.ready()?;
+        crate::metrics::METRICS.token_forced_refreshes.with_label_values(&[&self.host]).inc();
+        self.fetch().await.map(|_| Refresh::Fetched)
     }
 
     async fn fetch(&self) -> Result<Token, UpstreamError> {
@@ -146,6 +202,7 @@ impl EcrTokens {
         let refreshes = &crate::metrics::METRICS.token_refreshes;
         let out = req.send().await.map_err(|e| {
             refreshes.with_label_values(&[&self.host, "ecr", "error"]).inc();
+            self.failing.trip(super::error_chain(&e));
             tracing::warn!(upstream = %self.host, error = %super::error_chain(&e), "ECR GetAuthorizationToken failed");
             err(format!("ECR GetAuthorizationToken failed: {}", super::error_chain(&e)))
         })?;
@@ -159,6 +216,8 @@ impl EcrTokens {
         let (username, password) =
             decoded.split_once(':').ok_or_else(|| err("ECR token is not of the form user:password".into()))?;
         let now = SystemTime::now();
+        // Only `fetch` makes tokens, under `fetching`: generations increase.
+        let generation = self.generation().map_or(0, |g| g + 1);
         let expires = data.expires_at().and_then(|t| SystemTime::try_from(*t).ok());
         let (valid_until, base_refresh) = match expires {
             Some(e) if e > now + Duration::from_secs(60) => (e, e.duration_since(now).unwrap_or_default() / 2),
@@ -178,9 +237,11 @@ impl EcrTokens {
             password: Secret::new(password),
             valid_until,
             refresh_at: now + refresh,
+            generation,
         };
         *self.current.lock().expect("ecr token lock") = Some(token.clone());
         refreshes.with_label_values(&[&self.host, "ecr", "ok"]).inc();
+        self.failing.reset();
         tracing::info!(upstream = %self.host, refresh_in = ?refresh, "ECR token refreshed");
         Ok(token)
     }

@@ -1,6 +1,7 @@
 //! What can go wrong talking to an upstream registry.
 
 use http::StatusCode;
+use std::fmt;
 use std::time::Duration;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -13,14 +14,18 @@ pub enum UpstreamError {
     Transfer { host: String, message: String },
     #[error("upstream {host} does not have it (404)")]
     NotFound { host: String },
-    #[error("upstream {host} refused access ({status}); check [upstream.auth] for this registry")]
-    Denied { host: String, status: StatusCode },
+    #[error("upstream {host} refused access ({status}); {advice}")]
+    Denied { host: String, status: StatusCode, advice: Advice },
     #[error("upstream {host} is rate limiting (429){}", retry_after.map(|d| format!(", retry after {d:?}")).unwrap_or_default())]
     TooManyRequests { host: String, retry_after: Option<Duration> },
     #[error("upstream {host} answered {status}")]
     Status { host: String, status: StatusCode },
     #[error("token endpoint for {host} failed: {message}")]
     Token { host: String, message: String },
+    /// A token realm the upstream named that pullthrough will not contact (SSRF guard), or
+    /// not with the upstream's credentials.
+    #[error("upstream {host} names the token endpoint {realm}, which pullthrough refuses: {why}")]
+    Realm { host: String, realm: String, why: RealmRefusal },
     #[error("upstream {host} sent a bad redirect: {message}")]
     Redirect { host: String, message: String },
     #[error("upstream {host} sent an invalid response: {message}")]
@@ -39,10 +44,83 @@ impl UpstreamError {
             | UpstreamError::Transfer { .. }
             | UpstreamError::TooManyRequests { .. }
             | UpstreamError::Token { .. }
+            | UpstreamError::Realm { .. }
             | UpstreamError::BadResponse { .. }
             | UpstreamError::Offline { .. } => true,
             UpstreamError::Status { status, .. } => status.is_server_error(),
             _ => false,
+        }
+    }
+}
+
+/// What an operator should check when an upstream refuses access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advice {
+    /// The credentials configured (or none) are not enough.
+    CheckAuth,
+    /// Freshly obtained credentials were refused too: none are requested until the cooldown
+    /// ends, and refused requests fail at once.
+    CoolingDown { source: CredentialSource, left: Duration },
+}
+
+/// Where refused credentials came from, for advice that names the right thing to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// `GetAuthorizationToken`.
+    Ecr,
+    /// A username and password from the config.
+    Static,
+    /// A Bearer token from the registry's token endpoint, for one repository scope.
+    Token,
+}
+
+impl fmt::Display for Advice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (source, left) = match self {
+            Advice::CheckAuth => return f.write_str("check [upstream.auth] for this registry"),
+            Advice::CoolingDown { source, left } => (source, left.as_secs().max(1)),
+        };
+        match source {
+            CredentialSource::Ecr => write!(
+                f,
+                "a freshly refreshed ECR token was refused too, so no new one is requested for {left}s: check that \
+                 the AWS identity may call ecr:GetAuthorizationToken and pull from this repository, and the \
+                 region and registry_id in [upstream.auth]"
+            ),
+            CredentialSource::Static => write!(
+                f,
+                "the credentials were refused again, so they are not retried for {left}s: check the username and \
+                 password in [upstream.auth]"
+            ),
+            CredentialSource::Token => write!(
+                f,
+                "a freshly fetched token for this repository was refused too, so no new one is requested for \
+                 {left}s: check that the repository exists and that the credentials in [upstream.auth] (or \
+                 anonymous access) may pull it"
+            ),
+        }
+    }
+}
+
+/// Why a token realm is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RealmRefusal {
+    /// The realm's address is out of the upstream's reach (SSRF guard).
+    Address(super::guard::Refused),
+    /// The realm is plain http on another host: the upstream's credentials would travel in
+    /// clear to a host the operator never named.
+    PlainHttpCredentials,
+}
+
+impl fmt::Display for RealmRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RealmRefusal::Address(r) => write!(f, "{r}"),
+            RealmRefusal::PlainHttpCredentials => f.write_str(
+                "it is plain http on another host than the registry, and the credentials for this upstream are \
+                 not sent there in clear; use an https realm, or set allow_http_realm_credentials = true for \
+                 this upstream",
+            ),
         }
     }
 }

@@ -5,9 +5,11 @@
 mod auth;
 pub mod challenge;
 mod client;
+mod cooldown;
 mod ecr;
 mod error;
 pub mod guard;
+mod refusal;
 mod route;
 
 pub use client::{error_chain, Reachability, Registry};

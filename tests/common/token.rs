@@ -1,20 +1,30 @@
 //! A Docker-style token server for docker-registry's `auth: token:` mode: an RS256 JWT
 //! signer whose key is trusted through a self-signed certificate (made with openssl), with
 //! the JWT `kid` set to the libtrust fingerprint distribution looks keys up by.
+//!
+//! It can also fail on demand (`fail_with`), which no real token service does, and records
+//! every request's `Authorization` header.
 
 use base64::Engine as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 pub struct TokenServer {
     pub addr: SocketAddr,
     pub cert: PathBuf,
+    /// Tokens handed out.
     pub issued: Arc<AtomicUsize>,
+    /// Requests received, answered or failed.
+    pub requests: Arc<AtomicUsize>,
+    /// The `Authorization` header of every request, in order.
+    pub authorizations: Arc<Mutex<Vec<Option<String>>>>,
+    /// When non-zero, every request is answered with this status and no token.
+    pub fail_with: Arc<AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -87,10 +97,15 @@ impl TokenServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let issued = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let authorizations = Arc::new(Mutex::new(Vec::new()));
+        let fail_with = Arc::new(AtomicU16::new(0));
         let count = issued.clone();
+        let (seen, auths, fail) = (requests.clone(), authorizations.clone(), fail_with.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
                 let (keypair, kid, count) = (keypair.clone(), kid.clone(), count.clone());
+                let (seen, auths, fail) = (seen.clone(), auths.clone(), fail.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 16 * 1024];
                     let mut n = 0;
@@ -101,6 +116,24 @@ impl TokenServer {
                         }
                     }
                     let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let authorization = head
+                        .split("\r\n")
+                        .filter_map(|l| l.split_once(':'))
+                        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                        .map(|(_, v)| v.trim().to_string());
+                    auths.lock().unwrap().push(authorization);
+                    let status = fail.load(Ordering::SeqCst);
+                    if status != 0 {
+                        let body = r#"{"details":"injected failure"}"#;
+                        let resp = format!(
+                            "HTTP/1.1 {status} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = sock.write_all(resp.as_bytes()).await;
+                        let _ = sock.shutdown().await;
+                        return;
+                    }
                     let target = head.split(' ').nth(1).unwrap_or("");
                     let query = target.split_once('?').map(|x| x.1).unwrap_or("");
                     let scopes: Vec<String> = query
@@ -120,7 +153,7 @@ impl TokenServer {
                 });
             }
         });
-        TokenServer { addr, cert, issued, task }
+        TokenServer { addr, cert, issued, requests, authorizations, fail_with, task }
     }
 
     pub fn realm(&self) -> String {
