@@ -37,6 +37,7 @@ pub fn build_app(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::R
         pull: Arc::new(pt),
         access: Arc::new(http::access::Access::new(&cfg.access)),
         max_connections_per_client: cfg.access.max_connections_per_client,
+        idle_timeout: cfg.server.idle_timeout,
     }))
 }
 

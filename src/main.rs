@@ -350,7 +350,15 @@ fn export(images: &[String], out: &Path, config: Option<&Path>, cache_dir: Optio
     let pt = offline(config, cache_dir)?;
     let is_tar = out.extension().is_some_and(|e| e == "tar");
     let dir = if is_tar { tempfile_dir(out)? } else { out.to_path_buf() };
-    let n = pt.export_layout(&refs, &dir)?;
+    let n = match pt.export_layout(&refs, &dir) {
+        Ok(n) => n,
+        Err(e) => {
+            if is_tar {
+                let _ = std::fs::remove_dir_all(&dir); // the staging directory, not --out
+            }
+            return Err(e.into());
+        }
+    };
     if is_tar {
         let f = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
         let mut tar = tar::Builder::new(f);

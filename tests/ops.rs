@@ -289,7 +289,7 @@ async fn json_logs_carry_one_line_per_request() {
         .find(|v| v["message"] == "request" && v["kind"] == "manifest")
         .unwrap_or_else(|| panic!("no JSON request line in:\n{log}"));
     assert_eq!(line["status"], 404);
-    assert_eq!(line["upstream"], "-");
+    assert_eq!(line["upstream"], "fake.test", "a forwarded 404 names its upstream");
     assert_eq!(line["method"], "GET");
     assert!(line["ms"].is_u64());
     assert_eq!(line["query"], "ns=fake.test");

@@ -5,7 +5,9 @@
 //!
 //! Index entries carry the full image name in `io.containerd.image.name` (containerd's
 //! convention) and the tag in `org.opencontainers.image.ref.name` (the OCI one, which is
-//! what skopeo's `oci:DIR:TAG` selects).
+//! what skopeo's `oci:DIR:TAG` selects). Two exported images that share a tag would be
+//! indistinguishable that way, so each of them carries its full name
+//! (`registry/repository:tag`, a valid `ref.name` too: `oci:DIR:registry/repository:tag`).
 
 use super::pull::PullThrough;
 use crate::oci::media::{self};
@@ -74,8 +76,9 @@ fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
 
 impl PullThrough {
     /// The cached top-level manifest digest of an image (tags resolved via their records).
+    /// An image whose registry is not a configured upstream is an error that says so.
     pub fn cached_digest(&self, image: &ImageRef) -> io::Result<Option<Digest>> {
-        let Ok(route) = self.route_image(image) else { return Ok(None) };
+        let route = self.route_image(image).map_err(|e| io::Error::other(format!("{image}: {e}")))?;
         match &image.reference {
             Reference::Digest(d) => Ok(self.store.cas.contains(d).then(|| d.clone())),
             Reference::Tag(t) => {
@@ -92,7 +95,11 @@ impl PullThrough {
         std::fs::create_dir_all(out.join("blobs").join("sha256"))?;
         let mut entries = Vec::new();
         let mut written = HashSet::new();
-        for image in images {
+        let mut unique = HashSet::new();
+        let images: Vec<&ImageRef> = images.iter().filter(|i| unique.insert(i.to_string())).collect();
+        let shared_tag =
+            |t: &Tag| images.iter().filter(|i| matches!(&i.reference, Reference::Tag(x) if x == t)).count() > 1;
+        for image in images.iter().copied() {
             let top = self
                 .cached_digest(image)?
                 .ok_or_else(|| io::Error::other(format!("{image} is not in the cache; pull or prefetch it first")))?;
@@ -136,7 +143,8 @@ impl PullThrough {
             let mut annotations = std::collections::BTreeMap::new();
             annotations.insert(NAME_ANNOTATION.to_string(), image.to_string());
             if let Reference::Tag(t) = &image.reference {
-                annotations.insert(REF_ANNOTATION.to_string(), t.to_string());
+                let ref_name = if shared_tag(t) { image.to_string() } else { t.to_string() };
+                annotations.insert(REF_ANNOTATION.to_string(), ref_name);
             }
             entries.push(Descriptor { media_type, digest: top.to_string(), size: bytes.len() as u64, annotations });
         }

@@ -2,6 +2,11 @@
 //! a bcrypt hash, or a Bearer token checked against its sha256) and whether they may pull a
 //! repository or digest. Deny-listed repositories and digests are refused to everyone.
 //!
+//! A request without credentials that credentials could allow is answered 401 with a Basic
+//! challenge, never 403: containerd sends credentials only after a challenge, and skopeo and
+//! podman decide from `/v2/` whether to send them at all. 403 is for an identified user
+//! outside their rules, and for the deny-list.
+//!
 //! bcrypt is deliberately slow, so a verified (user, password) pair is remembered (as a
 //! hash, never the password) for a few minutes, and verification runs off the async
 //! threads.
@@ -36,6 +41,9 @@ pub struct Access {
     deny_repos: Vec<Pattern>,
     deny_digests: Vec<Digest>,
     users: Vec<User>,
+    /// Some user logs in with a password: anonymous requests are challenged rather than
+    /// refused.
+    challenge_anonymous: bool,
     /// sha256(user ":" password) of recently verified Basic credentials.
     verified: moka::sync::Cache<Digest, ()>,
 }
@@ -63,6 +71,7 @@ impl Access {
                     allow: u.allow.clone(),
                 })
                 .collect(),
+            challenge_anonymous: cfg.users.iter().any(|u| u.password_bcrypt.is_some()),
             verified: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(300)).build(),
         }
     }
@@ -103,6 +112,11 @@ impl Access {
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
         let (name, password) = decoded.split_once(':').ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+        if name.is_empty() && password.is_empty() {
+            // containers/image (skopeo, podman) answers a Basic challenge this way when it
+            // has no credentials: it means anonymous.
+            return Ok(Identity::Anonymous);
+        }
         let user = self
             .users
             .iter()
@@ -128,10 +142,15 @@ impl Access {
         Ok(Identity::User(user.name.clone()))
     }
 
-    /// Whether the caller may reach the API at all (`/v2/`).
+    /// Whether the caller may reach the API at all (`/v2/`). Anonymous callers are
+    /// challenged whenever users log in with passwords, even if anonymous pulls are allowed:
+    /// skopeo and podman send their credentials only to a registry whose `/v2/` asked.
     pub fn check_base(&self, who: &Identity) -> Result<(), ApiError> {
         match who {
             Identity::Anonymous if !self.anonymous => Err(unauthorized("authentication required")),
+            Identity::Anonymous if self.challenge_anonymous => {
+                Err(unauthorized("log in to pull more than anonymous clients may"))
+            }
             _ => Ok(()),
         }
     }
@@ -152,6 +171,8 @@ impl Access {
         };
         if allow.iter().any(|p| p.matches(&full)) {
             Ok(())
+        } else if *who == Identity::Anonymous && self.challenge_anonymous {
+            Err(unauthorized(&format!("authentication required to pull {full}")))
         } else {
             Err(ApiError::new(StatusCode::FORBIDDEN, "DENIED", format!("not allowed to pull {full}")))
         }
@@ -163,5 +184,51 @@ impl Access {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "DENIED", format!("{d} is on this proxy's deny-list")));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(toml_text: &str) -> Arc<Access> {
+        Arc::new(Access::new(&toml::from_str::<AccessConfig>(toml_text).unwrap()))
+    }
+
+    fn status(r: Result<(), ApiError>) -> Option<(u16, bool)> {
+        r.err().map(|e| (e.status.as_u16(), e.into_response(true).headers().contains_key(header::WWW_AUTHENTICATE)))
+    }
+
+    #[test]
+    fn anonymous_requests_credentials_could_allow_are_challenged() {
+        let a = access(
+            "anonymous = true\nanonymous_allow = [\"r.test/public/*\"]\ndeny = [\"r.test/public/evil\"]\n[[user]]\nname = \"alice\"\npassword_bcrypt = \"x\"\nallow = [\"r.test/team/*\"]\n",
+        );
+        let name = |n: &str| n.parse::<RepoName>().unwrap();
+        let anon = Identity::Anonymous;
+        let alice = Identity::User("alice".into());
+        assert_eq!(status(a.check_repo(&anon, "r.test", &name("public/app"))), None);
+        assert_eq!(status(a.check_repo(&anon, "r.test", &name("team/app"))), Some((401, true)));
+        assert_eq!(status(a.check_base(&anon)), Some((401, true)));
+        assert_eq!(status(a.check_base(&alice)), None);
+        assert_eq!(status(a.check_repo(&alice, "r.test", &name("team/app"))), None);
+        // An identified user outside their rules, and the deny-list: refused, no challenge.
+        assert_eq!(status(a.check_repo(&alice, "r.test", &name("other/app"))), Some((403, false)));
+        assert_eq!(status(a.check_repo(&anon, "r.test", &name("public/evil"))), Some((403, false)));
+
+        // Without password users, credentials cannot help: 403, and /v2/ is open.
+        let a = access("anonymous_allow = [\"r.test/public/*\"]\n");
+        assert_eq!(status(a.check_repo(&anon, "r.test", &name("team/app"))), Some((403, false)));
+        assert_eq!(status(a.check_base(&anon)), None);
+    }
+
+    #[tokio::test]
+    async fn empty_basic_credentials_are_anonymous() {
+        let a = access("anonymous = true\n[[user]]\nname = \"alice\"\npassword_bcrypt = \"x\"\n");
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Basic Og==".parse().unwrap());
+        assert_eq!(a.identify(&h, None).await.unwrap(), Identity::Anonymous);
+        h.insert(header::AUTHORIZATION, "Basic OnB3".parse().unwrap()); // ":pw"
+        assert_eq!(a.identify(&h, None).await.unwrap_err().status, StatusCode::UNAUTHORIZED);
     }
 }

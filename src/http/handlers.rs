@@ -3,7 +3,7 @@
 
 use super::access::{Access, Identity};
 use super::error::ApiError;
-use super::range::{ByteRange, RangeError};
+use super::range::{RangeError, RangeRequest};
 use super::router::Endpoint;
 use super::Body;
 use crate::core::{follow, BlobBody, PullThrough};
@@ -21,8 +21,9 @@ pub struct Call<'a> {
     pub access: &'a Access,
 }
 
-/// What the access log and the metrics record about a request beyond its status.
-#[derive(Debug, Default, Clone)]
+/// What the access log and the metrics record about a request beyond its status. Handlers
+/// fill it in as they go, so an error answer still names the upstream it came from.
+#[derive(Debug, Clone)]
 pub struct Outcome {
     /// `hit`, `miss`, `uncached`, or `-` where no cache is involved.
     pub cache: &'static str,
@@ -30,21 +31,32 @@ pub struct Outcome {
     pub upstream: Option<String>,
 }
 
-impl Outcome {
-    fn new(cache: &'static str, upstream: &str) -> Outcome {
-        Outcome { cache, upstream: Some(upstream.to_string()) }
+impl Default for Outcome {
+    fn default() -> Outcome {
+        Outcome { cache: "-", upstream: None }
     }
 }
 
-pub async fn handle(pull: &PullThrough, ep: Endpoint, call: &Call<'_>) -> Result<(Response<Body>, Outcome), ApiError> {
+impl Outcome {
+    fn routed(&mut self, upstream: &str) {
+        self.upstream = Some(upstream.to_string());
+    }
+}
+
+pub async fn handle(
+    pull: &PullThrough,
+    ep: Endpoint,
+    call: &Call<'_>,
+    out: &mut Outcome,
+) -> Result<Response<Body>, ApiError> {
     match ep {
         Endpoint::Base => {
             call.access.check_base(call.who)?;
-            Ok((base(call.head), Outcome { cache: "-", upstream: None }))
+            Ok(base(call.head))
         }
-        Endpoint::Manifest { name, reference } => manifest(pull, &name, &reference, call).await,
-        Endpoint::Blob { name, digest } => blob(pull, &name, &digest, call).await,
-        Endpoint::Tags { name } => tags(pull, &name, call).await,
+        Endpoint::Manifest { name, reference } => manifest(pull, &name, &reference, call, out).await,
+        Endpoint::Blob { name, digest } => blob(pull, &name, &digest, call, out).await,
+        Endpoint::Tags { name } => tags(pull, &name, call, out).await,
     }
 }
 
@@ -65,8 +77,10 @@ async fn manifest(
     name: &RepoName,
     reference: &Reference,
     call: &Call<'_>,
-) -> Result<(Response<Body>, Outcome), ApiError> {
+    out: &mut Outcome,
+) -> Result<Response<Body>, ApiError> {
     let route = pull.route(ns(call.query).as_deref(), name)?;
+    out.routed(route.upstream.host());
     let accept =
         AcceptList::from_header_values(call.headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
     call.access.check_repo(call.who, route.upstream.host(), &route.name)?;
@@ -75,7 +89,7 @@ async fn manifest(
     }
     let m = pull.manifest(&route, reference, &accept).await?;
     call.access.check_digest(&m.digest)?;
-    let outcome = Outcome::new(if m.cached { "hit" } else { "miss" }, route.upstream.host());
+    out.cache = if m.cached { "hit" } else { "miss" };
     let resp = Response::builder()
         .header(header::CONTENT_TYPE, &m.media_type)
         .header(header::CONTENT_LENGTH, m.bytes.len())
@@ -85,7 +99,7 @@ async fn manifest(
         .map_err(|e| {
             ApiError::new(StatusCode::BAD_GATEWAY, "UNKNOWN", format!("upstream media type is not a valid header: {e}"))
         })?;
-    Ok((resp, outcome))
+    Ok(resp)
 }
 
 async fn blob(
@@ -93,17 +107,22 @@ async fn blob(
     name: &RepoName,
     digest: &Digest,
     call: &Call<'_>,
-) -> Result<(Response<Body>, Outcome), ApiError> {
+    out: &mut Outcome,
+) -> Result<Response<Body>, ApiError> {
     let route = pull.route(ns(call.query).as_deref(), name)?;
     let host = route.upstream.host();
+    out.routed(host);
     call.access.check_repo(call.who, host, &route.name)?;
     call.access.check_digest(digest)?;
-    let range = call
-        .headers
-        .get(header::RANGE)
-        .map(|v| v.to_str().map_err(|_| RangeError::Malformed).and_then(ByteRange::parse))
-        .transpose()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "RANGE_INVALID", e.to_string()))?;
+    // Several ranges or another unit: the whole blob (see range.rs).
+    let range = match call.headers.get(header::RANGE).map(|v| v.to_str().map_err(|_| RangeError::Malformed)) {
+        None => None,
+        Some(v) => match v.and_then(RangeRequest::parse) {
+            Ok(RangeRequest::Single(r)) => Some(r),
+            Ok(RangeRequest::Whole(_)) => None,
+            Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "RANGE_INVALID", e.to_string())),
+        },
+    };
     let resp = Response::builder()
         .header("docker-content-digest", digest.to_string())
         .header(header::ACCEPT_RANGES, "bytes")
@@ -115,11 +134,11 @@ async fn blob(
         if let Some(s) = size {
             resp = resp.header(header::CONTENT_LENGTH, s);
         }
-        return Ok((resp.body(super::empty()).expect("valid response"), Outcome::new("-", host)));
+        return Ok(resp.body(super::empty()).expect("valid response"));
     }
 
     let blob = pull.blob(&route, digest).await?;
-    let label = Outcome::new(if blob.hit { "hit" } else { "miss" }, host);
+    out.cache = if blob.hit { "hit" } else { "miss" };
     let mut progress = match blob.body {
         BlobBody::Cached(rx) => rx,
         // Uncached relays cannot seek: the whole blob, as HTTP allows for a Range request.
@@ -130,7 +149,8 @@ async fn blob(
             }
             let body =
                 if call.head { super::empty() } else { frames(crate::core::relay_stream(body, digest, idle_timeout)) };
-            return Ok((resp.body(body).expect("valid response"), Outcome::new("uncached", host)));
+            out.cache = "uncached";
+            return Ok(resp.body(body).expect("valid response"));
         }
     };
     let Some(range) = range else {
@@ -139,7 +159,7 @@ async fn blob(
             resp = resp.header(header::CONTENT_LENGTH, s);
         }
         let body = if call.head { super::empty() } else { frames(follow::stream(progress, 0, blob.size)) };
-        return Ok((resp.body(body).expect("valid response"), label));
+        return Ok(resp.body(body).expect("valid response"));
     };
     // A range needs the total size; an upstream that did not announce it makes us wait for
     // the whole fill.
@@ -155,7 +175,7 @@ async fn blob(
         )
         .into_response(call.head);
         e.headers_mut().insert(header::CONTENT_RANGE, format!("bytes */{total}").parse().expect("valid header"));
-        return Ok((e, label));
+        return Ok(e);
     };
     let resp = resp
         .status(StatusCode::PARTIAL_CONTENT)
@@ -163,15 +183,21 @@ async fn blob(
         .header(header::CONTENT_LENGTH, end - start)
         .header(header::CONTENT_RANGE, format!("bytes {start}-{}/{total}", end - 1));
     let body = if call.head { super::empty() } else { frames(follow::stream(progress, start, Some(end))) };
-    Ok((resp.body(body).expect("valid response"), label))
+    Ok(resp.body(body).expect("valid response"))
 }
 
 fn frames(s: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static) -> Body {
     http_body_util::StreamBody::new(futures_util::StreamExt::map(s, |r| r.map(hyper::body::Frame::data))).boxed_unsync()
 }
 
-async fn tags(pull: &PullThrough, name: &RepoName, call: &Call<'_>) -> Result<(Response<Body>, Outcome), ApiError> {
+async fn tags(
+    pull: &PullThrough,
+    name: &RepoName,
+    call: &Call<'_>,
+    out: &mut Outcome,
+) -> Result<Response<Body>, ApiError> {
     let route = pull.route(ns(call.query).as_deref(), name)?;
+    out.routed(route.upstream.host());
     call.access.check_repo(call.who, route.upstream.host(), &route.name)?;
     let q = TagsQuery::parse(call.query)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", e.to_string()))?;
@@ -188,6 +214,5 @@ async fn tags(pull: &PullThrough, name: &RepoName, call: &Call<'_>) -> Result<(R
         }
         resp = resp.header(header::LINK, format!("</v2/{name}/tags/list?{query}>; rel=\"next\""));
     }
-    let outcome = Outcome::new("-", route.upstream.host());
-    Ok((resp.body(if call.head { super::empty() } else { super::full(page.body) }).expect("valid response"), outcome))
+    Ok(resp.body(if call.head { super::empty() } else { super::full(page.body) }).expect("valid response"))
 }

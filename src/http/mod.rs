@@ -4,10 +4,13 @@
 pub mod access;
 mod error;
 mod handlers;
+mod idle;
 pub mod range;
+mod request_log;
 pub mod router;
 mod server;
 pub mod tls;
+mod tracked;
 
 pub use error::ApiError;
 pub use server::{serve, App, Listeners};

@@ -1,21 +1,28 @@
 //! Accepting connections (HTTP/1.1, h2c, and HTTP/2 or 1.1 over TLS), the admin listener
-//! (metrics, health), per-request logging and metrics, and graceful shutdown.
+//! (metrics, health), per-request logging and metrics, closing idle connections, and
+//! graceful shutdown.
 
 use super::handlers::{handle, Call, Outcome};
+use super::idle::Activity;
+use super::request_log::RequestLog;
 use super::router;
+use super::tracked::track;
 use super::Body;
 use crate::core::PullThrough;
 use crate::metrics::METRICS;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 /// Everything a request handler can reach.
 pub struct App {
@@ -23,6 +30,9 @@ pub struct App {
     pub access: Arc<super::access::Access>,
     /// Connections one client address may hold at once on the client listener.
     pub max_connections_per_client: usize,
+    /// A connection with no request in flight for this long is closed (`[server]
+    /// idle_timeout`); on HTTP/1.1 it also bounds how long a request's headers may take.
+    pub idle_timeout: Duration,
 }
 
 impl App {
@@ -37,6 +47,7 @@ impl App {
         }
         let cert = parts.extensions.get::<super::tls::ClientCert>();
         let who = self.access.identify(&parts.headers, cert).await;
+        let mut outcome = Outcome::default();
         let (result, kind) = match (router::route(&parts.method, path), who) {
             (Ok(ep), Ok(who)) => {
                 let kind = ep.kind();
@@ -47,18 +58,18 @@ impl App {
                     who: &who,
                     access: &self.access,
                 };
-                (handle(&self.pull, ep, &call).await, kind)
+                (handle(&self.pull, ep, &call, &mut outcome).await, kind)
             }
             (Ok(ep), Err(e)) => (Err(e), ep.kind()),
             (Err(e), _) => (Err(e), "invalid"),
         };
-        let (mut resp, outcome) = match result {
+        let mut resp = match result {
             Ok(r) => r,
             Err(e) => {
                 if e.status.is_server_error() {
                     tracing::warn!(method = %parts.method, path, code = e.code, message = %e.message, "request failed");
                 }
-                (e.into_response(head), Outcome { cache: "-", upstream: None })
+                e.into_response(head)
             }
         };
         resp.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
@@ -79,19 +90,19 @@ impl App {
                 }
             }
         }
-        tracing::info!(
-            method = %parts.method,
-            path,
-            query = parts.uri.query().unwrap_or(""),
+        // The log line is written when the body ends: time to the last byte, and how it
+        // ended.
+        let log = RequestLog {
+            method: parts.method,
+            uri: parts.uri,
             kind,
-            upstream = outcome.upstream.as_deref().unwrap_or("-"),
-            status = status.as_u16(),
-            bytes = bytes.unwrap_or(0),
-            cache = outcome.cache,
-            ms = elapsed.as_millis() as u64,
-            "request"
-        );
-        resp
+            upstream: outcome.upstream,
+            status: status.as_u16(),
+            cache: outcome.cache,
+            start,
+            headers_at: start + elapsed,
+        };
+        track(resp, log).map(BodyExt::boxed_unsync)
     }
 
     /// `/healthz`: the process answers. `/readyz`: the cache directory is writable.
@@ -180,27 +191,30 @@ pub struct Listeners {
 /// `grace` to finish. Returns whether they all did (false: some were cut, and the caller
 /// should exit now, which ends them).
 pub async fn serve(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Output = ()>, grace: Duration) -> bool {
-    let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a sender; when they are all gone, every connection ended.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut loops = Vec::new();
     let a = app.clone();
-    loops.push(tokio::spawn(accept_loop(
-        listeners.main,
-        listeners.tls,
-        stop_rx.clone(),
-        graceful.clone(),
-        app.max_connections_per_client,
-        move |req| {
-            let a = a.clone();
-            async move { a.respond(req).await }
-        },
-    )));
+    let main = Accept {
+        stop: stop_rx.clone(),
+        alive: alive_tx.clone(),
+        per_client: app.max_connections_per_client,
+        idle_timeout: app.idle_timeout,
+    };
+    loops.push(tokio::spawn(accept_loop(listeners.main, listeners.tls, main, move |req| {
+        let a = a.clone();
+        async move { a.respond(req).await }
+    })));
     if let Some(admin) = listeners.admin {
         let a = app.clone();
-        loops.push(tokio::spawn(accept_loop(admin, None, stop_rx, graceful.clone(), usize::MAX, move |req| {
+        let accept = Accept { stop: stop_rx, alive: alive_tx, per_client: usize::MAX, idle_timeout: app.idle_timeout };
+        loops.push(tokio::spawn(accept_loop(admin, None, accept, move |req| {
             let a = a.clone();
             async move { a.admin(req).await }
         })));
+    } else {
+        drop(alive_tx);
     }
     shutdown.await;
     let _ = stop_tx.send(true);
@@ -208,35 +222,45 @@ pub async fn serve(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Ou
         let _ = l.await;
     }
     tracing::info!(grace = ?grace, "shutting down: no new connections; waiting for in-flight requests");
-    // The accept loops held the only other references; connections hold watchers.
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
-        tracing::error!("shutdown tracker still shared; exiting without waiting");
-        return false;
-    };
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    // The accept loops are gone with their senders; connections hold the rest.
+    if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
         tracing::warn!("grace period over; cutting remaining connections");
         return false;
     }
     true
 }
 
+/// How an accept loop treats its connections.
+struct Accept {
+    /// Becomes true at shutdown: connections finish what is in flight and close.
+    stop: watch::Receiver<bool>,
+    /// Held by every connection task until it ends.
+    alive: mpsc::Sender<()>,
+    per_client: usize,
+    idle_timeout: Duration,
+}
+
+/// What a connection runs over: TCP, or TLS over TCP.
+trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
+
+/// How long an idle connection told to close (HTTP/2 GOAWAY) may take before it is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut stop: watch::Receiver<bool>,
-    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
-    per_client: usize,
+    mut accept: Accept,
     handler: F,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    let idle = accept.idle_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(64 * 1024);
+    // hyper starts this timer when it begins waiting for a request head, so on HTTP/1.1 it
+    // also ends an idle keep-alive connection; the idle watchdog below covers the rest.
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle).max_buf_size(64 * 1024);
     // Bounded headers on both protocols: 64 KiB is far beyond any registry client's needs.
     builder.http2().max_concurrent_streams(256).max_header_list_size(64 * 1024);
     let builder = Arc::new(builder);
@@ -253,32 +277,38 @@ async fn accept_loop<F, Fut>(
                     continue;
                 }
             },
-            _ = stop.changed() => return,
+            _ = accept.stop.changed() => return,
         };
-        let Some(slot) = ClientSlot::take(&clients, peer.ip(), per_client) else {
-            tracing::warn!(%peer, limit = per_client, "too many connections from this client; closing the new one");
+        let Some(slot) = ClientSlot::take(&clients, peer.ip(), accept.per_client) else {
+            tracing::warn!(%peer, limit = accept.per_client, "too many connections from this client; closing the new one");
             continue;
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        // Every connection registers with the shutdown watcher before its task starts, so
-        // a shutdown waits for it, handshake included.
-        let (builder, watcher, acceptor) = (builder.clone(), graceful.watcher(), acceptor.clone());
+        // Every connection holds `alive` from before its task starts, so a shutdown waits
+        // for it, handshake included.
+        let (builder, acceptor, mut stop, alive) =
+            (builder.clone(), acceptor.clone(), accept.stop.clone(), accept.alive.clone());
         tokio::spawn(async move {
             let _slot = slot;
+            let _alive = alive;
+            let activity = Activity::new();
             let service = |cert: Option<super::tls::ClientCert>| {
+                let activity = activity.clone();
                 service_fn(move |mut req: Request<Incoming>| {
                     let h = handler.clone();
                     if let Some(c) = &cert {
                         req.extensions_mut().insert(c.clone());
                     }
-                    async move { Ok::<_, std::convert::Infallible>(h(req).await) }
+                    // In flight until the response body ends (or the request is dropped).
+                    let busy = activity.begin();
+                    async move { Ok::<_, std::convert::Infallible>(track(h(req).await, busy)) }
                 })
             };
-            let result = match acceptor {
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service(None)).into_owned()).await,
+            let (io, cert): (Box<dyn ClientIo>, _) = match acceptor {
+                None => (Box::new(stream), None),
                 Some(acc) => {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acc.accept(stream)).await {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10).min(idle), acc.accept(stream)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -295,7 +325,26 @@ async fn accept_loop<F, Fut>(
                         h.update(c.as_ref());
                         super::tls::ClientCert(h.finish().hex().to_string())
                     });
-                    watcher.watch(builder.serve_connection(TokioIo::new(tls), service(cert)).into_owned()).await
+                    (Box::new(tls), cert)
+                }
+            };
+            let conn = builder.serve_connection(TokioIo::new(io), service(cert));
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = activity.idle_for(idle, Instant::now()) => {
+                    tracing::debug!(%peer, timeout = ?idle, "closing an idle connection");
+                    // HTTP/1.1 closes at once, HTTP/2 says GOAWAY first; a request that
+                    // slipped in meanwhile is finished.
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = activity.idle_for(CLOSE_GRACE, Instant::now()) => Ok(()),
+                    }
+                }
+                _ = async { stop.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
                 }
             };
             if let Err(e) = result {
