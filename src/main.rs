@@ -193,6 +193,12 @@ fn serve(
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let app = pullthrough::build_app(&cfg, &cache_dir)?;
+        // Shared with the CLI: see the store's module doc for the lock rules.
+        let store = app.pull.store().clone();
+        pullthrough::store::blocking(move || {
+            store.claim(pullthrough::store::Role::Daemon).map_err(std::io::Error::other)
+        })
+        .await?;
         let tls = match (&cfg.server.tls_cert, &cfg.server.tls_key) {
             (Some(cert), Some(key)) => {
                 let reloading = pullthrough::http::tls::ReloadingCert::new(cert, key)?;
@@ -303,6 +309,7 @@ fn prefetch(
     let dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create cache directory {}", dir.display()))?;
     let pt = pullthrough::build_pull_through(&cfg, &dir)?;
+    pt.store().claim(pullthrough::store::Role::Writer)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut failed = 0;
     rt.block_on(async {
@@ -383,8 +390,10 @@ fn import(path: &Path, as_repo: Option<&str>, config: Option<&Path>, cache_dir: 
     let dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create cache directory {}", dir.display()))?;
     let pt = pullthrough::build_pull_through(&cfg, &dir)?;
+    pt.store().claim(pullthrough::store::Role::Writer)?;
     let (layout, staged) = if path.is_file() {
-        let stage = tempfile_dir(&dir.join("tmp").join("import"))?;
+        // In this process's own temp directory: nobody else removes it while we run.
+        let stage = tempfile_dir(&pt.store().temp_dir().join("import"))?;
         let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         tar::Archive::new(f).unpack(&stage).with_context(|| format!("{} is not a tar archive", path.display()))?;
         (stage.clone(), Some(stage))
@@ -405,6 +414,8 @@ fn import(path: &Path, as_repo: Option<&str>, config: Option<&Path>, cache_dir: 
 
 fn prune(config: Option<&Path>, cache_dir: Option<PathBuf>, dry_run: bool, json: bool) -> anyhow::Result<()> {
     let pt = offline(config, cache_dir)?;
+    let role = if dry_run { pullthrough::store::Role::Reader } else { pullthrough::store::Role::Pruner };
+    pt.store().claim(role)?;
     let report = pt.apply_lifecycle(dry_run)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"dry_run": dry_run, "report": report}))?);

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub token_forced_refreshes: IntCounterVec,
     pub token_refreshes_suppressed: IntCounterVec,
     pub stale_serves: IntCounterVec,
+    pub vouch_checks: IntCounterVec,
     pub upstream_up: IntGaugeVec,
     pub tier_requests: IntCounterVec,
     pub tier_bytes: IntCounterVec,
@@ -170,6 +171,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Tags served from the cache because the upstream was unavailable.",
             &["upstream"],
         ),
+        vouch_checks: counter(
+            &r,
+            "pullthrough_vouch_checks_total",
+            "HEAD requests asking an upstream whether it has cached content in the repository a client asked for (nothing recorded said so), by result (confirmed, refused).",
+            &["upstream", "result"],
+        ),
         upstream_up: {
             let g = IntGaugeVec::new(
                 Opts::new(
@@ -242,6 +249,7 @@ impl Metrics {
             &self.token_forced_refreshes,
             &self.token_refreshes_suppressed,
             &self.stale_serves,
+            &self.vouch_checks,
             &self.build_info,
             &self.tier_requests,
             &self.tier_bytes,

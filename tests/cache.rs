@@ -262,7 +262,7 @@ async fn lifecycle_policy_expires_exactly_what_it_says_and_dry_run_touches_nothi
         &format!("[[upstream.repository]]\nmatch = \"test/*\"\nlifecycle_policy = '''{policy}'''"),
     );
     // v2 is pinned: never expired, whatever the count says.
-    let proxy = Proxy::start_with("pins = [\"lab.test/test/app:v2\"]", &upstream).await;
+    let mut proxy = Proxy::start_with("pins = [\"lab.test/test/app:v2\"]", &upstream).await;
     // Cache v1..v5 in order (distinct cache times), each with its layer, and one image by
     // digest only: untagged in this repository.
     for (i, v) in versions.iter().enumerate() {
@@ -312,6 +312,12 @@ async fn lifecycle_policy_expires_exactly_what_it_says_and_dry_run_touches_nothi
     let (_, text, _) = proxy.cli(&["prune", "--dry-run"]);
     assert!(text.contains("would remove 3 images"), "{text}");
 
+    // A real prune deletes by policy: not beside a running daemon (which applies the same
+    // policies itself every lifecycle_interval).
+    let (ok, _, err) = proxy.cli(&["prune", "--json"]);
+    assert!(!ok && err.contains("daemon is using"), "prune ran beside the daemon: {err}");
+    assert_eq!(list_files(&proxy.cache), before, "a refused prune changed the cache");
+    proxy.proc.kill();
     let (ok, out, err) = proxy.cli(&["prune", "--json"]);
     assert!(ok, "{err}");
     let (real, bytes) = expired_of(&out);
@@ -346,6 +352,7 @@ async fn lifecycle_policy_expires_exactly_what_it_says_and_dry_run_touches_nothi
     // Nothing more to expire; and the expired tags are fetched again on demand.
     let (_, out, _) = proxy.cli(&["prune", "--json"]);
     assert!(expired_of(&out).0.is_empty());
+    let proxy = proxy.restart().await;
     let r = pull_manifest(&proxy, "test/app", "v1").await;
     assert_eq!(r.header("docker-content-digest"), Some(versions[0].top.digest.as_str()));
 }

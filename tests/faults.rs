@@ -58,7 +58,9 @@ async fn fault_case(fault: Fault, log_needle: &str) {
     fake.set_fault(&digest, Fault::Good);
     let (status, n, hex) = get_hashed(&url, &[]).await.unwrap();
     assert_eq!((status, n, format!("sha256:{hex}")), (200, SIZE as u64, digest.clone()));
-    assert_eq!(fake.hits(&format!("/blobs/{digest}")), 2, "the failed fill was not reused");
+    // Two transfers (the HEAD that vouched for the blob in this repository is not one).
+    let gets = fake.seen().iter().filter(|s| s.method == "GET" && s.path.ends_with(&digest)).count();
+    assert_eq!(gets, 2, "the failed fill was not reused");
     proxy.wait_cached(&digest).await;
 }
 
@@ -122,9 +124,11 @@ async fn redirects_are_followed_without_leaking_credentials() {
     assert_eq!((status, format!("sha256:{hex}")), (200, digest.clone()));
     // The registry saw the credentials (after its 401 challenge); the CDN never did.
     assert!(registry.seen().iter().any(|s| s.authorization.as_deref() == Some(basic)));
+    // One transfer from the CDN (a HEAD may follow the redirect too), never with the
+    // registry's credentials.
     let cdn_seen = cdn.seen();
-    assert_eq!(cdn_seen.len(), 1);
-    assert_eq!(cdn_seen[0].authorization, None, "Authorization leaked to another host");
+    assert_eq!(cdn_seen.iter().filter(|s| s.method == "GET").count(), 1);
+    assert!(cdn_seen.iter().all(|s| s.authorization.is_none()), "Authorization leaked to another host");
     assert!(!proxy.proc.log_text().contains("secret-pw"), "a secret reached the log");
 }
 

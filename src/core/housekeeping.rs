@@ -1,6 +1,6 @@
-//! Keeping the cache in shape: eviction to the budget, lifecycle policies, pins, and the
-//! inventory `ls` prints. The blocking passes here run on blocking threads (background
-//! tasks) or in the CLI; none is on a request's path.
+//! Keeping the cache in shape: eviction to the budget, lifecycle policies, pins, removing
+//! the temp files of processes that died, and the inventory `ls` prints. The blocking passes
+//! here run on blocking threads (background tasks) or in the CLI; none is on a request's path.
 
 use super::lifecycle::{self, Image};
 use super::pull::PullThrough;
@@ -274,6 +274,14 @@ pub fn spawn(pt: Arc<PullThrough>, interval: Duration, lifecycle_interval: Durat
             let p = p.clone();
             let r = tokio::task::spawn_blocking(move || {
                 p.store.cas.flush_last_use();
+                // A prefetch or import killed while the daemon runs leaves its temp files.
+                match p.store.clean_dead_temp() {
+                    Ok(c) if c.sessions > 0 => {
+                        tracing::info!(sessions = c.sessions, "removed temp files of processes that stopped")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not clean temp files of stopped processes"),
+                }
                 p.evict_now()
             })
             .await;
@@ -286,7 +294,15 @@ pub fn spawn(pt: Arc<PullThrough>, interval: Duration, lifecycle_interval: Durat
         loop {
             tokio::time::sleep(lifecycle_interval).await;
             let p = pt.clone();
-            match tokio::task::spawn_blocking(move || p.apply_lifecycle(false)).await {
+            let pass = move || {
+                // Not while a prefetch or import adds content (see store::lock): next turn.
+                let Some(_pass) = p.store.lifecycle_pass().map_err(io::Error::other)? else {
+                    tracing::info!("lifecycle pass skipped: a prefetch or import is writing to the cache");
+                    return Ok(PruneReport::default());
+                };
+                p.apply_lifecycle(false)
+            };
+            match tokio::task::spawn_blocking(pass).await {
                 Ok(Ok(r)) if !r.expired.is_empty() => tracing::info!(
                     images = r.expired.len(),
                     blobs = r.blobs_removed,

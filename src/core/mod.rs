@@ -10,6 +10,7 @@ pub mod lifecycle;
 mod prefetch;
 mod pull;
 mod relay;
+mod vouch;
 mod source;
 
 pub use error::CoreError;

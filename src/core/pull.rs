@@ -10,6 +10,7 @@
 
 use super::error::CoreError;
 use super::fill::{self, FillError, FillState, Fills, Progress};
+use super::vouch::Content;
 use super::source::{count, Lookup, Tier};
 use crate::oci::media::{self, AcceptList};
 use crate::oci::{Digest, ImageRef, Reference, RepoName, Tag, TagsQuery};
@@ -205,7 +206,17 @@ impl PullThrough {
         Ok(Some(m))
     }
 
+    /// A manifest by digest; one that was not fetched from this route's upstream just now
+    /// is served only once that upstream vouched for it in this repository (see `vouch`).
     async fn manifest_by_digest(&self, route: &Route, digest: &Digest) -> Result<Manifest, CoreError> {
+        let m = self.manifest_by_digest_anywhere(route, digest).await?;
+        if m.cached {
+            self.vouch(route, digest, Content::Manifest).await?;
+        }
+        Ok(m)
+    }
+
+    async fn manifest_by_digest_anywhere(&self, route: &Route, digest: &Digest) -> Result<Manifest, CoreError> {
         if let Some(m) = self.cached_manifest(digest).await? {
             return Ok(m);
         }
@@ -222,6 +233,9 @@ impl PullThrough {
                 .map_err(|e| CoreError::from_upstream(e, CoreError::ManifestUnknown(digest.to_string())))?;
             let m = self.read_manifest(route, resp, Some(digest)).await?;
             self.store_manifest(&m).await?;
+            // Vouched by this upstream just now: the requests queued behind this one for the
+            // same route need not ask again (the image record follows).
+            self.store.remember_vouch(route.upstream.host(), &route.name, digest);
             self.share_manifest(&m);
             Ok(m)
         })
@@ -427,8 +441,10 @@ impl PullThrough {
     }
 
     /// A blob to stream: from disk if cached, else by joining (or starting) its fill and
-    /// waiting for upstream's response headers.
+    /// waiting for upstream's response headers. Either only once the route's upstream
+    /// vouched for it in this repository (see `vouch`).
     pub async fn blob(&self, route: &Route, digest: &Digest) -> Result<Blob, CoreError> {
+        self.vouch(route, digest, Content::Blob).await?;
         let store = self.store.clone();
         let d = digest.clone();
         if let Some((f, len)) = blocking(move || store.cas.open_blob(&d)).await? {
@@ -474,6 +490,7 @@ impl PullThrough {
         let store = self.store.clone();
         let d = digest.clone();
         if let Some((_, len)) = blocking(move || store.cas.open_blob(&d)).await? {
+            self.vouch(route, digest, Content::Blob).await?;
             return Ok(Some(len));
         }
         let resp = route
@@ -482,6 +499,9 @@ impl PullThrough {
             .blob(&route.name, digest, Method::HEAD)
             .await
             .map_err(|e| CoreError::from_upstream(e, CoreError::BlobUnknown))?;
+        let store = self.store.clone();
+        let (h, n, d) = (route.upstream.host().to_string(), route.name.clone(), digest.clone());
+        blocking(move || store.confirm(&h, &n, &d)).await?;
         Ok(resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))
     }
 

@@ -17,10 +17,11 @@ pub struct Cas {
 }
 
 impl Cas {
-    pub(super) fn open(root: &Path) -> io::Result<Cas> {
+    /// Open the blobs under `root`; temp files go to `tmp` (this process's session).
+    pub(super) fn open(root: &Path, tmp: &Path) -> io::Result<Cas> {
         let blobs = root.join("blobs").join("sha256");
         let types = root.join("manifest-types").join("sha256");
-        let tmp = root.join("tmp");
+        let tmp = tmp.to_path_buf();
         for d in [&blobs, &types, &tmp] {
             std::fs::create_dir_all(d)?;
         }
@@ -44,25 +45,16 @@ impl Cas {
         self.types.join(d.shard()).join(d.hex())
     }
 
-    /// Remove every temp file: fills that a crash or kill interrupted.
-    pub(super) fn clean_temp(&self) -> io::Result<usize> {
-        let mut n = 0;
-        for e in std::fs::read_dir(&self.tmp)? {
-            let e = e?;
-            if e.file_type()?.is_file() {
-                std::fs::remove_file(e.path())?;
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
     /// Open a committed blob for reading, with its length, and count it as used. Blocking.
     pub fn open_blob(&self, d: &Digest) -> io::Result<Option<(File, u64)>> {
         match File::open(self.blob_path(d)) {
             Ok(f) => {
                 let len = f.metadata()?.len();
-                self.index.touch(d);
+                // Committed by another process (prefetch, import) since the index was built:
+                // count it from now on.
+                if !self.index.touch(d) {
+                    self.index.insert(d, len);
+                }
                 Ok(Some((f, len)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

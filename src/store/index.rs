@@ -66,10 +66,15 @@ impl BlobIndex {
         g.total += size;
     }
 
-    pub fn touch(&self, d: &Digest) {
-        if let Some(e) = self.lock().entries.get_mut(d) {
-            e.last_use = now_millis();
-            e.touched = true;
+    /// Count a use of `d`; false if it is not indexed.
+    pub fn touch(&self, d: &Digest) -> bool {
+        match self.lock().entries.get_mut(d) {
+            Some(e) => {
+                e.last_use = now_millis();
+                e.touched = true;
+                true
+            }
+            None => false,
         }
     }
 

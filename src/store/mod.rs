@@ -6,23 +6,43 @@
 //! manifest-types/sha256/ab/<hex> a manifest's media type (the wire type is not in the bytes)
 //! tags/<upstream>/<repo>/_tags/<tag>     JSON tag record: digest, media type, checked-at
 //! tags/<upstream>/<repo>/_images/<hex>   JSON image record: cached-at, pulled-at
-//! tmp/                           fills in progress; emptied at start
+//! tags/<upstream>/<repo>/_blobs/<hex>    empty: the upstream confirmed this blob here
+//! tmp/<session>/                 one process's temp files (fills in progress, atomic writes)
+//! locks/sessions/<session>       flock held by that process while it lives
+//! locks/daemons, locks/writers   flocks that let the daemon and the CLI share the directory
 //! ```
 //! Only `rename` puts a file under `blobs/`, and only after its bytes were hashed and
 //! fsynced, so a crash at any point leaves no partial blob visible. `_tags` cannot collide
 //! with a repository component, which must start with a letter or digit.
+//!
+//! Sharing one directory between a daemon and the command line (invariant 7: neither
+//! destroys what the other writes):
+//! - temp files are per process (`session`): nobody removes another live process's fills;
+//!   the daemon alone removes those of dead processes (at start and every housekeeping
+//!   tick), each process its own when it closes the store;
+//! - a pass that deletes by policy (a lifecycle pass: `prune`, or the daemon's own) runs only
+//!   while no other process adds content (`lock`): `prune` refuses while a daemon, `prefetch`
+//!   or `import` runs, and the daemon's pass skips a turn while a `prefetch` or `import` runs;
+//! - what another process commits is picked up as it is met: a blob file not in the index
+//!   joins it when it is first read, and records are read again when their directory changes
+//!   (`vouch`).
 
 mod cas;
 mod evict;
 mod index;
+mod lock;
 mod reach;
 mod records;
+mod session;
 mod space;
+mod vouch;
 
 pub use cas::{Cas, CommitError, TempBlob};
 pub use evict::{Budget, EvictionReport, NoSpace};
 pub use index::IndexedBlob;
+pub use lock::{Claim, LockError, PassLock, Role};
 pub use records::{ImageRecord, Records, TagRecord};
+pub use session::Cleaned;
 pub use space::{fs_space, Reservation};
 
 use std::io;
@@ -35,24 +55,70 @@ pub struct Store {
     pub records: Records,
     budget: Budget,
     reservations: space::Reservations,
+    /// This process's temp directory.
+    session: session::Session,
+    /// The cache locks this process holds (see `lock`), once it said what it does.
+    claim: std::sync::Mutex<Option<Claim>>,
+    /// What each upstream vouched for per repository (see `vouch`).
+    vouches: vouch::Vouches,
 }
 
 impl Store {
-    /// Open (creating if needed) a store and clean up what an interrupted run left behind.
+    /// Open (creating if needed) a store, with a temp directory of this process's own.
+    /// Nothing another process wrote is removed here: the daemon cleans up after dead
+    /// processes when it claims `Role::Daemon`.
     pub fn open(root: &Path, budget: Budget) -> io::Result<Store> {
         std::fs::create_dir_all(root)?;
-        let cas = Cas::open(root)?;
-        let removed = cas.clean_temp()?;
-        if removed > 0 {
-            tracing::info!(removed, "removed temp files of fills interrupted by the last shutdown");
-        }
+        let session = session::Session::create(root)?;
+        let cas = Cas::open(root, session.dir())?;
         Ok(Store {
             root: root.to_path_buf(),
-            records: Records::new(root.join("tags"), root.join("tmp")),
+            records: Records::new(root.join("tags"), session.dir().to_path_buf()),
             cas,
             budget,
             reservations: Default::default(),
+            session,
+            claim: Default::default(),
+            vouches: Default::default(),
         })
+    }
+
+    /// Say what this process does with the cache, and take the locks that go with it (see
+    /// `lock`); held until the store is dropped. The daemon then removes the temp files of
+    /// processes that died. Blocking: a daemon waits out a `prune`, a writer a lifecycle
+    /// pass; a pruner fails at once when others are at work.
+    pub fn claim(&self, role: Role) -> Result<(), LockError> {
+        let claim = lock::claim(&self.root, role)?;
+        *self.claim.lock().expect("claim lock") = Some(claim);
+        if role == Role::Daemon {
+            match self.clean_dead_temp() {
+                Ok(c) if c != Cleaned::default() => tracing::info!(
+                    sessions = c.sessions,
+                    loose = c.loose,
+                    "removed temp files of processes that stopped before finishing their fills"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not clean temp files of stopped processes"),
+            }
+        }
+        Ok(())
+    }
+
+    /// For one lifecycle pass of the daemon: the writers' lock, or `None` while a `prefetch`
+    /// or `import` runs. A pruner already holds it. Blocking (never waits).
+    pub fn lifecycle_pass(&self) -> Result<Option<PassLock>, LockError> {
+        lock::try_pass(&self.root)
+    }
+
+    /// Remove the temp files of processes that are gone (their session lock is free).
+    /// The daemon's job. Blocking.
+    pub fn clean_dead_temp(&self) -> io::Result<Cleaned> {
+        session::clean_dead(&self.root, &self.session)
+    }
+
+    /// This process's temp directory (fills, atomic writes, import staging).
+    pub fn temp_dir(&self) -> &Path {
+        self.session.dir()
     }
 
     pub fn root(&self) -> &Path {
@@ -62,18 +128,19 @@ impl Store {
     /// Write a file under the cache directory atomically (temp file, fsync, rename).
     /// Blocking.
     pub fn write_file(&self, relative: &str, bytes: &[u8]) -> io::Result<()> {
-        write_atomic(&self.root.join("tmp"), &self.root.join(relative), bytes)
+        write_atomic(self.session.dir(), &self.root.join(relative), bytes)
     }
 
-    /// Remove every temp file of fills in progress (at shutdown). Blocking.
+    /// Remove this process's temp files: its fills cut short by a shutdown. Never another
+    /// process's. Blocking.
     pub fn clean_temp(&self) -> io::Result<usize> {
-        self.cas.clean_temp()
+        self.session.clear()
     }
 
     /// Whether the cache directory takes writes: create, fsync and remove a probe file.
     /// Blocking.
     pub fn probe_writable(&self) -> io::Result<()> {
-        let p = self.root.join("tmp").join(format!("probe-{}.tmp", unique_suffix()));
+        let p = self.session.dir().join(format!("probe-{}.tmp", unique_suffix()));
         let f = std::fs::File::create(&p)?;
         f.sync_all()?;
         std::fs::remove_file(&p)

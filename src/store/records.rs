@@ -1,6 +1,8 @@
-//! Per-repository records: tags (which digest a tag pointed to when last checked upstream)
-//! and images (which manifests were served from a repository, when they entered the cache
-//! and when they were last pulled). Lifecycle policies, pins and `ls` read these.
+//! Per-repository records: tags (which digest a tag pointed to when last checked upstream),
+//! images (which manifests were served from a repository, when they entered the cache and
+//! when they were last pulled) and confirmed blobs (blobs the upstream said it has in that
+//! repository). Lifecycle policies, pins and `ls` read the first two; all three say what
+//! the upstream vouched for in a repository (see `vouch`).
 
 use super::write_atomic;
 use crate::oci::{Digest, RepoName, Tag};
@@ -54,6 +56,23 @@ fn from_ms(v: u64) -> SystemTime {
 
 const TAGS: &str = "_tags";
 const IMAGES: &str = "_images";
+const CONFIRMED: &str = "_blobs";
+
+/// When each record directory of a repository last changed (`None`: absent), to tell
+/// whether another writer added records since they were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stamps {
+    pub tags: Option<SystemTime>,
+    pub images: Option<SystemTime>,
+    pub confirmed: Option<SystemTime>,
+}
+
+impl Stamps {
+    /// The latest change.
+    pub fn latest(&self) -> Option<SystemTime> {
+        [self.tags, self.images, self.confirmed].into_iter().flatten().max()
+    }
+}
 
 pub struct Records {
     root: PathBuf,
@@ -169,6 +188,32 @@ impl Records {
         Ok(out)
     }
 
+    /// Record that the upstream confirmed (a successful `HEAD`) that it has blob `digest` in
+    /// this repository. Blocking.
+    pub fn put_confirmed(&self, upstream: &str, name: &RepoName, digest: &Digest) -> io::Result<()> {
+        let dir = self.repo_dir(upstream, name).join(CONFIRMED);
+        std::fs::create_dir_all(&dir)?;
+        // Empty: the name is the record, and a torn write cannot damage it.
+        std::fs::File::create(dir.join(digest.hex())).map(drop)
+    }
+
+    /// Every blob the upstream confirmed in this repository. Blocking.
+    pub fn confirmed(&self, upstream: &str, name: &RepoName) -> io::Result<Vec<Digest>> {
+        let dir = self.repo_dir(upstream, name).join(CONFIRMED);
+        Ok(list_dir(&dir)?.into_iter().filter_map(|(f, _)| format!("sha256:{f}").parse().ok()).collect())
+    }
+
+    /// When this repository's record directories last changed. Blocking.
+    pub fn stamps(&self, upstream: &str, name: &RepoName) -> io::Result<Stamps> {
+        let dir = self.repo_dir(upstream, name);
+        let stamp = |sub: &str| match std::fs::metadata(dir.join(sub)) {
+            Ok(m) => Ok(m.modified().ok()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        Ok(Stamps { tags: stamp(TAGS)?, images: stamp(IMAGES)?, confirmed: stamp(CONFIRMED)? })
+    }
+
     /// Every (upstream, repository) with records. Blocking.
     pub fn repositories(&self) -> io::Result<Vec<(String, RepoName)>> {
         let mut out = Vec::new();
@@ -180,7 +225,7 @@ impl Records {
             while let Some((dir, prefix)) = stack.pop() {
                 let mut has_records = false;
                 for (entry, is_dir) in list_dir(&dir)? {
-                    if entry == TAGS || entry == IMAGES {
+                    if entry == TAGS || entry == IMAGES || entry == CONFIRMED {
                         has_records = true;
                     } else if is_dir {
                         let name = if prefix.is_empty() { entry.clone() } else { format!("{prefix}/{entry}") };
