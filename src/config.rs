@@ -33,6 +33,38 @@ pub struct Config {
     /// A second cache tier shared by every node: an S3-compatible bucket.
     #[serde(default)]
     pub shared: SharedConfig,
+    /// Cluster-wide single flight: each digest's owner among the peers fills it once.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: the peers this node forms a cluster with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How the other nodes reach this node's client port (`http://POD_IP:5000`).
+    pub advertise: String,
+    /// A static peer list (this node's `advertise` may be in it).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// `host:port` of a headless Service whose addresses are the peers; re-resolved.
+    pub peers_dns: Option<String>,
+    /// The environment variable holding the shared secret peers present to each other.
+    #[serde(default = "default_cluster_token_env")]
+    pub token_env: String,
+    /// Time to a peer's response headers; past it the next peer (then the upstream) is asked.
+    #[serde(default = "default_peer_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Resolved from `token_env` at load time.
+    #[serde(skip)]
+    pub token: Option<Secret>,
+}
+
+fn default_cluster_token_env() -> String {
+    "PULLTHROUGH_CLUSTER_TOKEN".into()
+}
+
+fn default_peer_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `[shared]`: the tier behind every node's disk cache. Absent: none.
@@ -509,6 +541,50 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"60s\", \"5m\" or \"1h\": {e}")))
 }
 
+/// Check `[cluster]` and read its token from the environment.
+fn validate_cluster(c: &mut ClusterConfig) -> Result<(), (String, String)> {
+    let url_ok = |u: &str| {
+        u.parse::<http::Uri>().is_ok_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() && matches!(u.path(), "" | "/")
+        })
+    };
+    if !url_ok(&c.advertise) {
+        return Err((
+            "cluster.advertise".into(),
+            format!(
+                "{:?} is not a base URL like \"http://10.0.0.7:5000\" (how the other nodes reach this one)",
+                c.advertise
+            ),
+        ));
+    }
+    if let Some((i, p)) = c.peers.iter().enumerate().find(|(_, p)| !url_ok(p)) {
+        return Err((format!("cluster.peers[{i}]"), format!("{p:?} is not a base URL like \"http://10.0.0.8:5000\"")));
+    }
+    if let Some(d) = &c.peers_dns {
+        if d.rsplit_once(':').is_none_or(|(h, port)| h.is_empty() || port.parse::<u16>().is_err()) {
+            return Err((
+                "cluster.peers_dns".into(),
+                format!("{d:?} is not host:port, e.g. \"pullthrough-peers.kube-system.svc.cluster.local:5000\""),
+            ));
+        }
+    }
+    if c.peers.is_empty() && c.peers_dns.is_none() {
+        return Err(("cluster.peers".into(), "give the peers: a static `peers` list or `peers_dns`".into()));
+    }
+    let token = std::env::var(&c.token_env).unwrap_or_default();
+    if token.len() < 16 {
+        return Err((
+            "cluster.token_env".into(),
+            format!(
+                "set the environment variable {} to the cluster's shared secret (16 characters or more; the same on every node)",
+                c.token_env
+            ),
+        ));
+    }
+    c.token = Some(Secret::new(token));
+    Ok(())
+}
+
 /// Check `[shared.s3]` and normalise its prefix to "" or "something/".
 fn validate_s3(s3: &mut S3Config) -> Result<(), (String, String)> {
     if s3.bucket.is_empty() || s3.bucket.contains('/') {
@@ -599,6 +675,9 @@ impl Config {
         }
         if let Some(s3) = &mut self.shared.s3 {
             validate_s3(s3)?;
+        }
+        if let Some(c) = &mut self.cluster {
+            validate_cluster(c)?;
         }
         if self.upstreams.is_empty() {
             return Err((

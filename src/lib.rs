@@ -13,6 +13,7 @@
 // exceeds the default query depth.
 #![recursion_limit = "256"]
 
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod hosts_toml;
@@ -80,5 +81,15 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
             upload_concurrency: s.upload_concurrency,
         })
     });
-    Ok(core::PullThrough::new(Arc::new(store), upstreams, pins, cfg.cache.max_concurrent_fills, shared))
+    let cluster = cfg.cluster.as_ref().map(|c| {
+        cluster::Cluster::new(cluster::ClusterSettings {
+            advertise: c.advertise.clone(),
+            peers: c.peers.clone(),
+            peers_dns: c.peers_dns.clone(),
+            token: c.token.as_ref().map(|t| t.expose().to_string()).unwrap_or_default(),
+            header_timeout: c.timeout,
+            idle_timeout: std::time::Duration::from_secs(60),
+        })
+    });
+    Ok(core::PullThrough::new(Arc::new(store), upstreams, pins, cfg.cache.max_concurrent_fills, shared, cluster))
 }

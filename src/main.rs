@@ -38,6 +38,10 @@ enum Command {
         /// Admin address (metrics, health), overriding [server] admin_listen.
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
+        /// How the other cluster nodes reach this one, overriding [cluster] advertise
+        /// (in a DaemonSet: "http://$(POD_IP):5000", which Kubernetes expands).
+        #[arg(long)]
+        advertise: Option<String>,
     },
     /// Validate a configuration file and exit (non-zero, with the reason, if invalid).
     CheckConfig {
@@ -145,8 +149,8 @@ fn main() -> std::process::ExitCode {
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     let result = match cli.command {
-        Command::Serve { config, listen, cache_dir, admin_listen } => {
-            serve(config.as_deref(), listen, cache_dir, admin_listen)
+        Command::Serve { config, listen, cache_dir, admin_listen, advertise } => {
+            serve(config.as_deref(), listen, cache_dir, admin_listen, advertise)
         }
         Command::CheckConfig { config } => Config::load(&config).map_err(Into::into).map(|c| {
             println!(
@@ -185,8 +189,19 @@ fn serve(
     listen: Option<SocketAddr>,
     cache_dir: Option<PathBuf>,
     admin_listen: Option<SocketAddr>,
+    advertise: Option<String>,
 ) -> anyhow::Result<()> {
-    let cfg = load(config)?;
+    let mut cfg = load(config)?;
+    if let Some(a) = advertise {
+        let Some(c) = cfg.cluster.as_mut() else {
+            anyhow::bail!("--advertise needs a [cluster] section in the configuration");
+        };
+        let ok = a
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        anyhow::ensure!(ok, "--advertise {a:?} is not a base URL like http://10.0.0.7:5000");
+        c.advertise = a;
+    }
     let listen = listen.unwrap_or(cfg.server.listen);
     let admin_listen = admin_listen.or(cfg.server.admin_listen);
     let cache_dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());

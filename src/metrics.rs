@@ -38,6 +38,7 @@ pub struct Metrics {
     pub tier_verification_failures: IntCounterVec,
     pub shared_uploads: IntCounterVec,
     pub shared_up: IntGauge,
+    pub peer_requests: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -213,6 +214,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Background uploads to the shared tier, by kind (blob, manifest, tag) and result (ok, exists, error).",
             &["kind", "result"],
         ),
+        peer_requests: counter(
+            &r,
+            "pullthrough_peer_requests_total",
+            "Cluster peer requests: made by this node (result ok, not_found, failed_over) and served to peers (ok, error).",
+            &["direction", "result"],
+        ),
         shared_up: gauge(
             &r,
             "pullthrough_shared_up",
@@ -256,6 +263,7 @@ impl Metrics {
             &self.tier_verification_failures,
             &self.shared_uploads,
             &self.shared_up,
+            &self.peer_requests,
         ];
         collectors.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).collect()
     }

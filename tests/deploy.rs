@@ -14,7 +14,11 @@ fn bin() -> Command {
 
 #[test]
 fn configmap_config_passes_check_config() {
-    for f in ["deploy/kubernetes/configmap.yaml", "deploy/kubernetes/shared-tier/configmap.yaml"] {
+    for f in [
+        "deploy/kubernetes/configmap.yaml",
+        "deploy/kubernetes/shared-tier/configmap.yaml",
+        "deploy/kubernetes/cluster/configmap.yaml",
+    ] {
         check_configmap(f);
     }
 }
@@ -32,7 +36,14 @@ fn check_configmap(file: &str) {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.toml");
     std::fs::write(&f, toml).unwrap();
-    let out = bin().arg("check-config").arg("--config").arg(&f).output().unwrap();
+    // The cluster token comes from the Secret in the DaemonSet.
+    let out = bin()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&f)
+        .env("PULLTHROUGH_CLUSTER_TOKEN", "0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -48,6 +59,18 @@ fn shared_tier_daemonset_differs_from_the_plain_one_only_where_it_must() {
     assert!(added.iter().any(|l| l.contains("name: pullthrough-s3")), "{added:?}");
     let cm = std::fs::read_to_string("deploy/kubernetes/shared-tier/configmap.yaml").unwrap();
     assert!(cm.contains("[shared.s3]"));
+}
+
+#[test]
+fn cluster_daemonset_advertises_its_pod_address_and_reads_the_token_from_a_secret() {
+    let ds = std::fs::read_to_string("deploy/kubernetes/cluster/daemonset.yaml").unwrap();
+    assert!(ds.contains("\"--advertise\", \"http://$(POD_IP):5000\""), "advertise from the downward API");
+    assert!(ds.contains("fieldPath: status.podIP"));
+    assert!(ds.contains("name: pullthrough-cluster"));
+    let cm = std::fs::read_to_string("deploy/kubernetes/cluster/configmap.yaml").unwrap();
+    let svc = std::fs::read_to_string("deploy/kubernetes/cluster/service-peers.yaml").unwrap();
+    assert!(svc.contains("clusterIP: None"), "a headless Service");
+    assert!(cm.contains("peers_dns = \"pullthrough-peers.kube-system.svc.cluster.local:5000\""));
 }
 
 #[test]

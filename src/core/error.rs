@@ -41,7 +41,7 @@ impl CoreError {
             FillError::Upstream(u) => CoreError::Upstream(u.clone()),
             // A shared-tier body that broke off mid-stream: the fill is gone, and the client
             // must retry (the next fill skips the failing tier or goes upstream).
-            FillError::Io { .. } | FillError::NoSpace { .. } | FillError::Shared(_) => {
+            FillError::Io { .. } | FillError::NoSpace { .. } | FillError::Shared(_) | FillError::Peer(_) => {
                 CoreError::Store(std::io::Error::other(e.to_string()))
             }
         }

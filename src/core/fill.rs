@@ -6,7 +6,8 @@
 //! blob is verified and committed, or discarded. A client that disconnects does not stop the
 //! fill: the next pull of that blob is then a cache hit (see README, "Fill policy").
 
-use super::source::{self, Tier};
+use super::source::{self, Tier, Tiers, Via};
+use crate::cluster::{Cluster, PeerError};
 use crate::oci::{Digest, Sha256Hasher};
 use crate::shared::{SharedError, SharedTier};
 use crate::store::{blocking, Store};
@@ -49,6 +50,8 @@ pub enum FillError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Shared(#[from] SharedError),
+    #[error(transparent)]
+    Peer(#[from] PeerError),
     #[error("fill of {digest} from the {} tier failed verification: {message}", tier.as_str())]
     Verification { digest: Digest, tier: Tier, message: String },
     #[error("fill of {digest} failed: {message}")]
@@ -92,6 +95,8 @@ pub struct Fills {
     pub housekeeping: Arc<tokio::sync::Notify>,
     /// The shared tier, read before the upstream and written back to after a fill.
     shared: Option<Arc<SharedTier>>,
+    /// The peers that own digests, asked before the upstream by a client's fill.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Chunks queued between the network task and the disk writer: bounds memory per fill.
@@ -102,12 +107,13 @@ const COALESCE: usize = 256 * 1024;
 const PUBLISH_EVERY: u64 = 256 * 1024;
 
 impl Fills {
-    pub fn new(max_concurrent: usize, shared: Option<Arc<SharedTier>>) -> Fills {
+    pub fn new(max_concurrent: usize, shared: Option<Arc<SharedTier>>, cluster: Option<Arc<Cluster>>) -> Fills {
         Fills {
             limit: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
             inflight: Mutex::default(),
             housekeeping: Arc::default(),
             shared,
+            cluster,
         }
     }
 
@@ -118,6 +124,7 @@ impl Fills {
         store: &Arc<Store>,
         route: &Route,
         digest: &Digest,
+        via: Via,
     ) -> (watch::Receiver<Progress>, bool) {
         let mut map = self.inflight.lock().expect("fills lock");
         if let Some(rx) = map.get(digest) {
@@ -137,7 +144,8 @@ impl Fills {
         let limit = self.limit.clone();
         tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
-            match run(&store, fills.shared.as_ref(), &route, &digest, &tx).await {
+            let tiers = Tiers { shared: fills.shared.as_deref(), cluster: fills.cluster.as_deref(), via };
+            match run(&store, fills.shared.as_ref(), tiers, &route, &digest, &tx).await {
                 Ok(()) => {
                     let b = store.budget();
                     if b.max_size.is_some_and(|m| store.cas.index.total() as f64 > m as f64 * b.high_watermark) {
@@ -175,6 +183,7 @@ impl Fills {
 async fn run(
     store: &Arc<Store>,
     shared: Option<&Arc<SharedTier>>,
+    tiers: Tiers<'_>,
     route: &Route,
     digest: &Digest,
     tx: &watch::Sender<Progress>,
@@ -197,7 +206,8 @@ async fn run(
         return Ok(());
     }
 
-    let mut body = source::open(shared.map(|s| &**s), route, digest).await?;
+    let mut body = source::open(tiers, route, digest).await?;
+    let peer = body.peer();
     let total = body.total;
 
     // Room first: with none, the waiters are told to relay from upstream uncached.
@@ -305,6 +315,11 @@ async fn run(
     .await;
     drop(chunks);
     let (temp, actual) = writer.await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
+    if let (Err(_), Some(p), Some(c)) = (&result, &peer, tiers.cluster) {
+        // A peer that broke off mid-transfer (killed, overloaded): skip it for a while, so
+        // the clients' retry goes to the next peer or the upstream.
+        c.failed(p);
+    }
     result?;
     crate::metrics::METRICS.tier_bytes.with_label_values(&[tier.as_str()]).inc_by(received);
 
@@ -319,6 +334,10 @@ async fn run(
     };
     if let Some(message) = mismatch {
         crate::metrics::METRICS.tier_verification_failures.with_label_values(&[tier.as_str()]).inc();
+        if let (Some(p), Some(c)) = (&peer, tiers.cluster) {
+            tracing::warn!(%p, %digest, "a peer sent bytes that failed verification; ignoring that peer for a while");
+            c.failed(p);
+        }
         if let (Tier::Shared, Some(s)) = (tier, shared) {
             // Never trust the bucket: drop the bad object so the next fill goes upstream
             // and its verified bytes replace it.
@@ -342,6 +361,7 @@ async fn run(
     match committed {
         Ok(()) => {
             tracing::debug!(%digest, bytes = received, tier = tier.as_str(), "blob fill verified and committed");
+            // Bytes from a peer: the owner uploads what it filled, so this node need not.
             if let (Tier::Upstream, Some(s)) = (tier, shared) {
                 s.upload_blob(digest, store.cas.blob_path(digest), received);
             }

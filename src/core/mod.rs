@@ -10,14 +10,14 @@ pub mod lifecycle;
 mod prefetch;
 mod pull;
 mod relay;
-mod vouch;
 mod source;
+mod vouch;
 
 pub use error::CoreError;
 pub use housekeeping::{spawn as spawn_housekeeping, spawn_prefetch, CachedImage, ExpiredImage, PruneReport};
 pub use layout::{ImportError, ImportReport};
 pub use prefetch::{Platforms, PrefetchReport};
 pub use pull::{Blob, BlobBody, Manifest, PullThrough, TagsPage};
-pub use source::Tier;
+pub use source::{Tier, Via};
 
 pub use relay::stream as relay_stream;

@@ -10,8 +10,9 @@
 
 use super::error::CoreError;
 use super::fill::{self, FillError, FillState, Fills, Progress};
+use super::source::{count, Lookup, Tier, Via};
 use super::vouch::Content;
-use super::source::{count, Lookup, Tier};
+use crate::cluster::{Cluster, Fetch};
 use crate::oci::media::{self, AcceptList};
 use crate::oci::{Digest, ImageRef, Reference, RepoName, Tag, TagsQuery};
 use crate::shared::{SharedTag, SharedTier};
@@ -35,6 +36,8 @@ pub struct PullThrough {
     pub(super) pins: Vec<ImageRef>,
     /// The tier shared by every node (an S3 bucket), when configured.
     pub(super) shared: Option<Arc<SharedTier>>,
+    /// The peers that share single flight with this node, when configured.
+    pub(super) cluster: Option<Arc<Cluster>>,
     /// One turn at a time per manifest fetch (a tag of a repository, or a digest).
     turns: std::sync::Mutex<std::collections::HashMap<TurnKey, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -85,13 +88,15 @@ impl PullThrough {
         pins: Vec<ImageRef>,
         max_fills: usize,
         shared: Option<Arc<SharedTier>>,
+        cluster: Option<Arc<Cluster>>,
     ) -> PullThrough {
         PullThrough {
             store,
-            fills: Arc::new(Fills::new(max_fills, shared.clone())),
+            fills: Arc::new(Fills::new(max_fills, shared.clone(), cluster.clone())),
             upstreams,
             pins,
             shared,
+            cluster,
             turns: Default::default(),
         }
     }
@@ -102,6 +107,9 @@ impl PullThrough {
     pub fn start_background(&self) {
         for u in self.upstreams.iter() {
             u.registry.start_background();
+        }
+        if let Some(c) = &self.cluster {
+            c.start_background();
         }
         if let Some(s) = self.shared.clone() {
             tokio::spawn(async move {
@@ -136,14 +144,30 @@ impl PullThrough {
         self.upstreams.resolve(ns, name)
     }
 
+    /// The cluster's peer set, when configured (for `/readyz`).
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
     pub async fn manifest(
         &self,
         route: &Route,
         reference: &Reference,
         accept: &AcceptList,
     ) -> Result<Manifest, CoreError> {
+        self.manifest_via(route, reference, accept, Via::Client).await
+    }
+
+    /// A manifest for a client, or for a peer node (`Via::Peer`: never asked of other peers).
+    pub async fn manifest_via(
+        &self,
+        route: &Route,
+        reference: &Reference,
+        accept: &AcceptList,
+        via: Via,
+    ) -> Result<Manifest, CoreError> {
         let m = match reference {
-            Reference::Digest(d) => self.manifest_by_digest(route, d).await?,
+            Reference::Digest(d) => self.manifest_by_digest(route, d, via).await?,
             Reference::Tag(t) => self.manifest_by_tag(route, t).await?,
         };
         if !accept.accepts(&m.media_type) {
@@ -208,15 +232,21 @@ impl PullThrough {
 
     /// A manifest by digest; one that was not fetched from this route's upstream just now
     /// is served only once that upstream vouched for it in this repository (see `vouch`).
-    async fn manifest_by_digest(&self, route: &Route, digest: &Digest) -> Result<Manifest, CoreError> {
-        let m = self.manifest_by_digest_anywhere(route, digest).await?;
-        if m.cached {
+    async fn manifest_by_digest(&self, route: &Route, digest: &Digest, via: Via) -> Result<Manifest, CoreError> {
+        let m = self.manifest_by_digest_anywhere(route, digest, via).await?;
+        // A peer asking has vouched for its route already (it asks only after its own check).
+        if m.cached && via == Via::Client {
             self.vouch(route, digest, Content::Manifest).await?;
         }
         Ok(m)
     }
 
-    async fn manifest_by_digest_anywhere(&self, route: &Route, digest: &Digest) -> Result<Manifest, CoreError> {
+    async fn manifest_by_digest_anywhere(
+        &self,
+        route: &Route,
+        digest: &Digest,
+        via: Via,
+    ) -> Result<Manifest, CoreError> {
         if let Some(m) = self.cached_manifest(digest).await? {
             return Ok(m);
         }
@@ -224,6 +254,11 @@ impl PullThrough {
             // The request before ours in line may have fetched it.
             if let Some(m) = self.tiered_manifest(digest).await? {
                 return Ok(m);
+            }
+            if via == Via::Client {
+                if let Some(m) = self.peer_manifest(route, digest).await? {
+                    return Ok(m);
+                }
             }
             let resp = route
                 .upstream
@@ -240,6 +275,41 @@ impl PullThrough {
             Ok(m)
         })
         .await
+    }
+
+    /// A manifest by digest from the peer that owns it (which fills it once for the whole
+    /// cluster), verified here; `None` when no peer serves it.
+    async fn peer_manifest(&self, route: &Route, digest: &Digest) -> Result<Option<Manifest>, CoreError> {
+        let Some(cluster) = &self.cluster else { return Ok(None) };
+        for peer in cluster.ask_order(digest) {
+            let Ok(resp) = cluster.fetch(&peer, Fetch::Manifest, route.upstream.host(), &route.name, digest).await
+            else {
+                continue;
+            };
+            let read = super::source::read_small(resp.body, media::MAX_MANIFEST_BYTES, cluster.idle_timeout).await;
+            let Ok(bytes) = read else {
+                cluster.failed(&peer);
+                continue;
+            };
+            if Digest::of_bytes(&bytes) != *digest {
+                crate::metrics::METRICS.tier_verification_failures.with_label_values(&[Tier::Peer.as_str()]).inc();
+                tracing::warn!(%peer, %digest, "a peer sent a manifest that failed verification; ignoring that peer for a while");
+                cluster.failed(&peer);
+                continue;
+            }
+            count(Tier::Peer, "manifest", Lookup::Hit);
+            let media_type = resp
+                .content_type
+                .filter(|t| t.starts_with("application/vnd."))
+                .or_else(|| media::sniff_manifest_type(&bytes))
+                .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+            // `cached`: like content from the shared tier, it was not fetched from this route's
+            // upstream just now, so the route's upstream must vouch for it (see `vouch`).
+            let m = Manifest { digest: digest.clone(), media_type, bytes, cached: true };
+            self.store_manifest(&m).await?;
+            return Ok(Some(m));
+        }
+        Ok(None)
     }
 
     /// Write a manifest fetched from the upstream back to the shared tier (background).
@@ -444,13 +514,21 @@ impl PullThrough {
     /// waiting for upstream's response headers. Either only once the route's upstream
     /// vouched for it in this repository (see `vouch`).
     pub async fn blob(&self, route: &Route, digest: &Digest) -> Result<Blob, CoreError> {
-        self.vouch(route, digest, Content::Blob).await?;
+        self.blob_via(route, digest, Via::Client).await
+    }
+
+    /// A blob for a client, or for a peer node (`Via::Peer`: the asking node vouched for
+    /// its route already, and the fill, if one starts, never asks other peers).
+    pub async fn blob_via(&self, route: &Route, digest: &Digest, via: Via) -> Result<Blob, CoreError> {
+        if via == Via::Client {
+            self.vouch(route, digest, Content::Blob).await?;
+        }
         let store = self.store.clone();
         let d = digest.clone();
         if let Some((f, len)) = blocking(move || store.cas.open_blob(&d)).await? {
             return Ok(Blob { body: BlobBody::Cached(fill::complete(f, len)), size: Some(len), hit: true });
         }
-        let (mut rx, started) = self.fills.join_or_start(&self.store, route, digest);
+        let (mut rx, started) = self.fills.join_or_start(&self.store, route, digest, via);
         if !started {
             tracing::debug!(%digest, "joined a fill in progress");
         }

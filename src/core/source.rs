@@ -1,9 +1,11 @@
-//! Where a fill's bytes come from, as one kind of body: the shared tier or the upstream.
+//! Where a fill's bytes come from, as one kind of body: the shared tier, the peer that owns
+//! the digest, or the upstream.
 //! The fill pipeline reads a `SourceBody` chunk by chunk with the same per-chunk timeout,
 //! hash and hold-back whichever tier produced it, so bytes from the bucket are verified
 //! exactly like bytes from the upstream.
 
 use super::fill::FillError;
+use crate::cluster::{Cluster, Fetch, PeerError, PeerResponse};
 use crate::oci::Digest;
 use crate::shared::{SharedBlob, SharedError, SharedTier};
 use crate::upstream::{error_chain, Route, UpstreamError};
@@ -19,7 +21,16 @@ use std::time::Duration;
 pub enum Tier {
     Local,
     Shared,
+    Peer,
     Upstream,
+}
+
+/// Who asked for content: a client, or a peer node of the cluster (whose requests are never
+/// forwarded to other peers again, so there are no loops).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Client,
+    Peer,
 }
 
 impl Tier {
@@ -27,6 +38,7 @@ impl Tier {
         match self {
             Tier::Local => "local",
             Tier::Shared => "shared",
+            Tier::Peer => "peer",
             Tier::Upstream => "upstream",
         }
     }
@@ -70,6 +82,10 @@ impl SourceBody {
                 Tier::Shared => {
                     FillError::Shared(SharedError::Timeout { key: self.from.clone(), after: self.idle_timeout })
                 }
+                Tier::Peer => FillError::Peer(PeerError::Transfer {
+                    peer: self.from.clone(),
+                    message: format!("no data for {:?}", self.idle_timeout),
+                }),
                 _ => FillError::Upstream(UpstreamError::Timeout { host: self.from.clone(), after: self.idle_timeout }),
             }),
             Ok(None) => Ok(None),
@@ -103,11 +119,19 @@ impl SourceBody {
     }
 }
 
+/// The tiers a fill may read, besides the upstream.
+#[derive(Clone, Copy)]
+pub struct Tiers<'a> {
+    pub shared: Option<&'a SharedTier>,
+    pub cluster: Option<&'a Cluster>,
+    pub via: Via,
+}
+
 /// Open `digest` from the first tier that has it: the shared tier (when configured and
-/// answering), else the upstream of `route`. A shared tier that fails or is slow is
-/// skipped, never an error.
-pub async fn open(shared: Option<&SharedTier>, route: &Route, digest: &Digest) -> Result<SourceBody, FillError> {
-    if let Some(s) = shared {
+/// answering), then the peers that own the digest (for a client's fill only), else the
+/// upstream of `route`. A tier that fails or is slow is skipped, never an error.
+pub async fn open(tiers: Tiers<'_>, route: &Route, digest: &Digest) -> Result<SourceBody, FillError> {
+    if let Some(s) = tiers.shared {
         match s.open_blob(digest).await {
             Ok(Some(blob)) => {
                 count(Tier::Shared, "blob", Lookup::Hit);
@@ -120,9 +144,57 @@ pub async fn open(shared: Option<&SharedTier>, route: &Route, digest: &Digest) -
             }
         }
     }
+    if let (Some(c), Via::Client) = (tiers.cluster, tiers.via) {
+        for peer in c.ask_order(digest) {
+            if let Ok(resp) = c.fetch(&peer, Fetch::Blob, route.upstream.host(), &route.name, digest).await {
+                count(Tier::Peer, "blob", Lookup::Hit);
+                return Ok(SourceBody::from_peer(resp, c.idle_timeout));
+            }
+        }
+    }
     let registry = &route.upstream.registry;
     let resp = registry.blob(&route.name, digest, Method::GET).await?;
     Ok(SourceBody::from_upstream(resp, registry.host(), registry.read_timeout))
+}
+
+impl SourceBody {
+    fn from_peer(resp: PeerResponse, idle_timeout: Duration) -> SourceBody {
+        let peer = resp.peer.to_string();
+        let p = peer.clone();
+        let chunks = resp
+            .body
+            .into_data_stream()
+            .map(move |r| {
+                r.map_err(|e| FillError::Peer(PeerError::Transfer { peer: p.clone(), message: error_chain(&e) }))
+            })
+            .boxed();
+        SourceBody { tier: Tier::Peer, total: resp.len, chunks, idle_timeout, from: peer }
+    }
+
+    /// The peer this body comes from, when it does.
+    pub fn peer(&self) -> Option<crate::cluster::Peer> {
+        (self.tier == Tier::Peer).then(|| crate::cluster::Peer::new(&self.from))
+    }
+}
+
+/// Collect a small body (a manifest) of at most `limit` bytes, with `idle_timeout` between
+/// chunks.
+pub async fn read_small(body: hyper::body::Incoming, limit: usize, idle_timeout: Duration) -> Result<Bytes, String> {
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle_timeout, stream.next()).await {
+            Err(_) => return Err(format!("no data for {idle_timeout:?}")),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => return Err(error_chain(&e)),
+            Ok(Some(Ok(c))) => {
+                if buf.len() + c.len() > limit {
+                    return Err(format!("larger than {limit} bytes"));
+                }
+                buf.extend_from_slice(&c);
+            }
+        }
+    }
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {

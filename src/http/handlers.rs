@@ -6,7 +6,7 @@ use super::error::ApiError;
 use super::range::{RangeError, RangeRequest};
 use super::router::Endpoint;
 use super::Body;
-use crate::core::{follow, BlobBody, PullThrough};
+use crate::core::{follow, BlobBody, PullThrough, Via};
 use crate::oci::media::AcceptList;
 use crate::oci::{query_pairs, Digest, Reference, RepoName, TagsQuery};
 use http::{header, HeaderMap, Response, StatusCode};
@@ -19,6 +19,17 @@ pub struct Call<'a> {
     pub query: &'a str,
     pub who: &'a Identity,
     pub access: &'a Access,
+}
+
+impl Call<'_> {
+    /// Whether a peer node asks (its requests are never forwarded to other peers).
+    fn via(&self) -> Via {
+        if *self.who == Identity::Peer {
+            Via::Peer
+        } else {
+            Via::Client
+        }
+    }
 }
 
 /// What the access log and the metrics record about a request beyond its status. Handlers
@@ -87,7 +98,7 @@ async fn manifest(
     if let Reference::Digest(d) = reference {
         call.access.check_digest(d)?;
     }
-    let m = pull.manifest(&route, reference, &accept).await?;
+    let m = pull.manifest_via(&route, reference, &accept, call.via()).await?;
     call.access.check_digest(&m.digest)?;
     out.cache = if m.cached { "hit" } else { "miss" };
     let resp = Response::builder()
@@ -137,7 +148,7 @@ async fn blob(
         return Ok(resp.body(super::empty()).expect("valid response"));
     }
 
-    let blob = pull.blob(&route, digest).await?;
+    let blob = pull.blob_via(&route, digest, call.via()).await?;
     out.cache = if blob.hit { "hit" } else { "miss" };
     let mut progress = match blob.body {
         BlobBody::Cached(rx) => rx,

@@ -46,7 +46,11 @@ impl App {
             return resp;
         }
         let cert = parts.extensions.get::<super::tls::ClientCert>();
-        let who = self.access.identify(&parts.headers, cert).await;
+        let who = match self.peer(&parts.headers) {
+            Some(peer) => peer,
+            None => self.access.identify(&parts.headers, cert).await,
+        };
+        let from_peer = matches!(who, Ok(super::access::Identity::Peer));
         let mut outcome = Outcome::default();
         let (result, kind) = match (router::route(&parts.method, path), who) {
             (Ok(ep), Ok(who)) => {
@@ -63,6 +67,10 @@ impl App {
             (Ok(ep), Err(e)) => (Err(e), ep.kind()),
             (Err(e), _) => (Err(e), "invalid"),
         };
+        if from_peer {
+            let result = if result.is_ok() { "ok" } else { "error" };
+            METRICS.peer_requests.with_label_values(&["served", result]).inc();
+        }
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => {
@@ -105,6 +113,20 @@ impl App {
         track(resp, log).map(BodyExt::boxed_unsync)
     }
 
+    /// A request from a peer node: one carrying the cluster token. A wrong token is refused
+    /// outright (a misconfigured node should fail loudly, not fall back to client rules).
+    fn peer(&self, headers: &http::HeaderMap) -> Option<Result<super::access::Identity, super::error::ApiError>> {
+        let presented = headers.get(crate::cluster::TOKEN_HEADER)?;
+        match self.pull.cluster() {
+            Some(c) if c.accepts(presented.as_bytes()) => Some(Ok(super::access::Identity::Peer)),
+            _ => Some(Err(super::error::ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "invalid cluster token: every node needs the same [cluster] token_env secret",
+            ))),
+        }
+    }
+
     /// `/healthz`: the process answers. `/readyz`: the cache directory is writable.
     async fn health(&self, path: &str) -> Option<Response<Body>> {
         let json = |status: StatusCode, v: serde_json::Value| {
@@ -135,6 +157,7 @@ impl App {
                         "cache_dir_writable": ready,
                         "error": writable.err().map(|e| e.to_string()),
                         "upstreams": upstreams,
+                        "cluster": self.pull.cluster().map(|c| c.describe()),
                         "shared": self.pull.shared_tier().map(|(tier, health)| serde_json::json!({"tier": tier, "state": health})),
                     }),
                 ))

@@ -1,0 +1,103 @@
+//! Asking a peer: an ordinary pull request (`GET /v2/<name>/blobs/<digest>?ns=<upstream>`)
+//! with the cluster token, over the peers' keep-alive connection pool.
+
+use super::{Fetch, Peer, PeerError, TOKEN_HEADER};
+use crate::oci::{media, Digest, RepoName};
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, StatusCode};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use std::time::Duration;
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Empty<Bytes>,
+>;
+
+/// A peer's answer: a body to verify, its announced size and type.
+pub struct PeerResponse {
+    pub peer: Peer,
+    pub len: Option<u64>,
+    pub content_type: Option<String>,
+    pub body: Incoming,
+}
+
+pub struct PeerClient {
+    client: Client,
+    header_timeout: Duration,
+}
+
+impl PeerClient {
+    pub fn new(header_timeout: Duration) -> PeerClient {
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(header_timeout.min(Duration::from_secs(2))));
+        let tls =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(roots())
+                .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(https);
+        PeerClient { client, header_timeout }
+    }
+
+    pub async fn get(
+        &self,
+        peer: &Peer,
+        what: Fetch,
+        host: &str,
+        name: &RepoName,
+        digest: &Digest,
+        token: &str,
+    ) -> Result<PeerResponse, PeerError> {
+        let kind = match what {
+            Fetch::Blob => "blobs",
+            Fetch::Manifest => "manifests",
+        };
+        let ns = percent_encoding::utf8_percent_encode(host, percent_encoding::NON_ALPHANUMERIC);
+        let url = format!("{peer}/v2/{name}/{kind}/{digest}?ns={ns}");
+        let mut token = HeaderValue::from_str(token)
+            .map_err(|_| PeerError::Connect { peer: peer.to_string(), message: "token is not header text".into() })?;
+        token.set_sensitive(true);
+        let mut req = Request::get(&url).header(header::USER_AGENT, crate::USER_AGENT).header(TOKEN_HEADER, token);
+        if what == Fetch::Manifest {
+            req = req.header(header::ACCEPT, media::MANIFEST_ACCEPT);
+        }
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| PeerError::Connect { peer: peer.to_string(), message: format!("bad peer URL {url}: {e}") })?;
+        let resp = tokio::time::timeout(self.header_timeout, self.client.request(req))
+            .await
+            .map_err(|_| PeerError::Timeout { peer: peer.to_string(), after: self.header_timeout })?
+            .map_err(|e| PeerError::Connect { peer: peer.to_string(), message: super::error::chain(&e) })?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Err(PeerError::NotFound { peer: peer.to_string() }),
+            status => return Err(PeerError::Status { peer: peer.to_string(), status }),
+        }
+        let h = resp.headers();
+        let len = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let content_type = h
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
+        Ok(PeerResponse { peer: peer.clone(), len, content_type, body: resp.into_body() })
+    }
+}
+
+/// The system's roots, for peers reached over https.
+fn roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots
+}
