@@ -99,6 +99,8 @@ impl Cas {
 
     /// Start writing a blob. Blocking.
     pub fn begin(&self, d: &Digest) -> io::Result<TempBlob> {
+        // This process's session directory; recreated if someone removed it.
+        std::fs::create_dir_all(&self.tmp)?;
         let path = self.tmp.join(format!("{}.{}.tmp", d.hex(), unique_suffix()));
         let file = File::options().read(true).write(true).create_new(true).open(&path)?;
         Ok(TempBlob { path, file: Some(file), written: 0, expected: d.clone() })

@@ -140,6 +140,8 @@ impl Store {
     /// Whether the cache directory takes writes: create, fsync and remove a probe file.
     /// Blocking.
     pub fn probe_writable(&self) -> io::Result<()> {
+        // Recreated if someone removed it: the probe asks whether fills can work.
+        std::fs::create_dir_all(self.session.dir())?;
         let p = self.session.dir().join(format!("probe-{}.tmp", unique_suffix()));
         let f = std::fs::File::create(&p)?;
         f.sync_all()?;
@@ -162,6 +164,8 @@ fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
+    // The session directory, recreated if it was removed from under us.
+    std::fs::create_dir_all(tmp_dir)?;
     let tmp = tmp_dir.join(format!("w-{}.tmp", unique_suffix()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
