@@ -139,6 +139,11 @@ impl Store {
         // Trust the stamps only once they are older than the timestamp granularity.
         let settled = stamps.latest().is_none_or(|t| SystemTime::now().duration_since(t).is_ok_and(|a| a > SETTLE));
         let mut repos = self.vouches.lock();
+        // A repository with no records at all is not remembered: requests for made-up names
+        // must not grow memory (asking again costs three `stat`s).
+        if stamps == Stamps::default() && found.is_empty() && !repos.contains_key(&key) {
+            return Ok(());
+        }
         let r = repos.entry(key).or_default();
         r.digests.extend(found.into_iter().chain(confirmed));
         for d in newly_followed {
@@ -185,6 +190,12 @@ mod tests {
             assert!(!store.vouched("a.test", &b, x).unwrap(), "{x} under another repository");
         }
         assert!(!store.vouched("a.test", &a, &d('9')).unwrap());
+        // Asking about repositories nobody recorded leaves nothing behind.
+        for i in 0..100 {
+            let made_up: RepoName = format!("made/up{i}").parse().unwrap();
+            assert!(!store.vouched("b.test", &made_up, &d('9')).unwrap());
+        }
+        assert_eq!(store.vouches.lock().len(), 1);
 
         // A confirmation is remembered, and read back by a store that starts afresh.
         store.confirm("b.test", &b, &d('e')).unwrap();
