@@ -118,8 +118,8 @@ async fn cli_commands_on_the_daemons_cache_keep_its_fills_and_records() {
     let fake = FakeUpstream::start().await;
     let slow = pseudo_random(61, 4 << 20);
     let slow_d = format!("sha256:{}", sha256_hex(&slow));
-    // About 1.6 s of transfer.
-    fake.set_blob(&slow_d, slow, Fault::Slow { chunk: 128 * 1024, delay_ms: 50 });
+    // About 5 s of transfer: time for six commands to start and finish during it.
+    fake.set_blob(&slow_d, slow, Fault::Slow { chunk: 64 * 1024, delay_ms: 80 });
     let image = small_image(&fake, 62);
     let proxy =
         Proxy::start_with("housekeeping_interval = \"200ms\"", &upstream_toml("fake.test", &fake.url(), "")).await;
@@ -144,6 +144,13 @@ async fn cli_commands_on_the_daemons_cache_keep_its_fills_and_records() {
     assert!(!ok && err.contains("daemon is using"), "prune ran beside the daemon: {err}");
     let (ok, out, err) = proxy.cli(&["prune", "--dry-run"]);
     assert!(ok, "prune --dry-run failed: {out}\n{err}");
+    // export reads, import writes (it waits only for a lifecycle pass): both work beside it.
+    let layout = tempfile::tempdir().unwrap();
+    let tar = layout.path().join("image.tar");
+    let (ok, out, err) = proxy.cli(&["export", &format!("fake.test/r@{image}"), "--out", tar.to_str().unwrap()]);
+    assert!(ok, "export failed: {out}\n{err}");
+    let (ok, out, err) = proxy.cli(&["import", tar.to_str().unwrap()]);
+    assert!(ok, "import failed: {out}\n{err}");
     assert!(!client.is_finished(), "the fill ended before the commands ran; make it slower");
 
     // The fill completes and is committed: the CLI removed none of its files.
