@@ -245,8 +245,8 @@ impl Auth {
                         match &t {
                             Ok(_) => self.endpoint.reset(),
                             // Only failures of the endpoint itself: a refused realm cost nothing.
-                            Err(e @ UpstreamError::Token { .. }) => {
-                                let trip = self.endpoint.trip(e.to_string());
+                            Err(e @ UpstreamError::Token { message, .. }) => {
+                                let trip = self.endpoint.trip(message.clone());
                                 if trip.started {
                                     tracing::warn!(upstream = %self.host, error = %e, backoff = ?trip.left,
                                         "token endpoint failed; requests needing a new token fail at once until the back-off ends");
