@@ -61,6 +61,10 @@ enum Command {
         dry_run: bool,
         #[arg(long)]
         json: bool,
+        /// Apply the policies to the shared tier's tag records ([shared.s3]) instead of the
+        /// local cache.
+        #[arg(long)]
+        shared: bool,
     },
     /// Write containerd hosts.toml files (one per configured upstream) that use this mirror.
     HostsToml {
@@ -164,7 +168,9 @@ fn main() -> std::process::ExitCode {
             print!("{}", pullthrough::config::DEFAULT_TOML);
             Ok(())
         }
-        Command::Prune { config, cache_dir, dry_run, json } => prune(config.as_deref(), cache_dir, dry_run, json),
+        Command::Prune { config, cache_dir, dry_run, json, shared } => {
+            prune(config.as_deref(), cache_dir, dry_run, json, shared)
+        }
         Command::Ls { config, cache_dir, json } => ls(config.as_deref(), cache_dir, json),
         Command::HostsToml { config, mirror, out } => hosts_toml(config.as_deref(), &mirror, &out),
         Command::Prefetch { images, file, platforms, all_platforms, pin, concurrency, config, cache_dir } => {
@@ -427,11 +433,24 @@ fn import(path: &Path, as_repo: Option<&str>, config: Option<&Path>, cache_dir: 
     Ok(())
 }
 
-fn prune(config: Option<&Path>, cache_dir: Option<PathBuf>, dry_run: bool, json: bool) -> anyhow::Result<()> {
+fn prune(
+    config: Option<&Path>,
+    cache_dir: Option<PathBuf>,
+    dry_run: bool,
+    json: bool,
+    shared: bool,
+) -> anyhow::Result<()> {
     let pt = offline(config, cache_dir)?;
-    let role = if dry_run { pullthrough::store::Role::Reader } else { pullthrough::store::Role::Pruner };
-    pt.store().claim(role)?;
-    let report = pt.apply_lifecycle(dry_run)?;
+    let report = if shared {
+        // The bucket's records only: the local cache is not touched, so no lock is needed.
+        let pinned = pt.pinned()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(pt.apply_lifecycle_shared(&pinned, dry_run))?
+    } else {
+        let role = if dry_run { pullthrough::store::Role::Reader } else { pullthrough::store::Role::Pruner };
+        pt.store().claim(role)?;
+        pt.apply_lifecycle(dry_run)?
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"dry_run": dry_run, "report": report}))?);
         return Ok(());

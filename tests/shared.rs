@@ -168,3 +168,44 @@ async fn pulls_succeed_when_the_bucket_is_down() {
     assert!(ready.text().contains("\"state\":\"down\""), "{}", ready.text());
     assert_eq!(n2.metric("pullthrough_shared_up").await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_applies_lifecycle_policies_to_the_shared_tag_records() {
+    let c = cluster().await;
+    let src = tempfile::tempdir().unwrap();
+    let v2 = image::manifest(src.path(), 8, &[100_000], "amd64");
+    image::finish_layout(src.path(), &[(&v2.top, "app-v2")]);
+    push(src.path(), "app-v2", &c.registry.addr.to_string(), "test/app:v2", None);
+    let policy = r#"[[upstream.repository]]
+match = "test/*"
+lifecycle_policy = '{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}'
+"#;
+    let n1 = c.node(policy).await;
+    assert_eq!(pull(&n1), sorted_unique(&c.app.all));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    skopeo_pull(&format!("docker://{}/lab/test/app:v2", n1.addr), &[]);
+    let key = |t: &str| format!("{PREFIX}tags/lab.test/test/app/_tags/{t}");
+    for t in ["v1", "v2"] {
+        wait_until("tag records in the bucket", Duration::from_secs(30), async || {
+            c.garage.get(&key(t)).await.is_some()
+        })
+        .await;
+    }
+
+    let prune = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pullthrough"));
+        cmd.args(["prune", "--shared", "--json", "--config"]).arg(n1.config_path()).args(extra);
+        let out = Garage::credentials(cmd).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // The policy keeps the newest image: v1 (confirmed first) expires.
+    let dry = prune(&["--dry-run"]);
+    let expired = &dry["report"]["expired"];
+    assert_eq!(expired.as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(expired[0]["digest"], c.app.top.digest.as_str());
+    assert!(c.garage.get(&key("v1")).await.is_some(), "a dry run deletes nothing");
+    prune(&[]);
+    assert!(c.garage.get(&key("v1")).await.is_none(), "the expired tag's record is gone");
+    assert!(c.garage.get(&key("v2")).await.is_some(), "the kept tag's record stays");
+}

@@ -10,6 +10,7 @@ pub mod lifecycle;
 mod prefetch;
 mod pull;
 mod relay;
+mod shared_prune;
 mod source;
 mod vouch;
 

@@ -25,6 +25,16 @@ impl Keys {
     }
 }
 
+/// `<upstream>/<repo>/_tags/<tag>` (a tag key without its prefix) as typed values.
+pub fn parse_tag(rest: &str) -> Option<(String, RepoName, Tag)> {
+    let (upstream, rest) = rest.split_once('/')?;
+    let (repo, tag) = rest.rsplit_once("/_tags/")?;
+    if upstream.is_empty() || upstream.contains(['\\', ' ']) {
+        return None;
+    }
+    Some((upstream.to_string(), repo.parse().ok()?, tag.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +48,10 @@ mod tests {
         let tag: Tag = "1.27".parse().unwrap();
         assert_eq!(k.tag("docker.io", &name, &tag), "cache/tags/docker.io/library/nginx/_tags/1.27");
         assert_eq!(Keys::new("").probe("n1"), "_probe/n1");
+        let key = k.tag("127.0.0.1:5000", &name, &tag);
+        let parsed = parse_tag(key.strip_prefix("cache/tags/").unwrap()).unwrap();
+        assert_eq!(parsed, ("127.0.0.1:5000".to_string(), name, tag));
+        assert_eq!(parse_tag("docker.io/library/nginx/1.27"), None);
+        assert_eq!(parse_tag("docker.io/../x/_tags/1"), None);
     }
 }

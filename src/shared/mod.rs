@@ -33,6 +33,15 @@ pub use error::SharedError;
 pub use health::TierHealth;
 pub use tags::SharedTag;
 
+/// A tag record found in the bucket.
+#[derive(Debug, Clone)]
+pub struct TagEntry {
+    pub upstream: String,
+    pub name: RepoName,
+    pub tag: Tag,
+    pub record: SharedTag,
+}
+
 use crate::oci::{Digest, RepoName, Tag};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
@@ -282,6 +291,46 @@ impl SharedTier {
             .await
             .map_err(|e| SharedError::sdk("put", key, e))?;
         Ok(upload::Outcome::Written)
+    }
+
+    /// Every tag record in the bucket, for lifecycle policies (`prune --shared`). Keys that
+    /// do not parse as `tags/<upstream>/<repo>/_tags/<tag>` and records that do not decode
+    /// are skipped (with a warning): the bucket is not ours alone.
+    pub async fn tag_records(&self) -> Result<Vec<TagEntry>, SharedError> {
+        let root = format!("{}tags/", self.settings.prefix);
+        let c = self.clients.reads().await;
+        let mut pages = c.list_objects_v2().bucket(&self.settings.bucket).prefix(&root).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| SharedError::sdk("list", &root, e))?;
+            for key in page.contents().iter().filter_map(|o| o.key()) {
+                let Some(parsed) = key.strip_prefix(&root).and_then(keys::parse_tag) else {
+                    tracing::warn!(%key, "not a tag record; skipped");
+                    continue;
+                };
+                // `None`: deleted since the listing.
+                if let Some((bytes, _)) = self.read_small(key, tags::MAX_TAG_RECORD).await? {
+                    match SharedTag::decode(&bytes) {
+                        Ok(record) => out.push(TagEntry { upstream: parsed.0, name: parsed.1, tag: parsed.2, record }),
+                        Err(message) => tracing::warn!(%key, %message, "not a valid tag record; skipped"),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete a tag record (a lifecycle policy expired its image).
+    pub async fn remove_tag(&self, upstream: &str, name: &RepoName, tag: &Tag) -> Result<(), SharedError> {
+        let key = self.keys.tag(upstream, name, tag);
+        let c = self.clients.writes().await;
+        c.delete_object()
+            .bucket(&self.settings.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| SharedError::sdk("delete", &key, e))?;
+        Ok(())
     }
 
     /// Uploads queued or running (for tests and shutdown).
