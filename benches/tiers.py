@@ -74,7 +74,9 @@ def start_garage(work):
 
 
 def raw_s3_get(port, key, out):
-    return ["curl", "-sS", "-o", out, "-w", "%{http_code}", "--aws-sigv4", "aws:amz:garage:s3", "--user",
+    # Garage wants x-amz-content-sha256 on every request; curl signs it when given.
+    return ["curl", "-sS", "-o", out, "-w", "%{http_code}", "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+            "--aws-sigv4", "aws:amz:garage:s3", "--user",
             f"{AK}:{SK}", f"http://127.0.0.1:{port}/{BUCKET}/{key}"]
 
 
