@@ -13,9 +13,11 @@
 // exceeds the default query depth.
 #![recursion_limit = "256"]
 
+pub mod aws;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod error_text;
 pub mod hosts_toml;
 pub mod http;
 pub mod metrics;

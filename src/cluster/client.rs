@@ -79,7 +79,7 @@ impl PeerClient {
         let resp = tokio::time::timeout(self.header_timeout, self.client.request(req))
             .await
             .map_err(|_| PeerError::Timeout { peer: peer.to_string(), after: self.header_timeout })?
-            .map_err(|e| PeerError::Connect { peer: peer.to_string(), message: super::error::chain(&e) })?;
+            .map_err(|e| PeerError::Connect { peer: peer.to_string(), message: crate::error_text::error_chain(&e) })?;
         match resp.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Err(PeerError::NotFound { peer: peer.to_string() }),

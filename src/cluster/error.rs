@@ -16,15 +16,3 @@ pub enum PeerError {
     #[error("peer {peer}: transfer failed: {message}")]
     Transfer { peer: String, message: String },
 }
-
-/// An error with its sources (hyper's own top-level messages say little).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}

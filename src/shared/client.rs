@@ -29,24 +29,11 @@ impl Clients {
 
     async fn build(&self, attempt_timeout: Duration, attempts: u32) -> aws_sdk_s3::Client {
         let s = &self.settings;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
-            .region(aws_config::Region::new(s.region.clone()))
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(s.timeout.min(Duration::from_secs(5)))
-                    .operation_attempt_timeout(attempt_timeout)
-                    .build(),
-            );
-        if let Some(url) = &s.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(s.timeout.min(Duration::from_secs(5)))
+            .operation_attempt_timeout(attempt_timeout)
+            .build();
+        let loader = crate::aws::loader(&s.region, s.endpoint_url.as_deref(), attempts, timeouts);
         let sdk = loader.load().await;
         // Checksums only where S3 requires them: S3-compatible engines differ in which of the
         // newer checksum headers and trailers they accept, and every byte read is verified

@@ -120,13 +120,7 @@ impl SharedTier {
             if got.0 != body {
                 return Err(SharedError::Mismatch { key: key.clone() });
             }
-            c.delete_object()
-                .bucket(&self.settings.bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(|e| SharedError::sdk("delete", &key, e))?;
-            Ok(())
+            self.delete(&key).await
         }
         .await;
         self.health.record(&r);
@@ -204,12 +198,9 @@ impl SharedTier {
     /// next verified fill replaces it.
     pub async fn remove_corrupt(&self, digest: &Digest) {
         let key = self.keys.blob(digest);
-        let c = self.clients.writes().await;
-        match c.delete_object().bucket(&self.settings.bucket).key(&key).send().await {
-            Ok(_) => tracing::warn!(%key, "deleted an object that failed verification from the shared tier"),
-            Err(e) => {
-                tracing::warn!(%key, error = %SharedError::sdk("delete", &key, e), "could not delete a corrupt object from the shared tier")
-            }
+        match self.delete(&key).await {
+            Ok(()) => tracing::warn!(%key, "deleted an object that failed verification from the shared tier"),
+            Err(e) => tracing::warn!(%key, error = %e, "could not delete a corrupt object from the shared tier"),
         }
     }
 
@@ -322,14 +313,17 @@ impl SharedTier {
 
     /// Delete a tag record (a lifecycle policy expired its image).
     pub async fn remove_tag(&self, upstream: &str, name: &RepoName, tag: &Tag) -> Result<(), SharedError> {
-        let key = self.keys.tag(upstream, name, tag);
+        self.delete(&self.keys.tag(upstream, name, tag)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), SharedError> {
         let c = self.clients.writes().await;
         c.delete_object()
             .bucket(&self.settings.bucket)
-            .key(&key)
+            .key(key)
             .send()
             .await
-            .map_err(|e| SharedError::sdk("delete", &key, e))?;
+            .map_err(|e| SharedError::sdk("delete", key, e))?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use super::ecr::EcrTokens;
 use super::error::{Advice, UpstreamError};
 use super::guard::Reach;
 use crate::config::{AuthConfig, UpstreamConfig};
+use crate::error_text::error_chain;
 use crate::oci::{media, Digest, Reference, RepoName};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -317,19 +318,6 @@ impl Registry {
             }
         }
     }
-}
-
-/// An error with its sources, since hyper's top-level messages alone ("client error
-/// (Connect)") do not say what happened.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `Location` may be absolute or relative to the request URL; only http(s) targets are

@@ -108,26 +108,13 @@ impl EcrTokens {
     async fn client(&self) -> &aws_sdk_ecr::Client {
         self.client
             .get_or_init(|| async {
-                let http = aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https();
                 // Few SDK-level retries and a bounded call: the refresher has its own backoff,
                 // and a request waiting for a first token must not hang.
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .http_client(http)
-                    .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
-                    .timeout_config(
-                        aws_config::timeout::TimeoutConfig::builder()
-                            .connect_timeout(Duration::from_secs(5))
-                            .operation_timeout(Duration::from_secs(20))
-                            .build(),
-                    )
-                    .region(aws_config::Region::new(self.cfg.region.clone()));
-                if let Some(url) = &self.cfg.endpoint_url {
-                    loader = loader.endpoint_url(url);
-                }
+                let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_timeout(Duration::from_secs(20))
+                    .build();
+                let loader = crate::aws::loader(&self.cfg.region, self.cfg.endpoint_url.as_deref(), 2, timeouts);
                 aws_sdk_ecr::Client::new(&loader.load().await)
             })
             .await

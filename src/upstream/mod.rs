@@ -12,7 +12,8 @@ pub mod guard;
 mod refusal;
 mod route;
 
-pub use client::{error_chain, Reachability, Registry};
+pub use crate::error_text::error_chain;
+pub use client::{Reachability, Registry};
 pub use ecr::{parse_ecr_host, EcrTokens};
 pub use error::UpstreamError;
 pub use route::{Route, RouteError, Upstream, Upstreams};
