@@ -271,6 +271,10 @@ pub struct CacheConfig {
     /// Images never evicted or expired: `host/repo:tag` or `host/repo@sha256:…`.
     #[serde(default)]
     pub pins: Vec<String>,
+    /// Memory for verified manifests (by digest) and fresh tag answers, so that hot
+    /// manifest requests do no file IO; `0` turns it off.
+    #[serde(default = "default_memory")]
+    pub memory: ByteSize,
 }
 
 impl Default for CacheConfig {
@@ -299,6 +303,9 @@ fn default_prefetch_interval() -> Duration {
 }
 fn default_lifecycle_interval() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_memory() -> ByteSize {
+    ByteSize(64 << 20)
 }
 
 /// A size in bytes, written `"50GiB"`, `"500MB"`, `"1048576"` (or a bare integer).

@@ -93,5 +93,6 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
             idle_timeout: std::time::Duration::from_secs(60),
         })
     });
-    Ok(core::PullThrough::new(Arc::new(store), upstreams, pins, cfg.cache.max_concurrent_fills, shared, cluster))
+    Ok(core::PullThrough::new(Arc::new(store), upstreams, pins, cfg.cache.max_concurrent_fills, shared, cluster)
+        .with_memory(cfg.cache.memory.0))
 }

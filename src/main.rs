@@ -141,13 +141,26 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     })
 }
 
+/// Log lines queued for stderr at most before logging waits (a few hundred bytes each).
+const LOG_QUEUE_LINES: usize = 8192;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only on a terminal: log files and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // Log lines (the request log among them) go to stderr from a thread of their own: a
+    // request pays an in-memory queue push, not a write to a pipe or terminal. The queue is
+    // bounded (LOG_QUEUE_LINES) and not lossy: when stderr cannot keep up, logging waits for
+    // room rather than dropping lines, so no request line is lost and the queue's memory
+    // stays small. The guard flushes the queue when it is dropped, before `main` returns.
+    let (writer, log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("pullthrough-log")
+        .finish(std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
@@ -181,6 +194,8 @@ fn main() -> std::process::ExitCode {
             import(&path, as_repo.as_deref(), config.as_deref(), cache_dir)
         }
     };
+    // Every queued log line out before the final message.
+    drop(log_guard);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -265,6 +280,9 @@ fn serve(
         while drained && app.pull.fills_in_flight() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        // Pull times gathered in memory since the last housekeeping tick.
+        let pull = app.pull.clone();
+        let _ = pullthrough::store::blocking(move || Ok(pull.flush_pulls())).await;
         // Fills cut short by the shutdown leave temp files; remove them now rather than at
         // the next start.
         let removed = app.pull.store().clean_temp().unwrap_or(0);
@@ -364,6 +382,8 @@ fn prefetch(
         }
         Ok::<_, anyhow::Error>(())
     })?;
+    // Pull times of images this run pulled more than once (see core::pulls).
+    pt.flush_pulls();
     anyhow::ensure!(
         failed == 0,
         "{failed} of {} images failed; run again to resume (cached blobs are kept)",

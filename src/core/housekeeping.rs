@@ -1,6 +1,8 @@
 //! Keeping the cache in shape: eviction to the budget, lifecycle policies, pins, removing
-//! the temp files of processes that died, and the inventory `ls` prints. The blocking passes
-//! here run on blocking threads (background tasks) or in the CLI; none is on a request's path.
+//! the temp files of processes that died, writing the pull times and last-use times gathered
+//! in memory (every tick, and before a lifecycle pass or `ls` reads them), and the inventory
+//! `ls` prints. The blocking passes here run on blocking threads (background tasks) or in
+//! the CLI; none is on a request's path.
 
 use super::lifecycle::{self, Image};
 use super::pull::PullThrough;
@@ -145,6 +147,8 @@ impl PullThrough {
     /// records) and delete the blobs that only expired images referenced. With `dry_run`,
     /// report the same without changing anything. Blocking.
     pub fn apply_lifecycle(&self, dry_run: bool) -> io::Result<PruneReport> {
+        // Pull times still in memory count (`sinceImagePulled`).
+        self.flush_pulls();
         let now = SystemTime::now();
         let pinned = self.pinned()?;
         let mut report = PruneReport::default();
@@ -173,9 +177,11 @@ impl PullThrough {
                     for t in &img.tags {
                         if let Ok(tag) = t.parse() {
                             self.store.records.remove_tag(&up, &name, &tag)?;
+                            self.memory.forget_tag(&up, &name, &tag);
                         }
                     }
                     self.store.records.remove_image(&up, &name, &img.digest)?;
+                    self.pulls.forget(&up, &name, &img.digest);
                 }
                 report.expired.push(ExpiredImage {
                     upstream: up.clone(),
@@ -198,6 +204,7 @@ impl PullThrough {
                 }
                 if !dry_run {
                     self.store.cas.remove_blob(&d)?;
+                    self.memory.forget_manifest(&d);
                 }
                 report.blobs_removed += 1;
                 report.bytes_freed += size;
@@ -208,6 +215,7 @@ impl PullThrough {
 
     /// Every image in the cache with its tags and size. Blocking.
     pub fn list_images(&self) -> io::Result<Vec<CachedImage>> {
+        self.flush_pulls();
         let sizes: HashMap<Digest, u64> =
             self.store.cas.index.snapshot().into_iter().map(|b| (b.digest, b.size)).collect();
         let mut out = Vec::new();
@@ -274,6 +282,7 @@ pub fn spawn(pt: Arc<PullThrough>, interval: Duration, lifecycle_interval: Durat
             let p = p.clone();
             let r = tokio::task::spawn_blocking(move || {
                 p.store.cas.flush_last_use();
+                p.flush_pulls();
                 // A prefetch or import killed while the daemon runs leaves its temp files.
                 match p.store.clean_dead_temp() {
                     Ok(c) if c.sessions > 0 => {

@@ -10,6 +10,8 @@
 
 use super::error::CoreError;
 use super::fill::{self, FillError, FillState, Fills, Progress};
+use super::memory::Memory;
+use super::pulls::Pulls;
 use super::source::{count, Lookup, Tier, Via};
 use super::vouch::Content;
 use crate::cluster::{Cluster, Fetch};
@@ -40,7 +42,14 @@ pub struct PullThrough {
     pub(super) cluster: Option<Arc<Cluster>>,
     /// One turn at a time per manifest fetch (a tag of a repository, or a digest).
     turns: std::sync::Mutex<std::collections::HashMap<TurnKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Verified manifests and fresh tag answers, served without file IO (see `memory`).
+    pub(super) memory: Memory,
+    /// Image records' pull times, written in batches (see `pulls`).
+    pub(super) pulls: Pulls,
 }
+
+/// Memory for manifests and tag answers unless `with_memory` says otherwise.
+const DEFAULT_MEMORY: u64 = 64 << 20;
 
 /// What concurrent manifest requests take turns on.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -98,7 +107,21 @@ impl PullThrough {
             shared,
             cluster,
             turns: Default::default(),
+            memory: Memory::new(DEFAULT_MEMORY),
+            pulls: Pulls::default(),
         }
+    }
+
+    /// Use at most `bytes` of memory for manifests and tag answers (`0`: none).
+    pub fn with_memory(mut self, bytes: u64) -> PullThrough {
+        self.memory = Memory::new(bytes);
+        self
+    }
+
+    /// Write the image records' pull times gathered in memory since the last flush (see
+    /// `pulls`); the daemon does so every housekeeping tick and at shutdown. Blocking.
+    pub fn flush_pulls(&self) -> usize {
+        self.pulls.flush(&self.store)
     }
 
     /// Start background work: ECR token refresh, and a check that the shared tier takes
@@ -173,26 +196,34 @@ impl PullThrough {
         if !accept.accepts(&m.media_type) {
             return Err(CoreError::NotAcceptable { media_type: m.media_type });
         }
-        // The repository's image record: lifecycle policies and `ls` work from these.
-        let store = self.store.clone();
-        let (h, n, d, t) =
-            (route.upstream.host().to_string(), route.name.clone(), m.digest.clone(), m.media_type.clone());
-        blocking(move || store.records.note_pull(&h, &n, &d, &t)).await?;
+        // The repository's image record: lifecycle policies and `ls` work from these. On
+        // disk at the first pull, then batched in memory (see `pulls`).
+        self.pulls.note(&self.store, route.upstream.host(), &route.name, &m.digest, &m.media_type).await?;
         Ok(m)
     }
 
+    /// A manifest by digest from memory, else from the local disk (verified as it is read).
     async fn cached_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, CoreError> {
+        if let Some(m) = self.memory.manifest(digest) {
+            // Recency for eviction, as a disk hit counts it (in memory; housekeeping flushes).
+            self.store.cas.index.touch(digest);
+            return Ok(Some(m));
+        }
         let store = self.store.clone();
         let d = digest.clone();
         let found = blocking(move || store.cas.read_manifest(&d, media::MAX_MANIFEST_BYTES)).await?;
-        Ok(found.map(|(bytes, media_type)| Manifest {
+        let found = found.map(|(bytes, media_type)| Manifest {
             digest: digest.clone(),
             media_type: media_type
                 .or_else(|| media::sniff_manifest_type(&bytes))
                 .unwrap_or_else(|| media::OCI_MANIFEST.to_string()),
             bytes: Bytes::from(bytes),
             cached: true,
-        }))
+        });
+        if let Some(m) = &found {
+            self.memory.put_manifest(m);
+        }
+        Ok(found)
     }
 
     /// A manifest by digest from the local disk, else from the shared tier (verified, then
@@ -343,8 +374,28 @@ impl PullThrough {
     /// upstream, the others then find its fresh record, so a burst of nodes resolving the
     /// same tag makes one upstream request, not one each (Docker Hub counts them).
     async fn manifest_by_tag(&self, route: &Route, tag: &Tag) -> Result<Manifest, CoreError> {
+        // The common case: a fresh answer and its manifest in memory. No IO, no turn.
+        if let Some(rec) = self.memory.tag(route.upstream.host(), &route.name, tag) {
+            if self.tag_fresh(route, tag, &rec) {
+                if let Some(m) = self.memory.manifest(&rec.digest) {
+                    self.store.cas.index.touch(&rec.digest);
+                    return Ok(m);
+                }
+            }
+        }
         let key = TurnKey::Tag(route.upstream.host().to_string(), route.name.clone(), tag.clone());
         self.in_turn(key, self.manifest_by_tag_locked(route, tag)).await
+    }
+
+    /// Whether a tag's record may be trusted without asking the upstream: it is immutable
+    /// by configuration, or younger than the upstream's `tag_ttl`.
+    fn tag_fresh(&self, route: &Route, tag: &Tag, rec: &TagRecord) -> bool {
+        let up = &route.upstream;
+        let immutable = up
+            .config
+            .rule_for(route.name.as_str())
+            .is_some_and(|r| r.immutable_tags.iter().any(|p| p.matches(tag.as_str())));
+        immutable || SystemTime::now().duration_since(rec.checked_at).unwrap_or_default() < up.config.tag_ttl
     }
 
     /// Run `work` when no other request holds `key`: the first of a burst asks upstream,
@@ -366,15 +417,20 @@ impl PullThrough {
     async fn manifest_by_tag_locked(&self, route: &Route, tag: &Tag) -> Result<Manifest, CoreError> {
         let up = &route.upstream;
         let host = up.host().to_string();
-        let store = self.store.clone();
-        let (h, n, t) = (host.clone(), route.name.clone(), tag.clone());
-        let mut record = blocking(move || store.records.get_tag(&h, &n, &t)).await?;
-        let immutable = up
-            .config
-            .rule_for(route.name.as_str())
-            .is_some_and(|r| r.immutable_tags.iter().any(|p| p.matches(tag.as_str())));
-        let fresh = |rec: &TagRecord| {
-            immutable || SystemTime::now().duration_since(rec.checked_at).unwrap_or_default() < up.config.tag_ttl
+        let fresh = |rec: &TagRecord| self.tag_fresh(route, tag, rec);
+        // A fresh answer from memory stands for the record on disk; a stale one does not
+        // (another process may have written a newer record): read it again.
+        let mut record = match self.memory.tag(&host, &route.name, tag) {
+            Some(rec) if fresh(&rec) => Some(TagRecord::clone(&rec)),
+            _ => {
+                let store = self.store.clone();
+                let (h, n, t) = (host.clone(), route.name.clone(), tag.clone());
+                let rec = blocking(move || store.records.get_tag(&h, &n, &t)).await?;
+                if let Some(r) = &rec {
+                    self.memory.put_tag(&host, &route.name, tag, r.clone());
+                }
+                rec
+            }
         };
 
         // Another node may have asked the upstream more recently: its answer counts for the
@@ -458,14 +514,18 @@ impl PullThrough {
     async fn put_local_tag(&self, route: &Route, tag: &Tag, rec: TagRecord) -> Result<(), CoreError> {
         let store = self.store.clone();
         let (h, n, t) = (route.upstream.host().to_string(), route.name.clone(), tag.clone());
-        blocking(move || store.records.put_tag(&h, &n, &t, &rec)).await?;
+        let r = rec.clone();
+        blocking(move || store.records.put_tag(&h, &n, &t, &r)).await?;
+        self.memory.put_tag(route.upstream.host(), &route.name, tag, rec);
         Ok(())
     }
 
+    /// Store a verified manifest on disk, and keep it in memory.
     async fn store_manifest(&self, m: &Manifest) -> Result<(), CoreError> {
         let store = self.store.clone();
-        let m = m.clone();
-        blocking(move || store.cas.put_manifest(&m.digest, &m.media_type, &m.bytes)).await?;
+        let m2 = m.clone();
+        blocking(move || store.cas.put_manifest(&m2.digest, &m2.media_type, &m2.bytes)).await?;
+        self.memory.put_manifest(m);
         Ok(())
     }
 
