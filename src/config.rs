@@ -491,7 +491,8 @@ pub enum AuthConfig {
     Basic { username: String, password: Option<Secret>, password_env: Option<String>, password_file: Option<PathBuf> },
     /// Amazon ECR: tokens from GetAuthorizationToken, refreshed in the background.
     Ecr(EcrAuthConfig),
-    /// Credentials from a Docker `config.json` (`auths`), read at start.
+    /// Credentials from a Docker `config.json`, read at start: its `credHelpers` entry for
+    /// the registry, else its `credsStore`, else its `auths` entry (as Docker does).
     #[serde(rename = "docker-config")]
     DockerConfig {
         /// Default: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
@@ -499,6 +500,15 @@ pub enum AuthConfig {
         /// The `auths` key to use. Default: the upstream's host (Docker Hub:
         /// `https://index.docker.io/v1/`).
         registry: Option<String>,
+    },
+    /// A Docker credential helper, `docker-credential-<helper> get`, run when credentials are
+    /// needed and again after the registry refuses its answer (or it is 30 minutes old).
+    #[serde(rename = "credential-helper")]
+    CredentialHelper {
+        helper: String,
+        /// What the helper is asked for. Default: the upstream's host (Docker Hub:
+        /// `https://index.docker.io/v1/`).
+        server: Option<String>,
     },
 }
 
@@ -810,14 +820,31 @@ impl Config {
                     }
                 }
                 AuthConfig::DockerConfig { path, registry } => {
-                    let (username, password) = docker_config_credentials(path.as_deref(), registry.as_deref(), &host)
-                        .map_err(|m| (key("auth"), m))?;
-                    self.upstreams[i].auth = AuthConfig::Basic {
-                        username,
-                        password: Some(password),
-                        password_env: None,
-                        password_file: None,
-                    };
+                    self.upstreams[i].auth =
+                        match docker_config_credentials(path.as_deref(), registry.as_deref(), &host)
+                            .map_err(|m| (key("auth"), m))?
+                        {
+                            DockerCredentials::Basic(username, password) => AuthConfig::Basic {
+                                username,
+                                password: Some(password),
+                                password_env: None,
+                                password_file: None,
+                            },
+                            DockerCredentials::Helper { helper, server } => {
+                                AuthConfig::CredentialHelper { helper, server: Some(server) }
+                            }
+                        };
+                }
+                AuthConfig::CredentialHelper { helper, server } => {
+                    if !valid_helper_name(helper) {
+                        return Err((
+                            key("auth.helper"),
+                            format!("{helper:?} is not a credential helper name (as in docker-credential-<name>)"),
+                        ));
+                    }
+                    if server.is_none() {
+                        *server = Some(docker_auths_keys(&host)[0].clone());
+                    }
                 }
                 _ => {}
             }
@@ -858,12 +885,39 @@ fn validate_endpoint(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Username and password for `host` from a Docker `config.json`'s `auths`.
+/// What a Docker `config.json` says about a registry's credentials.
+enum DockerCredentials {
+    Basic(String, Secret),
+    /// Ask `docker-credential-<helper>` for `server`.
+    Helper {
+        helper: String,
+        server: String,
+    },
+}
+
+/// The `auths` (and `credHelpers`) keys Docker uses for `host`, preferred first.
+fn docker_auths_keys(host: &str) -> Vec<String> {
+    if host == "docker.io" {
+        vec!["https://index.docker.io/v1/".into(), "index.docker.io".into(), "docker.io".into()]
+    } else {
+        vec![host.to_string(), format!("https://{host}")]
+    }
+}
+
+/// `docker-credential-<name>`: a name that cannot turn into a path or an option.
+fn valid_helper_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Credentials for `host` from a Docker `config.json`: its `credHelpers` entry, else its
+/// `credsStore`, else its `auths` entry.
 fn docker_config_credentials(
     path: Option<&Path>,
     registry: Option<&str>,
     host: &str,
-) -> Result<(String, Secret), String> {
+) -> Result<DockerCredentials, String> {
     let path = match path {
         Some(p) => p.to_path_buf(),
         None => match (std::env::var_os("DOCKER_CONFIG"), std::env::var_os("HOME")) {
@@ -883,22 +937,33 @@ fn docker_config_credentials(
     struct DockerConfig {
         #[serde(default)]
         auths: std::collections::HashMap<String, Entry>,
+        #[serde(default, rename = "credHelpers")]
+        cred_helpers: std::collections::HashMap<String, String>,
+        #[serde(default, rename = "credsStore")]
+        creds_store: Option<String>,
     }
     let cfg: DockerConfig =
         serde_json::from_str(&text).map_err(|e| format!("{} is not a Docker config.json: {e}", path.display()))?;
     let wanted: Vec<String> = match registry {
         Some(r) => vec![r.to_string()],
-        None if host == "docker.io" => {
-            vec!["https://index.docker.io/v1/".into(), "index.docker.io".into(), "docker.io".into()]
-        }
-        None => vec![host.to_string(), format!("https://{host}")],
+        None => docker_auths_keys(host),
     };
+    let helper = wanted.iter().find_map(|k| cfg.cred_helpers.get(k).map(|h| (k, h.clone()))).or_else(|| {
+        let store = cfg.creds_store.clone().filter(|s| !s.is_empty())?;
+        Some((wanted.iter().find(|k| cfg.auths.contains_key(*k)).unwrap_or(&wanted[0]), store))
+    });
+    if let Some((server, helper)) = helper {
+        if !valid_helper_name(&helper) {
+            return Err(format!("{}: {helper:?} is not a credential helper name", path.display()));
+        }
+        return Ok(DockerCredentials::Helper { helper, server: server.clone() });
+    }
     let entry = wanted
         .iter()
         .find_map(|k| cfg.auths.get(k))
         .ok_or_else(|| format!("{} has no auths entry for {}", path.display(), wanted.join(" or ")))?;
     if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
-        return Ok((u.clone(), Secret(p.clone())));
+        return Ok(DockerCredentials::Basic(u.clone(), Secret(p.clone())));
     }
     let raw = entry.auth.as_deref().ok_or_else(|| format!("the auths entry in {} has no auth", path.display()))?;
     use base64::Engine as _;
@@ -910,7 +975,7 @@ fn docker_config_credentials(
     let (u, p) = decoded
         .split_once(':')
         .ok_or_else(|| format!("the auth in {} is not base64 of user:password", path.display()))?;
-    Ok((u.to_string(), Secret(p.to_string())))
+    Ok(DockerCredentials::Basic(u.to_string(), Secret(p.to_string())))
 }
 
 /// `name[:port]` with lowercase DNS characters (or an IPv4 address).
@@ -1056,6 +1121,44 @@ mod tests {
         .to_string();
         assert!(e.contains("no auths entry for quay.io"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn docker_config_credential_helpers_pick_as_docker_does() {
+        let dir = std::env::temp_dir().join(format!("pt-dch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("config.json");
+        std::fs::write(
+            &f,
+            r#"{"credHelpers":{"ghcr.io":"gh"},"credsStore":"desktop","auths":{"https://index.docker.io/v1/":{}}}"#,
+        )
+        .unwrap();
+        let helper_of = |host: &str| {
+            let c = Config::parse(
+                &format!(
+                    "[[upstream]]\nhost = \"{host}\"\n[upstream.auth]\nkind = \"docker-config\"\npath = \"{}\"\n",
+                    f.display()
+                ),
+                "t",
+            )
+            .unwrap();
+            match &c.upstreams[0].auth {
+                AuthConfig::CredentialHelper { helper, server } => (helper.clone(), server.clone().unwrap()),
+                other => panic!("{other:?}"),
+            }
+        };
+        // credHelpers for its registry, credsStore (asked for the auths key) otherwise.
+        assert_eq!(helper_of("ghcr.io"), ("gh".to_string(), "ghcr.io".to_string()));
+        assert_eq!(helper_of("docker.io"), ("desktop".to_string(), "https://index.docker.io/v1/".to_string()));
+        assert_eq!(helper_of("quay.io"), ("desktop".to_string(), "quay.io".to_string()));
+        std::fs::remove_dir_all(dir).unwrap();
+        let e = Config::parse(
+            "[[upstream]]\nhost = \"r.io\"\n[upstream.auth]\nkind = \"credential-helper\"\nhelper = \"../x\"\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("auth.helper"), "{e}");
     }
 
     #[test]

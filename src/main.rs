@@ -1,8 +1,14 @@
 //! The `pullthrough` command line.
+//!
+//! Every subcommand that uses the cache takes the same `--config`/`--cache-dir` options
+//! ([`cli::location`]) and says on stderr, in one line, which cache and configuration it
+//! works on; `pullthrough doctor` ([`cli::doctor`]) checks a configuration end to end.
+
+mod cli;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use pullthrough::config::Config;
+use cli::location::{ConfigArg, Location, Resolved};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -26,39 +32,42 @@ enum LogFormat {
 enum Command {
     /// Run the proxy.
     Serve {
-        /// Configuration file (TOML). Without it, the embedded default is used.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        loc: Location,
         /// Address to listen on, overriding [server] listen.
-        #[arg(long)]
+        #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
-        /// Cache directory, overriding [cache] dir.
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
         /// Admin address (metrics, health), overriding [server] admin_listen.
-        #[arg(long)]
+        #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
         /// How the other cluster nodes reach this one, overriding [cluster] advertise
         /// (in a DaemonSet: "http://$(POD_IP):5000", which Kubernetes expands).
-        #[arg(long)]
+        #[arg(long, value_name = "URL")]
         advertise: Option<String>,
     },
-    /// Validate a configuration file and exit (non-zero, with the reason, if invalid).
+    /// Validate a configuration file (without --config: the embedded default) and exit
+    /// (non-zero, with the reason, if invalid).
     CheckConfig {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        loc: Location,
+    },
+    /// Check a configuration end to end: the config, the cache directory and its free space,
+    /// each upstream and its credentials, ECR tokens, the shared tier, the cluster's peers.
+    /// Prints what to fix; exits non-zero if anything failed.
+    Doctor {
+        #[command(flatten)]
+        loc: Location,
     },
     /// Print the embedded default configuration.
     DefaultConfig,
     /// Apply lifecycle policies now: print the images expired and the bytes freed.
     Prune {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        loc: Location,
         /// Report what would be removed, and remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print the report as JSON (for scripts).
         #[arg(long)]
         json: bool,
         /// Apply the policies to the shared tier's tag records ([shared.s3]) instead of the
@@ -68,25 +77,26 @@ enum Command {
     },
     /// Write containerd hosts.toml files (one per configured upstream) that use this mirror.
     HostsToml {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
         /// The mirror's URL as nodes reach it, e.g. http://127.0.0.1:5000.
-        #[arg(long)]
+        #[arg(long, value_name = "URL")]
         mirror: String,
         /// Output directory (containerd's config_path, e.g. /etc/containerd/certs.d).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
     /// Fetch images into the cache ahead of need (works on the cache directory; the daemon
     /// may be running).
     Prefetch {
         /// Images: registry/repository:tag or registry/repository@sha256:…
+        #[arg(value_name = "IMAGE")]
         images: Vec<String>,
         /// A file with one image a line (# comments allowed).
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
         /// Platforms of multi-platform images to fetch (repeatable); default: this machine's.
-        #[arg(long = "platform")]
+        #[arg(long = "platform", value_name = "OS/ARCH")]
         platforms: Vec<String>,
         /// Fetch every platform.
         #[arg(long, conflicts_with = "platforms")]
@@ -95,50 +105,41 @@ enum Command {
         #[arg(long)]
         pin: bool,
         /// Blobs fetched at once.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, value_name = "N")]
         concurrency: usize,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        loc: Location,
     },
     /// Write cached images as an OCI image layout (a directory, or a .tar file).
     Export {
+        /// Cached images to write: registry/repository:tag or registry/repository@sha256:…
+        #[arg(value_name = "IMAGE")]
         images: Vec<String>,
-        #[arg(long)]
+        /// Where to write the layout: a directory, or a file ending in .tar.
+        #[arg(long, value_name = "PATH")]
         out: PathBuf,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        loc: Location,
     },
     /// Load an OCI image layout (directory or .tar) into the cache, verifying every blob.
     Import {
+        /// The OCI image layout: a directory, or a .tar of one.
+        #[arg(value_name = "PATH")]
         path: PathBuf,
         /// registry/repository for entries that carry only a tag (skopeo's oci:DIR:TAG).
-        #[arg(long = "as")]
+        #[arg(long = "as", value_name = "REGISTRY/REPOSITORY")]
         as_repo: Option<String>,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        loc: Location,
     },
     /// List cached images: repositories, tags, digests, sizes, last pull.
     Ls {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        loc: Location,
+        /// Print the list as JSON (for scripts).
         #[arg(long)]
         json: bool,
     },
-}
-
-fn load(path: Option<&Path>) -> anyhow::Result<Config> {
-    Ok(match path {
-        Some(p) => Config::load(p)?,
-        None => Config::embedded(),
-    })
 }
 
 /// Log lines queued for stderr at most before logging waits (a few hundred bytes each).
@@ -166,53 +167,53 @@ fn main() -> std::process::ExitCode {
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     let result = match cli.command {
-        Command::Serve { config, listen, cache_dir, admin_listen, advertise } => {
-            serve(config.as_deref(), listen, cache_dir, admin_listen, advertise)
-        }
-        Command::CheckConfig { config } => Config::load(&config).map_err(Into::into).map(|c| {
-            println!(
-                "{}: ok ({} upstreams, cache dir {})",
-                config.display(),
-                c.upstreams.len(),
-                c.cache.dir().display()
-            );
+        Command::Serve { loc, listen, admin_listen, advertise } => serve(&loc, listen, admin_listen, advertise),
+        Command::CheckConfig { loc } => check_config(&loc),
+        Command::Doctor { loc } => cli::doctor::run(&loc).and_then(|ok| {
+            anyhow::ensure!(ok, "some checks failed (see above)");
+            Ok(())
         }),
         Command::DefaultConfig => {
             print!("{}", pullthrough::config::DEFAULT_TOML);
             Ok(())
         }
-        Command::Prune { config, cache_dir, dry_run, json, shared } => {
-            prune(config.as_deref(), cache_dir, dry_run, json, shared)
+        Command::Prune { loc, dry_run, json, shared } => prune(&loc, dry_run, json, shared),
+        Command::Ls { loc, json } => ls(&loc, json),
+        Command::HostsToml { config, mirror, out } => hosts_toml(&config, &mirror, &out),
+        Command::Prefetch { images, file, platforms, all_platforms, pin, concurrency, loc } => {
+            prefetch(images, file, platforms, all_platforms, pin, concurrency, &loc)
         }
-        Command::Ls { config, cache_dir, json } => ls(config.as_deref(), cache_dir, json),
-        Command::HostsToml { config, mirror, out } => hosts_toml(config.as_deref(), &mirror, &out),
-        Command::Prefetch { images, file, platforms, all_platforms, pin, concurrency, config, cache_dir } => {
-            prefetch(images, file, platforms, all_platforms, pin, concurrency, config.as_deref(), cache_dir)
-        }
-        Command::Export { images, out, config, cache_dir } => export(&images, &out, config.as_deref(), cache_dir),
-        Command::Import { path, as_repo, config, cache_dir } => {
-            import(&path, as_repo.as_deref(), config.as_deref(), cache_dir)
-        }
+        Command::Export { images, out, loc } => export(&images, &out, &loc),
+        Command::Import { path, as_repo, loc } => import(&path, as_repo.as_deref(), &loc),
     };
     // Every queued log line out before the final message.
     drop(log_guard);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
+fn check_config(loc: &Location) -> anyhow::Result<()> {
+    let r = loc.resolve()?;
+    let what = match &loc.config.config {
+        Some(p) => p.display().to_string(),
+        None => "embedded default config".to_string(),
+    };
+    println!("{what}: ok ({} upstreams, cache dir {})", r.config.upstreams.len(), r.cache_dir.display());
+    Ok(())
+}
+
 fn serve(
-    config: Option<&Path>,
+    loc: &Location,
     listen: Option<SocketAddr>,
-    cache_dir: Option<PathBuf>,
     admin_listen: Option<SocketAddr>,
     advertise: Option<String>,
 ) -> anyhow::Result<()> {
-    let mut cfg = load(config)?;
+    let cli::location::Resolved { config: mut cfg, cache_dir, .. } = loc.resolve()?;
     if let Some(a) = advertise {
         let Some(c) = cfg.cluster.as_mut() else {
             anyhow::bail!("--advertise needs a [cluster] section in the configuration");
@@ -225,7 +226,6 @@ fn serve(
     }
     let listen = listen.unwrap_or(cfg.server.listen);
     let admin_listen = admin_listen.or(cfg.server.admin_listen);
-    let cache_dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let app = pullthrough::build_app(&cfg, &cache_dir)?;
@@ -262,6 +262,7 @@ fn serve(
             tls = tls.is_some(),
             admin = ?admin.as_ref().and_then(|a| a.local_addr().ok()),
             cache_dir = %cache_dir.display(),
+            config = %loc.config.describe(),
             upstreams = cfg.upstreams.len(),
             version = env!("CARGO_PKG_VERSION"),
             "pullthrough serving"
@@ -307,12 +308,28 @@ async fn shutdown_signal() {
     }
 }
 
-/// The cache service for an offline command, on the configured (or given) cache dir.
-fn offline(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::Result<pullthrough::core::PullThrough> {
-    let cfg = load(config)?;
-    let dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
-    anyhow::ensure!(dir.is_dir(), "cache directory {} does not exist; pass --cache-dir or --config", dir.display());
-    pullthrough::build_pull_through(&cfg, &dir)
+/// The cache service for an offline command on an existing cache directory, having said
+/// which one (`command` `verb`s it) on stderr.
+fn offline(loc: &Location, command: &str, verb: &str) -> anyhow::Result<(pullthrough::core::PullThrough, Resolved)> {
+    let r = loc.resolve()?;
+    loc.announce(command, verb, &r);
+    anyhow::ensure!(
+        r.cache_dir.is_dir(),
+        "cache directory {} does not exist; pass --cache-dir or --config",
+        r.cache_dir.display()
+    );
+    Ok((pullthrough::build_pull_through(&r.config, &r.cache_dir)?, r))
+}
+
+/// The cache service for a command that writes to the cache, creating the directory.
+fn writer(loc: &Location, command: &str) -> anyhow::Result<pullthrough::core::PullThrough> {
+    let r = loc.resolve()?;
+    loc.announce(command, "writing to", &r);
+    let dir = &r.cache_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create cache directory {}", dir.display()))?;
+    let pt = pullthrough::build_pull_through(&r.config, dir)?;
+    pt.store().claim(pullthrough::store::Role::Writer)?;
+    Ok(pt)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -323,8 +340,7 @@ fn prefetch(
     all_platforms: bool,
     pin: bool,
     concurrency: usize,
-    config: Option<&Path>,
-    cache_dir: Option<PathBuf>,
+    loc: &Location,
 ) -> anyhow::Result<()> {
     if let Some(f) = file {
         let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
@@ -344,13 +360,12 @@ fn prefetch(
     } else {
         pullthrough::core::Platforms::Only(platforms)
     };
-    let cfg = load(config)?;
-    let dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create cache directory {}", dir.display()))?;
-    let pt = pullthrough::build_pull_through(&cfg, &dir)?;
-    pt.store().claim(pullthrough::store::Role::Writer)?;
+    let pt = writer(loc, "prefetch")?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut failed = 0;
+    // Failures another run could get past (the upstream was unreachable, a transfer broke
+    // off), as opposed to definite answers (not found, refused, bad reference).
+    let mut retryable = 0;
     rt.block_on(async {
         pt.start_background();
         for (i, r) in refs.iter().enumerate() {
@@ -376,6 +391,9 @@ fn prefetch(
                 }
                 Err(e) => {
                     failed += 1;
+                    if may_pass_next_time(&e) {
+                        retryable += 1;
+                    }
                     eprintln!("[{}/{}] {r}: {e}", i + 1, refs.len());
                 }
             }
@@ -385,17 +403,37 @@ fn prefetch(
     // Pull times of images this run pulled more than once (see core::pulls).
     pt.flush_pulls();
     anyhow::ensure!(
-        failed == 0,
+        retryable == 0,
         "{failed} of {} images failed; run again to resume (cached blobs are kept)",
+        refs.len()
+    );
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} images failed (see above: the upstream does not have them, or refused access)",
         refs.len()
     );
     Ok(())
 }
 
-fn export(images: &[String], out: &Path, config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
+/// Whether running a failed prefetch again may succeed: the upstream was unavailable, a
+/// transfer or the cache failed; not when the upstream answered no.
+fn may_pass_next_time(e: &pullthrough::core::CoreError) -> bool {
+    use pullthrough::core::CoreError;
+    match e {
+        CoreError::Upstream(u) => u.is_unavailable(),
+        CoreError::Verification(_) | CoreError::Store(_) => true,
+        CoreError::ManifestUnknown(_)
+        | CoreError::BlobUnknown
+        | CoreError::NameUnknown
+        | CoreError::NameUnknownMsg(_)
+        | CoreError::NotAcceptable { .. } => false,
+    }
+}
+
+fn export(images: &[String], out: &Path, loc: &Location) -> anyhow::Result<()> {
     anyhow::ensure!(!images.is_empty(), "name at least one image to export");
     let refs: Vec<pullthrough::oci::ImageRef> = images.iter().map(|i| i.parse()).collect::<Result<_, _>>()?;
-    let pt = offline(config, cache_dir)?;
+    let (pt, _) = offline(loc, "export", "reading")?;
     let is_tar = out.extension().is_some_and(|e| e == "tar");
     let dir = if is_tar { tempfile_dir(out)? } else { out.to_path_buf() };
     let n = match pt.export_layout(&refs, &dir) {
@@ -426,12 +464,8 @@ fn tempfile_dir(target: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn import(path: &Path, as_repo: Option<&str>, config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let cfg = load(config)?;
-    let dir = cache_dir.unwrap_or_else(|| cfg.cache.dir());
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create cache directory {}", dir.display()))?;
-    let pt = pullthrough::build_pull_through(&cfg, &dir)?;
-    pt.store().claim(pullthrough::store::Role::Writer)?;
+fn import(path: &Path, as_repo: Option<&str>, loc: &Location) -> anyhow::Result<()> {
+    let pt = writer(loc, "import")?;
     let (layout, staged) = if path.is_file() {
         // In this process's own temp directory: nobody else removes it while we run.
         let stage = tempfile_dir(&pt.store().temp_dir().join("import"))?;
@@ -449,30 +483,46 @@ fn import(path: &Path, as_repo: Option<&str>, config: Option<&Path>, cache_dir: 
     for i in &report.images {
         println!("imported {i}");
     }
-    println!("{} images, {} blobs, {}", report.images.len(), report.blobs, human_bytes(report.bytes));
+    // Blobs already in the cache are verified but not written again: the count is of every
+    // blob the images reference, the bytes of what was written.
+    println!(
+        "{} images, {} blobs verified; {} written to the cache (blobs it had already are not written again)",
+        report.images.len(),
+        report.blobs,
+        human_bytes(report.bytes)
+    );
     Ok(())
 }
 
-fn prune(
-    config: Option<&Path>,
-    cache_dir: Option<PathBuf>,
-    dry_run: bool,
-    json: bool,
-    shared: bool,
-) -> anyhow::Result<()> {
-    let pt = offline(config, cache_dir)?;
-    let report = if shared {
-        // The bucket's records only: the local cache is not touched, so no lock is needed.
+fn prune(loc: &Location, dry_run: bool, json: bool, shared: bool) -> anyhow::Result<()> {
+    let (pt, r) = offline(loc, "prune", if dry_run { "reading" } else { "pruning" })?;
+    let policies = r.config.upstreams.iter().flat_map(|u| &u.repositories).any(|r| r.lifecycle_policy.is_some());
+    if !shared {
+        // The bucket's records need no lock: the local cache is not touched. Taken even
+        // without policies, so prune answers the same beside a running daemon either way.
+        let role = if dry_run { pullthrough::store::Role::Reader } else { pullthrough::store::Role::Pruner };
+        pt.store().claim(role)?;
+    }
+    let report = if !policies {
+        pullthrough::core::PruneReport::default()
+    } else if shared {
         let pinned = pt.pinned()?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(pt.apply_lifecycle_shared(&pinned, dry_run))?
     } else {
-        let role = if dry_run { pullthrough::store::Role::Reader } else { pullthrough::store::Role::Pruner };
-        pt.store().claim(role)?;
         pt.apply_lifecycle(dry_run)?
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"dry_run": dry_run, "report": report}))?);
+        let v = serde_json::json!({"dry_run": dry_run, "policies_configured": policies, "report": report});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if !policies {
+        // Say so, rather than "removed 0 images".
+        println!(
+            "no lifecycle policy is configured (lifecycle_policy in an [[upstream.repositories]] section of \
+             the config); nothing to prune"
+        );
         return Ok(());
     }
     let verb = if dry_run { "would expire" } else { "expired" };
@@ -491,8 +541,8 @@ fn prune(
     Ok(())
 }
 
-fn ls(config: Option<&Path>, cache_dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
-    let pt = offline(config, cache_dir)?;
+fn ls(loc: &Location, json: bool) -> anyhow::Result<()> {
+    let (pt, _) = offline(loc, "ls", "reading")?;
     let images = pt.list_images()?;
     let index = &pt.store().cas.index;
     if json {
@@ -535,13 +585,14 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-fn hosts_toml(config: Option<&Path>, mirror: &str, out: &Path) -> anyhow::Result<()> {
+fn hosts_toml(config: &ConfigArg, mirror: &str, out: &Path) -> anyhow::Result<()> {
     let uri: http::Uri = mirror.parse().with_context(|| format!("--mirror {mirror:?} is not a URL"))?;
     anyhow::ensure!(
         matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some(),
         "--mirror must be an http:// or https:// URL, e.g. http://127.0.0.1:5000"
     );
-    let cfg = load(config)?;
+    let cfg = config.load()?;
+    eprintln!("hosts-toml: writing to {}; {}", out.display(), config.describe());
     for p in pullthrough::hosts_toml::write_all(&cfg, mirror, out)
         .with_context(|| format!("cannot write under {}", out.display()))?
     {

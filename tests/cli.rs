@@ -181,3 +181,206 @@ async fn cli_commands_on_the_daemons_cache_keep_its_fills_and_records() {
     .await;
     assert!(proxy.proc.log_text().contains("removed temp files of processes that stopped"));
 }
+
+/// Subcommands listed by `pullthrough --help`.
+fn subcommands() -> Vec<String> {
+    let out = pullthrough().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let section = help.split("Commands:").nth(1).expect("a Commands: section");
+    let section = section.split("\n\n").next().unwrap();
+    section.lines().filter_map(|l| l.split_whitespace().next()).filter(|c| *c != "help").map(str::to_string).collect()
+}
+
+/// The entries of a help section (`Options:`, `Arguments:`), each with its help text (empty
+/// when it has none): on the entry's line after two spaces, or on the lines below it.
+fn help_entries(help: &str, section: &str) -> Vec<(String, String)> {
+    let Some(body) = help.split(&format!("\n{section}\n")).nth(1) else { return Vec::new() };
+    // Up to the next section header (entries may hold blank lines in long help).
+    let lines: Vec<&str> = body.lines().take_while(|l| l.is_empty() || l.starts_with(' ')).collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let indent = l.len() - l.trim_start().len();
+        // Entries start within the first columns ("  -c, --config", "      --cache-dir");
+        // help on lines of their own is indented further.
+        let is_entry = |l: &str, indent: usize| indent <= 6 && l.trim_start().starts_with(['-', '<', '[']);
+        if !is_entry(l, indent) {
+            continue; // a continuation of the entry above
+        }
+        let entry = l.trim_start();
+        let (spec, same_line) = match entry.split_once("  ") {
+            Some((spec, text)) => (spec.to_string(), text.trim().to_string()),
+            None => (entry.to_string(), String::new()),
+        };
+        let below: Vec<&str> = lines[i + 1..]
+            .iter()
+            .take_while(|n| n.trim().is_empty() || n.len() - n.trim_start().len() > 6)
+            .map(|n| n.trim())
+            .collect();
+        out.push((spec, format!("{same_line} {}", below.join(" ")).trim().to_string()));
+    }
+    out
+}
+
+#[test]
+fn every_option_of_every_subcommand_has_help_text() {
+    let subs = subcommands();
+    for want in ["serve", "check-config", "doctor", "prune", "prefetch", "export", "import", "ls", "hosts-toml"] {
+        assert!(subs.iter().any(|s| s == want), "{want} missing from {subs:?}");
+    }
+    let mut config_help = std::collections::BTreeSet::new();
+    let mut cache_dir_help = std::collections::BTreeSet::new();
+    for sub in &subs {
+        let out = pullthrough().args([sub, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{sub} --help failed");
+        let help = String::from_utf8_lossy(&out.stdout).into_owned();
+        let options = help_entries(&help, "Options:");
+        assert!(options.iter().any(|(s, _)| s.contains("--help")), "{sub}: options not parsed:\n{help}");
+        for (spec, text) in options.iter().chain(help_entries(&help, "Arguments:").iter()) {
+            assert!(!text.is_empty(), "`pullthrough {sub}`: {spec} has no help text:\n{help}");
+            if spec.contains("--config") {
+                config_help.insert(text.clone());
+            }
+            if spec.contains("--cache-dir") {
+                cache_dir_help.insert(text.clone());
+            }
+        }
+        // Every subcommand that reads a configuration takes --config, and those that use
+        // the cache --cache-dir, from the one shared group.
+        if sub != "default-config" {
+            assert!(options.iter().any(|(s, _)| s.contains("--config")), "{sub} has no --config");
+        }
+        if !["default-config", "hosts-toml"].contains(&sub.as_str()) {
+            assert!(options.iter().any(|(s, _)| s.contains("--cache-dir")), "{sub} has no --cache-dir");
+        }
+    }
+    assert_eq!(config_help.len(), 1, "--config is described differently: {config_help:?}");
+    assert_eq!(cache_dir_help.len(), 1, "--cache-dir is described differently: {cache_dir_help:?}");
+}
+
+#[test]
+fn commands_say_which_cache_and_config_they_use() {
+    let home = tempfile::tempdir().unwrap();
+    let default_cache = home.path().join("xdg").join("pullthrough");
+    std::fs::create_dir_all(&default_cache).unwrap();
+    let run = |args: &[&str]| {
+        let out = pullthrough().args(args).env("XDG_CACHE_HOME", home.path().join("xdg")).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No arguments: ls says it reads the default cache directory, and that it could be told
+    // another.
+    let (ok, out, err) = run(&["ls"]);
+    assert!(ok, "{out}\n{err}");
+    let said = format!(
+        "ls: reading the default cache directory {} (no --config or --cache-dir given",
+        default_cache.display()
+    );
+    assert!(err.contains(&said), "{err}");
+    assert!(err.contains("the embedded default config"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("ls:")).count(), 1, "{err}");
+    let other = home.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (ok, _, err) = run(&["ls", "--cache-dir", other.to_str().unwrap()]);
+    assert!(ok && err.contains(&format!("reading cache directory {} (--cache-dir)", other.display())), "{err}");
+
+    // A missing config file: its cause, once.
+    let (ok, _, err) = run(&["ls", "--config", "/nonexistent/pt.toml"]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/pt.toml"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+
+    // prune with no lifecycle policy says there is none, rather than "removed 0 images".
+    let cfg = home.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("[cache]\ndir = \"{}\"\n{}", other.display(), upstream_toml("r.test", "http://127.0.0.1:9", "")),
+    )
+    .unwrap();
+    let (ok, out, err) = run(&["prune", "--config", cfg.to_str().unwrap()]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("no lifecycle policy is configured"), "{out}");
+    assert!(!out.contains("removed 0 images"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "prune: pruning cache directory {} ([cache] dir); config {}",
+            other.display(),
+            cfg.display()
+        )),
+        "{err}"
+    );
+    let (ok, out, _) = run(&["prune", "--json", "--config", cfg.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && v["policies_configured"] == false, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefetch_suggests_a_second_run_only_when_one_could_help() {
+    let fake = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let ups = format!(
+        "{}{}",
+        upstream_toml("fake.test", &fake.url(), ""),
+        upstream_toml("dead.test", &dead, "connect_timeout = \"2s\"")
+    );
+    let cfg = Proxy::write_config(dir.path(), "", &ups);
+    let prefetch = |image: &str| {
+        let mut cmd = pullthrough();
+        cmd.args(["prefetch", image, "--config"]).arg(&cfg);
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+    // The upstream has no such image (404): running again would not help.
+    let (ok, err) = prefetch("fake.test/r:missing").await;
+    assert!(!ok, "{err}");
+    assert!(!err.contains("run again"), "{err}");
+    assert!(err.contains("does not have them, or refused access"), "{err}");
+    // The upstream is unreachable: it might be back next time, and cached blobs are kept.
+    let (ok, err) = prefetch("dead.test/r:v1").await;
+    assert!(!ok, "{err}");
+    assert!(err.contains("run again to resume"), "{err}");
+}
+
+#[test]
+fn import_summary_separates_blobs_verified_from_bytes_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    let built = common::image::manifest(&layout, 71, &[300_000], "amd64");
+    common::image::finish_layout(&layout, &[(&built.top, "v1")]);
+    let cfg = Proxy::write_config(dir.path(), "", &upstream_toml("r.test", "http://127.0.0.1:9", ""));
+    let import = || {
+        let out = pullthrough()
+            .args(["import", layout.to_str().unwrap(), "--as", "r.test/app", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        text.lines().last().unwrap().to_string()
+    };
+    let written = |line: &str| -> f64 {
+        // "1 images, 3 blobs verified; 293.1 KiB written to the cache (…)"
+        let amount = line.split("; ").nth(1).unwrap().split(" written").next().unwrap();
+        let (n, unit) = amount.split_once(' ').unwrap();
+        let scale = match unit {
+            "B" => 1.0,
+            "KiB" => 1024.0,
+            "MiB" => 1024.0 * 1024.0,
+            other => panic!("unit {other}"),
+        };
+        n.parse::<f64>().unwrap() * scale
+    };
+    let first = import();
+    assert!(first.starts_with("1 images, 3 blobs verified; "), "{first}");
+    assert!(written(&first) > 290_000.0, "{first}");
+    // Again: the same three blobs verified, but the layer is not written a second time.
+    let second = import();
+    assert!(second.starts_with("1 images, 3 blobs verified; "), "{second}");
+    assert!(written(&second) < 10_000.0, "{second}");
+}

@@ -1,10 +1,12 @@
 //! deploy/ stays true to the code: the ConfigMap's config validates, the committed
-//! hosts.toml files are what `hosts-toml` generates, the dashboard only names metrics that
-//! exist, and the Dockerfile runs as non-root. (Schemas: `deploy/check`, run by .ci/run.)
+//! hosts.toml files are what `hosts-toml` generates, the dashboard names only metrics that
+//! exist and queries every family a running daemon exports, and the Dockerfile builds a lean
+//! image that runs as non-root. (Schemas: `deploy/check`, run by .ci/run.)
 
 mod common;
 
 use common::list_files;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
@@ -91,25 +93,86 @@ fn committed_hosts_toml_match_the_generator() {
     }
 }
 
-#[test]
-fn dashboard_names_only_real_metrics() {
+/// Every metric name in the dashboard's panel queries (histogram `_bucket` series named by
+/// their family).
+fn dashboard_metrics() -> BTreeSet<String> {
     let dash: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string("deploy/grafana/pullthrough-dashboard.json").unwrap()).unwrap();
-    let names = pullthrough::metrics::METRICS.names();
-    let mut checked = 0;
+    let mut used = BTreeSet::new();
     for p in dash["panels"].as_array().unwrap() {
         for t in p["targets"].as_array().unwrap() {
             let expr = t["expr"].as_str().unwrap();
             for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
                 if let Some(name) = word.strip_prefix("pullthrough_") {
-                    let base = format!("pullthrough_{}", name.trim_end_matches("_bucket"));
-                    assert!(names.contains(&base), "dashboard uses unknown metric {word}");
-                    checked += 1;
+                    used.insert(format!("pullthrough_{}", name.trim_end_matches("_bucket")));
                 }
             }
         }
     }
-    assert!(checked >= 15, "only {checked} metric references checked");
+    used
+}
+
+#[test]
+fn dashboard_names_only_real_metrics() {
+    let names = pullthrough::metrics::METRICS.names();
+    let used = dashboard_metrics();
+    for word in &used {
+        assert!(names.contains(word), "dashboard uses unknown metric {word}");
+    }
+    assert!(used.len() >= 15, "only {} metric names checked", used.len());
+}
+
+/// The metric families a running daemon exposes on its admin listener's `/metrics`.
+fn scraped_families() -> BTreeSet<String> {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (common::free_port(), common::free_port());
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n[cache]\ndir = \"{}\"\n\
+             min_free = \"0\"\n[[upstream]]\nhost = \"r.test\"\nurl = \"http://127.0.0.1:9\"\n",
+            dir.path().join("cache").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = bin();
+    cmd.arg("serve").arg("--config").arg(&cfg);
+    let _daemon = common::Proc::spawn(cmd, dir.path().join("log"));
+    let started = std::time::Instant::now();
+    loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", admin)).and_then(|mut s| {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        if let Ok(text) = got.as_ref() {
+            if text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200") {
+                return text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("# TYPE "))
+                    .filter_map(|l| l.split(' ').next())
+                    .map(str::to_string)
+                    .collect();
+            }
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "no /metrics: {got:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn dashboard_covers_every_metric_family() {
+    let used = dashboard_metrics();
+    let mut families: BTreeSet<String> = pullthrough::metrics::METRICS.names().into_iter().collect();
+    let scraped = scraped_families();
+    assert!(scraped.contains("pullthrough_build_info"), "{scraped:?}");
+    families.extend(scraped.into_iter().filter(|f| f.starts_with("pullthrough_")));
+    let missing: Vec<&String> = families.iter().filter(|f| !used.contains(*f)).collect();
+    assert!(missing.is_empty(), "no dashboard panel queries {missing:?}: add panels to deploy/grafana");
 }
 
 #[test]
@@ -119,4 +182,22 @@ fn dockerfile_is_multi_stage_and_non_root() {
     let user = d.lines().rev().find(|l| l.starts_with("USER ")).expect("USER set");
     assert!(!user.contains("root") && !user.contains(" 0"), "{user}");
     assert!(d.contains("--locked"));
+    // The final stage: a distroless base (CA certificates, no shell) and only the binary and
+    // an empty cache directory copied in; nothing runs in it (there is no shell to run).
+    let last = &d[d.rfind("\nFROM ").expect("a final stage")..];
+    let base = last.lines().nth(1).unwrap();
+    assert!(base.starts_with("FROM gcr.io/distroless/") && base.ends_with(":nonroot"), "{base}");
+    assert!(!last.lines().any(|l| l.starts_with("RUN ")), "the final stage runs commands");
+    let copies: Vec<&str> = last.lines().filter(|l| l.starts_with("COPY ")).collect();
+    assert!(copies.iter().all(|l| l.contains("--from=build ") && l.contains(" /out/")), "{copies:?}");
+    assert!(last.contains("ENTRYPOINT [\"/usr/local/bin/pullthrough\"]"));
+}
+
+#[test]
+fn release_profile_ships_no_debug_info() {
+    let toml: toml::Value = std::fs::read_to_string("Cargo.toml").unwrap().parse().unwrap();
+    let release = &toml["profile"]["release"];
+    // Panics still name file and line: that is in the panic message, not in debug info.
+    assert_eq!(release.get("debug").and_then(|v| v.as_bool()), Some(false), "{release:?}");
+    assert_eq!(release.get("strip").and_then(|v| v.as_str()), Some("symbols"), "{release:?}");
 }

@@ -26,6 +26,7 @@ use super::cooldown::Trip;
 use super::ecr::EcrTokens;
 use super::error::{Advice, CredentialSource, RealmRefusal, UpstreamError};
 use super::guard::Reach;
+use super::helper::HelperCredentials;
 use super::refusal::{Decision, Refusals};
 use crate::config::{Secret, UpstreamConfig};
 use base64::Engine as _;
@@ -78,6 +79,8 @@ pub enum Credentials {
     Static(String, Secret),
     /// Amazon ECR tokens, refreshed in the background.
     Ecr(Arc<EcrTokens>),
+    /// A Docker credential helper's answer, asked again after a refusal.
+    Helper(Arc<HelperCredentials>),
 }
 
 /// Which credentials a request carried.
@@ -86,6 +89,7 @@ enum Used {
     Nothing,
     Static,
     Ecr { generation: u64 },
+    Helper { generation: u64 },
     Bearer { token: u64 },
 }
 
@@ -194,6 +198,10 @@ impl Auth {
             Credentials::Ecr(e) => {
                 let c = e.credentials().await?;
                 (c.username, c.password, Used::Ecr { generation: c.generation })
+            }
+            Credentials::Helper(h) => {
+                let c = h.credentials().await?;
+                (c.username, c.password, Used::Helper { generation: c.generation })
             }
         };
         let raw = format!("{user}:{}", pass.expose());
@@ -342,6 +350,15 @@ impl Auth {
                     return self.cooling_down(CredentialSource::Static, scope, trip);
                 }
             }
+            Used::Helper { generation } => {
+                if let Credentials::Helper(h) = &self.credentials {
+                    match self.refused.refused(generation, retried, h.next_generation()) {
+                        Decision::CoolingDown(trip) => return self.cooling_down(CredentialSource::Helper, scope, trip),
+                        // The next request runs the helper again.
+                        Decision::Refresh => h.refused(generation),
+                    }
+                }
+            }
             Used::Nothing if retried => return Verdict::GiveUp,
             // The first credentials for this scheme are about to be obtained.
             Used::Nothing => match learned {
@@ -382,7 +399,7 @@ impl Auth {
     pub fn accepted(&self, scope: &str, sent: &Authorization) {
         match sent.used {
             Used::Nothing => {}
-            Used::Static | Used::Ecr { .. } => self.refused.accepted(),
+            Used::Static | Used::Ecr { .. } | Used::Helper { .. } => self.refused.accepted(),
             Used::Bearer { .. } => {
                 if let Some(r) = self.refused_scopes.get(scope) {
                     r.accepted();
@@ -407,7 +424,8 @@ impl Auth {
         };
         // Literal addresses skip the resolver, which guards names: check them here.
         self.reach.check_url(realm).map_err(|r| refuse(RealmRefusal::Address(r)))?;
-        let credentials = self.basic().await?.header;
+        let basic = self.basic().await?;
+        let credentials = basic.header;
         if credentials.is_some() && !self.may_send_credentials(realm) {
             return Err(refuse(RealmRefusal::PlainHttpCredentials));
         }
@@ -417,7 +435,10 @@ impl Auth {
         if let Some(s) = service {
             query.push_str(&format!("service={}&", enc(s)));
         }
-        query.push_str(&format!("scope={}", enc(scope)));
+        // No scope (a `/v2/` check): the token grants no repository, and asks for none.
+        if !scope.is_empty() {
+            query.push_str(&format!("scope={}", enc(scope)));
+        }
         let sep = if realm.query().is_some() { '&' } else { '?' };
         let url = format!("{realm}{sep}{query}");
         let mut req = Request::get(&url).header(header::USER_AGENT, crate::USER_AGENT);
@@ -436,6 +457,11 @@ impl Auth {
             .map_err(|e| err(format!("reading token: {e}")))?
             .to_bytes();
         if !status.is_success() {
+            if let (Used::Helper { generation }, Credentials::Helper(h)) = (basic.used, &self.credentials) {
+                if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                    h.refused(generation); // the next token fetch runs the helper again
+                }
+            }
             return Err(err(format!("answered {status}")));
         }
         #[derive(serde::Deserialize)]

@@ -72,6 +72,14 @@ impl Registry {
                 None => Credentials::None,
             },
             AuthConfig::Ecr(e) => Credentials::Ecr(Arc::new(EcrTokens::new(&cfg.host, e.clone(), cfg.auth_cooldown))),
+            AuthConfig::CredentialHelper { helper, server } => {
+                Credentials::Helper(Arc::new(super::helper::HelperCredentials::new(
+                    &cfg.host,
+                    helper,
+                    server.as_deref().unwrap_or(&cfg.host),
+                    cfg.auth_cooldown,
+                )))
+            }
         };
         Registry {
             auth: Auth::new(cfg, &base, credentials, client.clone(), reach.clone()),
@@ -144,6 +152,12 @@ impl Registry {
         self.send(Method::GET, &path, name, None).await
     }
 
+    /// `GET /v2/`: whether the registry answers and accepts this upstream's credentials
+    /// (from a Bearer registry, a token for no repository). For `pullthrough doctor`.
+    pub async fn ping(&self) -> Result<StatusCode, UpstreamError> {
+        self.send_scoped(Method::GET, "/v2/", "", None).await.map(|r| r.status())
+    }
+
     /// Collect a small response body (manifest, tag list), bounded in size and time.
     pub async fn read_body(&self, resp: Response<Incoming>, limit: usize, what: &str) -> Result<Bytes, UpstreamError> {
         use http_body_util::{BodyExt, Limited};
@@ -165,14 +179,24 @@ impl Registry {
         name: &RepoName,
         accept: Option<&str>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let scope = format!("repository:{name}:pull");
+        self.send_scoped(method, path_and_query, &format!("repository:{name}:pull"), accept).await
+    }
+
+    /// `send` with the token scope given (empty: none).
+    async fn send_scoped(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        scope: &str,
+        accept: Option<&str>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let url = self.url(path_and_query)?;
         let mut attempt = Attempt::First;
         loop {
-            let authz = self.auth.authorization(&scope).await?;
+            let authz = self.auth.authorization(scope).await?;
             let resp = self.follow(method.clone(), url.clone(), accept, authz.header().cloned()).await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
-                self.auth.accepted(&scope, &authz);
+                self.auth.accepted(scope, &authz);
                 return self.check_status(resp);
             }
             let challenges: Vec<_> = resp
@@ -182,7 +206,7 @@ impl Registry {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(parse_challenges)
                 .collect();
-            match self.auth.on_unauthorized(&challenges, &scope, &authz, attempt).await {
+            match self.auth.on_unauthorized(&challenges, scope, &authz, attempt).await {
                 Verdict::Retry if attempt == Attempt::First => attempt = Attempt::Retry,
                 Verdict::Retry | Verdict::GiveUp => return self.check_status(resp),
                 Verdict::Fail(e) => return Err(e),

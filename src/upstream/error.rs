@@ -70,6 +70,8 @@ pub enum CredentialSource {
     Ecr,
     /// A username and password from the config.
     Static,
+    /// A Docker credential helper's answer.
+    Helper,
     /// A Bearer token from the registry's token endpoint, for one repository scope.
     Token,
 }
@@ -91,6 +93,11 @@ impl fmt::Display for Advice {
                 f,
                 "the credentials were refused again, so they are not retried for {left}s: check the username and \
                  password in [upstream.auth]"
+            ),
+            CredentialSource::Helper => write!(
+                f,
+                "the credential helper's fresh answer was refused too, so it is not run again for {left}s: check \
+                 what `docker-credential-<name> get` answers for this registry (credHelpers, credsStore)"
             ),
             CredentialSource::Token => write!(
                 f,

@@ -9,6 +9,7 @@ mod cooldown;
 mod ecr;
 mod error;
 pub mod guard;
+mod helper;
 mod refusal;
 mod route;
 

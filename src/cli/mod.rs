@@ -1,0 +1,36 @@
+//! The command line's own parts, beside `main.rs` (which declares the subcommands): where a
+//! command finds its configuration and cache ([`location`]), and `pullthrough doctor`
+//! ([`doctor`]). The library knows nothing of these.
+
+pub mod doctor;
+pub mod location;
+
+/// An error and its causes on one line, each cause once: a message that already quotes
+/// its cause (e.g. "cannot read config file x: No such file or directory") is not followed
+/// by the cause again.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if s.is_empty() || out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_text_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let e = anyhow::Error::new(pullthrough::config::ConfigError::Read { path: "/x.toml".into(), source: io });
+        assert_eq!(super::error_text(&e), "cannot read config file /x.toml: No such file or directory (os error 2)");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_text(&e), "outer: inner");
+    }
+}
