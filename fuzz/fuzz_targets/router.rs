@@ -9,7 +9,10 @@ fuzz_target!(|input: (u8, &str)| {
     let method = [http::Method::GET, http::Method::HEAD, http::Method::PUT, http::Method::POST][m as usize % 4].clone();
     if let Ok(ep) = route(&method, path) {
         match ep {
-            Endpoint::Manifest { name, .. } | Endpoint::Blob { name, .. } | Endpoint::Tags { name } => {
+            Endpoint::Manifest { name, .. }
+            | Endpoint::Blob { name, .. }
+            | Endpoint::Tags { name }
+            | Endpoint::Referrers { name, .. } => {
                 assert!(!name.as_str().contains(".."));
             }
             Endpoint::Base => {}

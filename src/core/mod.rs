@@ -11,6 +11,7 @@ mod memory;
 mod prefetch;
 mod pull;
 mod pulls;
+mod referrers;
 mod relay;
 mod shared_prune;
 mod source;
@@ -21,6 +22,7 @@ pub use housekeeping::{spawn as spawn_housekeeping, spawn_prefetch, CachedImage,
 pub use layout::{ImportError, ImportReport};
 pub use prefetch::{Platforms, PrefetchReport};
 pub use pull::{Blob, BlobBody, Manifest, PullThrough, TagsPage};
+pub use referrers::ReferrersAnswer;
 pub use source::{Tier, Via};
 
 pub use relay::stream as relay_stream;

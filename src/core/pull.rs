@@ -27,8 +27,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
 
-/// Largest tag list page accepted from upstream.
+/// Largest tag list accepted from upstream, all its pages together.
 const MAX_TAGS_BYTES: usize = 16 * 1024 * 1024;
+/// Most upstream tag list pages followed for one request.
+const MAX_TAG_PAGES: usize = 256;
 
 pub struct PullThrough {
     pub(super) store: Arc<Store>,
@@ -84,7 +86,7 @@ pub enum BlobBody {
     Uncached { body: Incoming, digest: Digest, idle_timeout: std::time::Duration },
 }
 
-/// One page of a tag list, with the query for the next page if upstream announced one.
+/// One page of a tag list (JSON), with the query for the next page when tags remain.
 pub struct TagsPage {
     pub body: Bytes,
     pub next: Option<TagsQuery>,
@@ -643,16 +645,62 @@ impl PullThrough {
         Ok(resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))
     }
 
-    /// One page of the upstream's tag list (never cached: tag lists change).
-    pub async fn tags(&self, route: &Route, query: &TagsQuery) -> Result<TagsPage, CoreError> {
+    /// One page of a repository's tag list (never cached: tag lists change). The upstream's
+    /// whole list is read (following its own `Link` pages, if it paginates) and paged here:
+    /// upstreams that ignore `n`/`last` or answer unsorted still give spec-conforming pages.
+    /// `listed_as` is the repository's name as the client asked for it (with any prefix).
+    pub async fn tags(&self, route: &Route, listed_as: &RepoName, query: &TagsQuery) -> Result<TagsPage, CoreError> {
+        let all = self.all_tags(route).await?;
+        let page = query.page(all);
+        let tags: Vec<&str> = page.tags.iter().map(Tag::as_str).collect();
+        let body = serde_json::json!({ "name": listed_as.as_str(), "tags": tags }).to_string();
+        Ok(TagsPage { body: Bytes::from(body), next: page.next })
+    }
+
+    /// Every tag the upstream lists for a repository, in its order; at most `MAX_TAGS_BYTES`
+    /// of listings over at most `MAX_TAG_PAGES` pages. Tags that break the tag grammar cannot
+    /// be pulled through this proxy anyway and are left out.
+    async fn all_tags(&self, route: &Route) -> Result<Vec<Tag>, CoreError> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
         let registry = &route.upstream.registry;
-        let resp = registry
-            .tags(&route.name, &query.to_query())
-            .await
-            .map_err(|e| CoreError::from_upstream(e, CoreError::NameUnknown))?;
-        let next = resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).and_then(next_link_query);
-        let body = registry.read_body(resp, MAX_TAGS_BYTES, "tag list").await.map_err(CoreError::Upstream)?;
-        Ok(TagsPage { body, next })
+        let bad = |message: String| {
+            CoreError::Upstream(UpstreamError::BadResponse { host: registry.host().to_string(), message })
+        };
+        let (mut all, mut read, mut skipped) = (Vec::new(), 0usize, 0usize);
+        let mut query = TagsQuery::default();
+        for _ in 0..MAX_TAG_PAGES {
+            let resp = registry
+                .tags(&route.name, &query.to_query())
+                .await
+                .map_err(|e| CoreError::from_upstream(e, CoreError::NameUnknown))?;
+            let next = resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).and_then(next_link_query);
+            let budget = MAX_TAGS_BYTES
+                .checked_sub(read)
+                .filter(|b| *b > 0)
+                .ok_or_else(|| bad(format!("the tag list is longer than {MAX_TAGS_BYTES} bytes")))?;
+            let body = registry.read_body(resp, budget, "tag list").await.map_err(CoreError::Upstream)?;
+            read += body.len();
+            let list: TagList =
+                serde_json::from_slice(&body).map_err(|e| bad(format!("tag list is not valid JSON: {e}")))?;
+            for t in list.tags.unwrap_or_default() {
+                match t.parse::<Tag>() {
+                    Ok(t) => all.push(t),
+                    Err(_) => skipped += 1,
+                }
+            }
+            // Follow the upstream's pages while they make progress.
+            match next {
+                Some(n) if n.last.is_some() && n.last != query.last => query = n,
+                _ => break,
+            }
+        }
+        if skipped > 0 {
+            tracing::debug!(repo = %route.name, skipped, "upstream listed tags that break the tag grammar; left out");
+        }
+        Ok(all)
     }
 }
 
@@ -663,7 +711,7 @@ fn serve_stale(route: &Route, tag: &Tag, m: Manifest, e: &UpstreamError) -> Mani
     m
 }
 
-fn header_digest(h: &HeaderMap) -> Option<Digest> {
+pub(super) fn header_digest(h: &HeaderMap) -> Option<Digest> {
     h.get("docker-content-digest")?.to_str().ok()?.trim().parse().ok()
 }
 

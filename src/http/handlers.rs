@@ -68,6 +68,7 @@ pub async fn handle(
         Endpoint::Manifest { name, reference } => manifest(pull, &name, &reference, call, out).await,
         Endpoint::Blob { name, digest } => blob(pull, &name, &digest, call, out).await,
         Endpoint::Tags { name } => tags(pull, &name, call, out).await,
+        Endpoint::Referrers { name, digest } => referrers(pull, &name, &digest, call, out).await,
     }
 }
 
@@ -212,7 +213,7 @@ async fn tags(
     call.access.check_repo(call.who, route.upstream.host(), &route.name)?;
     let q = TagsQuery::parse(call.query)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", e.to_string()))?;
-    let page = pull.tags(&route, &q).await?;
+    let page = pull.tags(&route, name, &q).await?;
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CONTENT_LENGTH, page.body.len());
@@ -226,4 +227,35 @@ async fn tags(
         resp = resp.header(header::LINK, format!("</v2/{name}/tags/list?{query}>; rel=\"next\""));
     }
     Ok(resp.body(if call.head { super::empty() } else { super::full(page.body) }).expect("valid response"))
+}
+
+/// `GET /v2/<name>/referrers/<digest>[?artifactType=…]`: an image index, never a 404.
+async fn referrers(
+    pull: &PullThrough,
+    name: &RepoName,
+    subject: &Digest,
+    call: &Call<'_>,
+    out: &mut Outcome,
+) -> Result<Response<Body>, ApiError> {
+    let route = pull.route(ns(call.query).as_deref(), name)?;
+    out.routed(route.upstream.host());
+    call.access.check_repo(call.who, route.upstream.host(), &route.name)?;
+    call.access.check_digest(subject)?;
+    let artifact_type = query_pairs(call.query)
+        .into_iter()
+        .find(|(k, _)| k == "artifactType")
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty());
+    let mut answer = pull.referrers(&route, subject, artifact_type.as_deref()).await?;
+    // What the deny-list refuses is not advertised either.
+    answer.referrers.retain(|r| r.digest.parse::<Digest>().map_or(true, |d| call.access.check_digest(&d).is_ok()));
+    out.cache = if answer.cached { "hit" } else { "miss" };
+    let body = answer.referrers.to_index();
+    let mut resp = Response::builder()
+        .header(header::CONTENT_TYPE, crate::oci::media::OCI_INDEX)
+        .header(header::CONTENT_LENGTH, body.len());
+    if artifact_type.is_some() {
+        resp = resp.header("oci-filters-applied", "artifactType");
+    }
+    Ok(resp.body(if call.head { super::empty() } else { super::full(body) }).expect("valid response"))
 }

@@ -20,6 +20,11 @@ pub enum Endpoint {
     Tags {
         name: RepoName,
     },
+    /// `/v2/<name>/referrers/<digest>`: the manifests whose `subject` is `digest`.
+    Referrers {
+        name: RepoName,
+        digest: Digest,
+    },
 }
 
 impl Endpoint {
@@ -30,6 +35,7 @@ impl Endpoint {
             Endpoint::Manifest { .. } => "manifest",
             Endpoint::Blob { .. } => "blob",
             Endpoint::Tags { .. } => "tags",
+            Endpoint::Referrers { .. } => "referrers",
         }
     }
 }
@@ -55,13 +61,29 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         read_only(method)?;
         return Ok(Endpoint::Tags { name });
     }
-    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+    // A digest or reference never holds a `/`: `/v2/x/referrers/manifests/v1` is a manifest of
+    // repository `x/referrers`, and `/v2/x/manifests/referrers/<digest>` the referrers of one in
+    // `x/manifests`.
+    if let Some((name, digest)) = rest.rsplit_once("/referrers/").filter(|(_, d)| !d.contains('/')) {
         let name = parse_name(name)?;
         read_only(method)?;
-        let reference = reference.parse::<Reference>().map_err(|e| match e {
-            crate::oci::ReferenceError::Digest(d) => ApiError::digest_invalid(d),
-            crate::oci::ReferenceError::Tag(t) => ApiError::new(StatusCode::BAD_REQUEST, "TAG_INVALID", t.to_string()),
-        })?;
+        let digest = digest.parse::<Digest>().map_err(ApiError::digest_invalid)?;
+        return Ok(Endpoint::Referrers { name, digest });
+    }
+    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+        let name = parse_name(name)?;
+        // A malformed digest is a bad request whatever the method (the conformance suite's
+        // "400 response body" check PUTs one); then the method; then the tag.
+        let reference = match reference.parse::<Reference>() {
+            Err(crate::oci::ReferenceError::Digest(d)) => return Err(ApiError::digest_invalid(d)),
+            parsed => parsed,
+        };
+        read_only(method)?;
+        // The spec's tag grammar decides what a tag is; anything else names no manifest, so it
+        // is unknown (404), as the distribution spec's pull tests expect, not a bad request.
+        // Nothing is looked up for it: the request ends here.
+        let reference =
+            reference.map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", e.to_string()))?;
         return Ok(Endpoint::Manifest { name, reference });
     }
     if let Some((name, _)) = rest.split_once("/blobs/uploads") {
@@ -73,9 +95,6 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         read_only(method)?;
         let digest = digest.parse::<Digest>().map_err(ApiError::digest_invalid)?;
         return Ok(Endpoint::Blob { name, digest });
-    }
-    if rest.contains("/referrers/") {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", "the referrers API is not proxied"));
     }
     Err(not_found())
 }
@@ -110,6 +129,16 @@ mod tests {
         ));
         assert!(matches!(get(&format!("/v2/a/blobs/{D}")), Ok(Endpoint::Blob { .. })));
         assert!(matches!(get("/v2/a/b/tags/list"), Ok(Endpoint::Tags { name }) if name.as_str() == "a/b"));
+        assert!(matches!(
+            get(&format!("/v2/a/b/referrers/{D}")),
+            Ok(Endpoint::Referrers { name, digest }) if name.as_str() == "a/b" && digest.to_string() == D
+        ));
+        assert!(
+            matches!(get(&format!("/v2/x/manifests/referrers/{D}")), Ok(Endpoint::Referrers { name, .. }) if name.as_str() == "x/manifests")
+        );
+        assert!(
+            matches!(get("/v2/x/referrers/manifests/v1"), Ok(Endpoint::Manifest { name, .. }) if name.as_str() == "x/referrers")
+        );
         // A repository may itself be called "manifests" or "blobs".
         assert!(
             matches!(get("/v2/manifests/manifests/latest"), Ok(Endpoint::Manifest { name, .. }) if name.as_str() == "manifests")
@@ -122,10 +151,25 @@ mod tests {
         assert_eq!(get("/v2/a%2F..%2Fb/manifests/x").unwrap_err(), (StatusCode::BAD_REQUEST, "NAME_INVALID"));
         assert_eq!(get("/v2/a/blobs/sha256:abc").unwrap_err(), (StatusCode::BAD_REQUEST, "DIGEST_INVALID"));
         assert_eq!(get("/v2/a/manifests/sha256:abc").unwrap_err(), (StatusCode::BAD_REQUEST, "DIGEST_INVALID"));
-        assert_eq!(get("/v2/a/manifests/..").unwrap_err(), (StatusCode::BAD_REQUEST, "TAG_INVALID"));
+        // A syntactically invalid tag names no manifest: 404, as the distribution spec's pull
+        // tests expect (`.INVALID_MANIFEST_NAME`).
+        assert_eq!(get("/v2/a/manifests/..").unwrap_err(), (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"));
+        assert_eq!(
+            get("/v2/a/manifests/.INVALID_MANIFEST_NAME").unwrap_err(),
+            (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+        );
+        assert_eq!(get("/v2/a/manifests/a%2Fb").unwrap_err(), (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"));
+        assert_eq!(get("/v2/a/referrers/sha256:abc").unwrap_err(), (StatusCode::BAD_REQUEST, "DIGEST_INVALID"));
+        assert_eq!(get("/v2/../x/referrers/sha256:abc").unwrap_err(), (StatusCode::BAD_REQUEST, "NAME_INVALID"));
         assert_eq!(get("/etc/passwd").unwrap_err().0, StatusCode::NOT_FOUND);
         let put = |p: &str| route(&Method::PUT, p).map_err(|e| (e.status, e.code));
         assert_eq!(put("/v2/a/manifests/x").unwrap_err(), (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"));
+        assert_eq!(put("/v2/a/manifests/.x").unwrap_err(), (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"));
+        assert_eq!(
+            put("/v2/a/manifests/sha256:totallywrong").unwrap_err(),
+            (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+        );
+        assert_eq!(put(&format!("/v2/a/referrers/{D}")).unwrap_err(), (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"));
         assert_eq!(
             route(&Method::POST, "/v2/a/blobs/uploads/").map_err(|e| (e.status, e.code)).unwrap_err(),
             (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED")

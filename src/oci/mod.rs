@@ -11,9 +11,10 @@ pub mod media;
 mod name;
 mod pagination;
 mod reference;
+pub mod referrers;
 
 pub use digest::{Digest, DigestError, Sha256Hasher};
 pub use image_ref::{ImageRef, ImageRefError};
 pub use name::{NameError, RepoName};
-pub use pagination::{query_pairs, TagsQuery, TagsQueryError};
+pub use pagination::{query_pairs, TagsPageOf, TagsQuery, TagsQueryError};
 pub use reference::{Reference, ReferenceError, Tag, TagError};

@@ -1,4 +1,9 @@
 //! Tag-list pagination (`?n=&last=`), and the query-string decoding it needs.
+//!
+//! Pagination is done here, over the upstream's whole list, rather than handed to the
+//! upstream: some ignore `n` and `last` and answer unsorted (Debian's docker-registry 2.8.2
+//! does), and the spec wants lexical order, exactly `n` tags while more remain, and a `Link`
+//! to the next page.
 
 use super::reference::Tag;
 
@@ -44,6 +49,41 @@ impl TagsQuery {
     }
 }
 
+/// One page of a tag list, and the query for the next page when tags remain after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagsPageOf {
+    pub tags: Vec<Tag>,
+    pub next: Option<TagsQuery>,
+}
+
+impl TagsQuery {
+    /// The page this query asks for out of `all` (any order, duplicates allowed): lexical
+    /// (byte-wise, Go's `sort.Strings`) order, the tags after `last`, at most `n` of them.
+    /// `n = 0` is an empty page with no next one, as the spec requires.
+    pub fn page(&self, mut all: Vec<Tag>) -> TagsPageOf {
+        all.sort_unstable();
+        all.dedup();
+        let start = match &self.last {
+            Some(last) => all.partition_point(|t| t <= last),
+            None => 0,
+        };
+        let mut tags = all.split_off(start);
+        let Some(n) = self.n.map(|n| n as usize) else {
+            return TagsPageOf { tags, next: None };
+        };
+        if n == 0 {
+            return TagsPageOf { tags: Vec::new(), next: None };
+        }
+        let more = tags.len() > n;
+        tags.truncate(n);
+        let next = match (more, tags.last()) {
+            (true, Some(l)) => Some(TagsQuery { n: Some(n as u32), last: Some(l.clone()) }),
+            _ => None,
+        };
+        TagsPageOf { tags, next }
+    }
+}
+
 /// Decode `a=b&c=d` (percent-escapes and `+`); malformed escapes are kept literally.
 pub fn query_pairs(query: &str) -> Vec<(String, String)> {
     let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
@@ -69,6 +109,33 @@ mod tests {
         assert_eq!(TagsQuery::parse("n=-1"), Err(TagsQueryError::BadN));
         assert_eq!(TagsQuery::parse("last=..%2F"), Err(TagsQueryError::BadLast));
         assert_eq!(TagsQuery::parse("").unwrap(), TagsQuery::default());
+    }
+
+    fn tags(v: &[&str]) -> Vec<Tag> {
+        v.iter().map(|t| t.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn pages_an_unsorted_list() {
+        let all = tags(&["v2", "B", "a", "v10", "v1", "a", "_x"]);
+        let q = |s: &str| TagsQuery::parse(s).unwrap();
+        // Byte-wise order: uppercase, then `_`, then lowercase; duplicates once.
+        assert_eq!(q("").page(all.clone()).tags, tags(&["B", "_x", "a", "v1", "v10", "v2"]));
+        assert_eq!(q("").page(all.clone()).next, None);
+        let first = q("n=2").page(all.clone());
+        assert_eq!(first.tags, tags(&["B", "_x"]));
+        assert_eq!(first.next.as_ref().map(TagsQuery::to_query).as_deref(), Some("n=2&last=_x"));
+        let second = first.next.unwrap().page(all.clone());
+        assert_eq!(second.tags, tags(&["a", "v1"]));
+        let third = second.next.unwrap().page(all.clone());
+        assert_eq!((third.tags, third.next), (tags(&["v10", "v2"]), None));
+        // `last` alone: everything after it; a `last` that is not in the list still orders.
+        assert_eq!(q("last=v1").page(all.clone()).tags, tags(&["v10", "v2"]));
+        assert_eq!(q("last=c").page(all.clone()).tags, tags(&["v1", "v10", "v2"]));
+        // n = 0: empty, and no next page.
+        assert_eq!(q("n=0").page(all.clone()), TagsPageOf { tags: vec![], next: None });
+        // Exactly n left: no next page.
+        assert_eq!(q("n=2&last=v1").page(all).next, None);
     }
 
     #[test]

@@ -158,6 +158,13 @@ impl Registry {
         self.send_scoped(Method::GET, "/v2/", "", None).await.map(|r| r.status())
     }
 
+    /// `GET` the referrers of `subject` (distribution-spec 1.1), unfiltered: the cache keeps
+    /// every referrer and filters per request. Registries without the API answer 404.
+    pub async fn referrers(&self, name: &RepoName, subject: &Digest) -> Result<Response<Incoming>, UpstreamError> {
+        let path = format!("/v2/{name}/referrers/{subject}");
+        self.send(Method::GET, &path, name, Some(media::OCI_INDEX)).await
+    }
+
     /// Collect a small response body (manifest, tag list), bounded in size and time.
     pub async fn read_body(&self, resp: Response<Incoming>, limit: usize, what: &str) -> Result<Bytes, UpstreamError> {
         use http_body_util::{BodyExt, Limited};

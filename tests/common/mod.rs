@@ -4,6 +4,7 @@
 //! bounded.
 #![allow(dead_code)]
 
+pub mod artifact;
 pub mod containerd;
 pub mod fake;
 pub mod image;
