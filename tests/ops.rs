@@ -282,6 +282,11 @@ async fn json_logs_carry_one_line_per_request() {
     })
     .await;
     get(&format!("{}/v2/x/manifests/latest?ns=fake.test", proxy.url()), &[]).await.unwrap();
+    // Log lines reach the file from the log writer's own thread, a moment after the response.
+    wait_until("the request line", Duration::from_secs(5), async || {
+        proxy.proc.log_text().contains("\"kind\":\"manifest\"")
+    })
+    .await;
     let log = proxy.proc.log_text();
     let line = log
         .lines()
