@@ -8,7 +8,7 @@
 
 use super::source::{self, Tier, Tiers, Via};
 use crate::cluster::{Cluster, PeerError};
-use crate::oci::{Digest, Sha256Hasher};
+use crate::oci::{Digest, Hasher};
 use crate::shared::{SharedError, SharedTier};
 use crate::store::{blocking, Store};
 use crate::upstream::{Route, UpstreamError};
@@ -243,10 +243,12 @@ async fn run(
     // readers never see a byte that is not yet in the file.
     let (chunks, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let writer_tx = tx.clone();
+    // Verified with the algorithm of the digest it was asked by (sha256 or sha512).
+    let algorithm = digest.algorithm();
     let writer = tokio::task::spawn_blocking(move || {
         let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<Bytes>(WRITE_QUEUE);
         let hasher = std::thread::Builder::new().name("pullthrough-hash".into()).spawn(move || {
-            let mut h = Sha256Hasher::new();
+            let mut h = Hasher::new(algorithm);
             for chunk in hash_rx {
                 h.update(&chunk);
             }

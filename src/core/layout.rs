@@ -1,7 +1,8 @@
 //! OCI image layouts in and out of the cache: `export` writes cached images as a standard
-//! layout (index.json + blobs/sha256), which skopeo and umoci read; `import` loads such a
-//! layout (ours, or one `skopeo copy … oci:DIR` wrote) with every blob verified, so a site
-//! with no upstream at all serves those images under their original names.
+//! layout (index.json + blobs/sha256, and blobs/sha512 for sha512 content), which skopeo and
+//! umoci read; `import` loads such a layout (ours, or one `skopeo copy … oci:DIR` wrote) with
+//! every blob verified, so a site with no upstream at all serves those images under their
+//! original names.
 //!
 //! Index entries carry the full image name in `io.containerd.image.name` (containerd's
 //! convention) and the tag in `org.opencontainers.image.ref.name` (the OCI one, which is
@@ -11,7 +12,7 @@
 
 use super::pull::PullThrough;
 use crate::oci::media::{self};
-use crate::oci::{manifest, Digest, ImageRef, Reference, Sha256Hasher, Tag};
+use crate::oci::{manifest, Algorithm, Digest, Hasher, ImageRef, Reference, Tag};
 use crate::store::{ImageRecord, TagRecord};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -55,13 +56,13 @@ struct Index {
 }
 
 fn blob_path(layout: &Path, d: &Digest) -> PathBuf {
-    layout.join("blobs").join("sha256").join(d.hex())
+    layout.join("blobs").join(d.algorithm().as_str()).join(d.hex())
 }
 
-/// Hash a file in 1 MiB reads. Blocking.
-fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
+/// Hash a file with `algorithm` in 1 MiB reads. Blocking.
+fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<(Digest, u64)> {
     let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256Hasher::new();
+    let mut h = Hasher::new(algorithm);
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
@@ -135,6 +136,10 @@ impl PullThrough {
                 if written.insert(d.clone()) {
                     let dest = blob_path(out, &d);
                     let src = store.cas.blob_path(&d);
+                    // blobs/sha512 exists only when a sha512 blob is exported.
+                    if let Some(dir) = dest.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
                     if std::fs::hard_link(&src, &dest).is_err() {
                         std::fs::copy(&src, &dest)?;
                     }
@@ -199,7 +204,7 @@ impl PullThrough {
                     }
                     return Err(ImportError::Layout(format!("blob {d} of {image} is missing from the layout")));
                 }
-                let (actual, _) = hash_file(&path)?;
+                let (actual, _) = hash_file(&path, d.algorithm())?;
                 if actual != d {
                     return Err(ImportError::Corrupt {
                         digest: d.to_string(),
@@ -236,7 +241,7 @@ impl PullThrough {
                     None => {
                         let mut t = self.store.cas.begin(d)?;
                         let mut f = std::fs::File::open(&path)?;
-                        let mut h = Sha256Hasher::new();
+                        let mut h = Hasher::for_digest(d);
                         let mut buf = vec![0u8; 1 << 20];
                         loop {
                             let r = f.read(&mut buf)?;

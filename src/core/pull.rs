@@ -247,7 +247,7 @@ impl PullThrough {
                 return Ok(None);
             }
         };
-        if Digest::of_bytes(&bytes) != *digest {
+        if !digest.verifies(&bytes) {
             crate::metrics::METRICS.tier_verification_failures.with_label_values(&[Tier::Shared.as_str()]).inc();
             tracing::warn!(%digest, "manifest in the shared tier failed verification; discarding it");
             shared.remove_corrupt(digest).await;
@@ -324,7 +324,7 @@ impl PullThrough {
                 cluster.failed(&peer);
                 continue;
             };
-            if Digest::of_bytes(&bytes) != *digest {
+            if !digest.verifies(&bytes) {
                 crate::metrics::METRICS.tier_verification_failures.with_label_values(&[Tier::Peer.as_str()]).inc();
                 tracing::warn!(%peer, %digest, "a peer sent a manifest that failed verification; ignoring that peer for a while");
                 cluster.failed(&peer);
@@ -549,11 +549,14 @@ impl PullThrough {
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
         let body =
             registry.read_body(resp, media::MAX_MANIFEST_BYTES, "manifest").await.map_err(CoreError::Upstream)?;
-        let digest = Digest::of_bytes(&body);
+        // Each digest is checked with its own algorithm: an upstream may announce sha256 for a
+        // manifest asked for by sha512 (Debian's docker-registry does).
+        let digest = expected.cloned().unwrap_or_else(|| Digest::of_bytes(&body));
         for want in expected.into_iter().chain(announced.as_ref()) {
-            if *want != digest {
+            if !want.verifies(&body) {
+                let got = Digest::of_bytes_with(want.algorithm(), &body);
                 return Err(CoreError::Verification(format!(
-                    "manifest from {host} for {} hashes to {digest}, expected {want}",
+                    "manifest from {host} for {} hashes to {got}, expected {want}",
                     route.name
                 )));
             }

@@ -5,7 +5,7 @@
 //! Hashing happens inline on the async task: chunks from the network are small (tens of
 //! KiB), so each update takes microseconds; a blob is never buffered.
 
-use crate::oci::{Digest, Sha256Hasher};
+use crate::oci::{Digest, Hasher};
 use crate::upstream::error_chain;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -17,7 +17,7 @@ use std::time::Duration;
 struct Relay {
     body: Incoming,
     /// `None` once the stream has ended, successfully or not.
-    hasher: Option<Sha256Hasher>,
+    hasher: Option<Hasher>,
     held: Option<Bytes>,
     digest: Digest,
     idle_timeout: Duration,
@@ -36,7 +36,7 @@ pub fn stream(
     digest: Digest,
     idle_timeout: Duration,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    let init = Relay { body, hasher: Some(Sha256Hasher::new()), held: None, digest, idle_timeout };
+    let init = Relay { body, hasher: Some(Hasher::for_digest(&digest)), held: None, digest, idle_timeout };
     futures_util::stream::unfold(init, |mut st| async move {
         loop {
             st.hasher.as_ref()?;

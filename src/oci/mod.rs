@@ -13,7 +13,7 @@ mod pagination;
 mod reference;
 pub mod referrers;
 
-pub use digest::{Digest, DigestError, Sha256Hasher};
+pub use digest::{Algorithm, Digest, DigestError, Hasher, Sha256Hasher};
 pub use image_ref::{ImageRef, ImageRefError};
 pub use name::{NameError, RepoName};
 pub use pagination::{query_pairs, TagsPageOf, TagsQuery, TagsQueryError};

@@ -13,7 +13,7 @@ impl Keys {
     }
 
     pub fn blob(&self, d: &Digest) -> String {
-        format!("{}blobs/sha256/{}", self.prefix, d.hex())
+        format!("{}blobs/{}/{}", self.prefix, d.algorithm().as_str(), d.hex())
     }
 
     pub fn tag(&self, upstream: &str, name: &RepoName, tag: &Tag) -> String {

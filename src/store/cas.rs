@@ -1,4 +1,5 @@
-//! Content-addressed storage: blob files named by their sha256, committed only when verified.
+//! Content-addressed storage: blob files named by their digest (`blobs/<algorithm>/ab/<hex>`,
+//! sha256 or sha512), committed only when verified.
 
 use super::index::BlobIndex;
 use super::{unique_suffix, write_atomic};
@@ -8,7 +9,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 pub struct Cas {
+    /// `blobs/`, holding one directory per digest algorithm.
     blobs: PathBuf,
+    /// `manifest-types/`, likewise.
     types: PathBuf,
     tmp: PathBuf,
     /// Every committed blob's size and last use; kept in step with `blobs/` by every
@@ -19,10 +22,10 @@ pub struct Cas {
 impl Cas {
     /// Open the blobs under `root`; temp files go to `tmp` (this process's session).
     pub(super) fn open(root: &Path, tmp: &Path) -> io::Result<Cas> {
-        let blobs = root.join("blobs").join("sha256");
-        let types = root.join("manifest-types").join("sha256");
+        let blobs = root.join("blobs");
+        let types = root.join("manifest-types");
         let tmp = tmp.to_path_buf();
-        for d in [&blobs, &types, &tmp] {
+        for d in [&blobs.join("sha256"), &types.join("sha256"), &tmp] {
             std::fs::create_dir_all(d)?;
         }
         let started = std::time::Instant::now();
@@ -38,11 +41,11 @@ impl Cas {
     }
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.blobs.join(d.shard()).join(d.hex())
+        self.blobs.join(d.algorithm().as_str()).join(d.shard()).join(d.hex())
     }
 
     fn type_path(&self, d: &Digest) -> PathBuf {
-        self.types.join(d.shard()).join(d.hex())
+        self.types.join(d.algorithm().as_str()).join(d.shard()).join(d.hex())
     }
 
     /// Open a committed blob for reading, with its length, and count it as used. Blocking.
@@ -117,7 +120,7 @@ impl Cas {
         }
         let mut bytes = Vec::with_capacity(len as usize);
         f.take(limit as u64).read_to_end(&mut bytes)?;
-        if Digest::of_bytes(&bytes) != *d {
+        if !d.verifies(&bytes) {
             tracing::warn!(digest = %d, "cached manifest does not match its digest; removing it");
             self.remove_blob(d)?;
             return Ok(None);
@@ -129,7 +132,7 @@ impl Cas {
     /// Store a manifest whose digest the caller has verified. The media type is written
     /// first so that a committed manifest always has one. Blocking.
     pub fn put_manifest(&self, d: &Digest, media_type: &str, bytes: &[u8]) -> io::Result<()> {
-        debug_assert_eq!(Digest::of_bytes(bytes), *d);
+        debug_assert!(d.verifies(bytes));
         write_atomic(&self.tmp, &self.type_path(d), media_type.as_bytes())?;
         write_atomic(&self.tmp, &self.blob_path(d), bytes)?;
         self.index.insert(d, bytes.len() as u64);

@@ -10,7 +10,7 @@
 //! unreferenced blobs first; the eviction itself must delete files, which wants a
 //! deliberate background pass rather than a listener on the insert path.
 
-use crate::oci::Digest;
+use crate::oci::{Algorithm, Digest};
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
@@ -132,46 +132,18 @@ impl BlobIndex {
         n
     }
 
-    /// Build the index from `blobs/sha256`, removing what cannot be a valid blob: stray
-    /// names, files in the wrong shard, and empty files (a truncated write; the empty blob
-    /// itself is kept). Blocking. Returns the index and how many files were removed.
+    /// Build the index from `blobs/<algorithm>` (sha256, sha512), removing what cannot be a
+    /// valid blob: stray names, files in the wrong shard, and empty files (a truncated write;
+    /// the empty blob itself is kept). Blocking. Returns the index and how many files were
+    /// removed.
     pub fn rebuild(blobs: &Path) -> io::Result<(BlobIndex, usize)> {
-        const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         let index = BlobIndex::default();
         let mut removed = 0;
         let mut entries = Vec::new();
-        for shard in std::fs::read_dir(blobs)? {
-            let shard = shard?;
-            let shard_name = shard.file_name().to_string_lossy().into_owned();
-            if !shard.file_type()?.is_dir() {
-                std::fs::remove_file(shard.path())?;
-                removed += 1;
-                continue;
-            }
-            for f in std::fs::read_dir(shard.path())? {
-                let f = f?;
-                let name = f.file_name().to_string_lossy().into_owned();
-                let meta = f.metadata()?;
-                let digest = format!("sha256:{name}").parse::<Digest>().ok().filter(|d| d.shard() == shard_name);
-                match digest {
-                    Some(d) if meta.is_file() && (meta.len() > 0 || name == EMPTY) => {
-                        let mtime = meta
-                            .modified()
-                            .ok()
-                            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                            .map(|d| d.as_millis() as u64);
-                        entries.push((d, meta.len(), mtime.unwrap_or(0)));
-                    }
-                    _ => {
-                        tracing::warn!(path = %f.path().display(), "removing a file that is not a valid cached blob");
-                        if meta.is_dir() {
-                            std::fs::remove_dir_all(f.path())?;
-                        } else {
-                            std::fs::remove_file(f.path())?;
-                        }
-                        removed += 1;
-                    }
-                }
+        for algorithm in Algorithm::ALL {
+            let dir = blobs.join(algorithm.as_str());
+            if dir.is_dir() {
+                removed += scan(&dir, algorithm, &mut entries)?;
             }
         }
         {
@@ -184,6 +156,48 @@ impl BlobIndex {
         }
         Ok((index, removed))
     }
+}
+
+/// Index the blobs of one algorithm's directory into `entries`; how many files were removed.
+fn scan(blobs: &Path, algorithm: Algorithm, entries: &mut Vec<(Digest, u64, u64)>) -> io::Result<usize> {
+    let mut removed = 0;
+    let empty = Digest::of_bytes_with(algorithm, b"");
+    for shard in std::fs::read_dir(blobs)? {
+        let shard = shard?;
+        let shard_name = shard.file_name().to_string_lossy().into_owned();
+        if !shard.file_type()?.is_dir() {
+            std::fs::remove_file(shard.path())?;
+            removed += 1;
+            continue;
+        }
+        for f in std::fs::read_dir(shard.path())? {
+            let f = f?;
+            let name = f.file_name().to_string_lossy().into_owned();
+            let meta = f.metadata()?;
+            let digest =
+                format!("{}:{name}", algorithm.as_str()).parse::<Digest>().ok().filter(|d| d.shard() == shard_name);
+            match digest {
+                Some(d) if meta.is_file() && (meta.len() > 0 || d == empty) => {
+                    let mtime = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as u64);
+                    entries.push((d, meta.len(), mtime.unwrap_or(0)));
+                }
+                _ => {
+                    tracing::warn!(path = %f.path().display(), "removing a file that is not a valid cached blob");
+                    if meta.is_dir() {
+                        std::fs::remove_dir_all(f.path())?;
+                    } else {
+                        std::fs::remove_file(f.path())?;
+                    }
+                    removed += 1;
+                }
+            }
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

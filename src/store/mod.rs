@@ -3,6 +3,7 @@
 //! Layout under the cache directory:
 //! ```text
 //! blobs/sha256/ab/<hex>          verified content (layers, configs, manifests), by digest
+//! blobs/sha512/ab/<hex>          the same for content addressed by sha512 digests
 //! manifest-types/sha256/ab/<hex> a manifest's media type (the wire type is not in the bytes)
 //! tags/<upstream>/<repo>/_tags/<tag>     JSON tag record: digest, media type, checked-at
 //! tags/<upstream>/<repo>/_images/<hex>   JSON image record: cached-at, pulled-at

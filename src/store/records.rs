@@ -171,7 +171,8 @@ impl Records {
         let dir = self.repo_dir(upstream, name).join(IMAGES);
         let mut out = Vec::new();
         for (file, _) in list_dir(&dir)? {
-            let Ok(digest) = format!("sha256:{file}").parse::<Digest>() else {
+            // Named by the digest's hex; its length says the algorithm (sha256 or sha512).
+            let Some(digest) = Digest::from_hex(&file) else {
                 continue;
             };
             if let Some(d) = read_json::<ImageOnDisk>(&dir.join(&file))? {
@@ -200,7 +201,7 @@ impl Records {
     /// Every blob the upstream confirmed in this repository. Blocking.
     pub fn confirmed(&self, upstream: &str, name: &RepoName) -> io::Result<Vec<Digest>> {
         let dir = self.repo_dir(upstream, name).join(CONFIRMED);
-        Ok(list_dir(&dir)?.into_iter().filter_map(|(f, _)| format!("sha256:{f}").parse().ok()).collect())
+        Ok(list_dir(&dir)?.into_iter().filter_map(|(f, _)| Digest::from_hex(&f)).collect())
     }
 
     /// When this repository's record directories last changed. Blocking.
