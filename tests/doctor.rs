@@ -157,3 +157,86 @@ async fn fails_on_a_cache_directory_it_cannot_use_and_on_a_bad_config() {
     assert!(line.starts_with("FAIL") && line.contains("upstream[0].url"), "{line}");
     assert!(!run.stdout.contains("upstream r.io"), "{run:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checks_ecr_tokens_the_shared_tier_and_cluster_peers() {
+    // moto serves both ECR's GetAuthorizationToken and S3; the registry takes its password.
+    let moto = common::moto::Moto::start().await;
+    let bucket = "pt-doctor";
+    let made = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", &format!("{}/{bucket}", moto.url())])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&made.stdout), "200", "cannot create the moto bucket");
+    let reg_dir = tempfile::tempdir().unwrap();
+    let yaml = htpasswd_yaml(reg_dir.path(), "AWS", &common::moto::password());
+    let registry = Registry::start_at(reg_dir, free_port(), &yaml).await;
+    // A live peer (a pullthrough daemon) and a dead one.
+    let peer = Proxy::start(&upstream_toml("r.test", "http://127.0.0.1:9", "")).await;
+    let dead_peer = format!("http://127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = |s3_endpoint: &str| {
+        let path = dir.path().join("pullthrough.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[cache]\ndir = \"{cache}\"\nmin_free = \"0\"\n\
+                 [shared.s3]\nbucket = \"{bucket}\"\nregion = \"us-east-1\"\nendpoint_url = \"{s3_endpoint}\"\n\
+                 path_style = true\ntimeout = \"2s\"\n\
+                 [cluster]\nadvertise = \"http://127.0.0.1:1\"\npeers = [\"{live}\", \"{dead_peer}\", \"http://127.0.0.1:1\"]\n\
+                 timeout = \"2s\"\n{up}",
+                cache = dir.path().join("cache").display(),
+                live = peer.url(),
+                up = upstream_toml(
+                    "ecr.test",
+                    &registry.url(),
+                    &format!(
+                        "[upstream.auth]\nkind = \"ecr\"\nregion = \"us-east-1\"\nregistry_id = \"{}\"\nendpoint_url = \"{}\"\n",
+                        common::moto::ACCOUNT,
+                        moto.url()
+                    )
+                ),
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let run = |cfg: std::path::PathBuf| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullthrough"));
+        cmd.arg("doctor").arg("--config").arg(cfg);
+        for v in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"] {
+            cmd.env_remove(v);
+        }
+        cmd.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("PULLTHROUGH_CLUSTER_TOKEN", "0123456789abcdef0123456789abcdef");
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+            Run {
+                ok: out.status.success(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        }
+    };
+
+    let run1 = run(config(&moto.url())).await;
+    assert!(run1.line("ECR token for ecr.test").starts_with("ok "), "{run1:?}");
+    let up = run1.line("upstream ecr.test");
+    assert!(up.starts_with("ok ") && up.contains("with an ECR token"), "{up}");
+    assert!(run1.line("shared tier s3://pt-doctor/").starts_with("ok "), "{run1:?}");
+    assert!(run1.line(&format!("cluster peer {}", peer.url())).starts_with("ok "), "{run1:?}");
+    // This node itself is not asked.
+    assert!(!run1.stdout.contains("cluster peer http://127.0.0.1:1:"), "{run1:?}");
+    let dead = run1.line(&format!("cluster peer {dead_peer}"));
+    assert!(dead.starts_with("FAIL") && dead.contains("fix: check that the peer runs"), "{dead}");
+    assert!(!run1.ok && run1.stdout.contains("1 of "), "only the dead peer should fail: {run1:?}");
+
+    // A shared tier nothing answers for.
+    let run2 = run(config(&format!("http://127.0.0.1:{}", free_port()))).await;
+    let shared = run2.line("shared tier s3://pt-doctor/");
+    assert!(shared.starts_with("FAIL") && shared.contains("fix: check [shared.s3]"), "{shared}");
+    assert!(!run2.ok);
+}
