@@ -104,6 +104,10 @@ enum Command {
         /// Never evict or expire these images.
         #[arg(long)]
         pin: bool,
+        /// Also fetch each image's referrers (signatures, SBOMs, attestations: manifests
+        /// whose `subject` is the image), so `export` carries them through an air gap.
+        #[arg(long)]
+        with_referrers: bool,
         /// Blobs fetched at once.
         #[arg(long, default_value_t = 4, value_name = "N")]
         concurrency: usize,
@@ -180,8 +184,8 @@ fn main() -> std::process::ExitCode {
         Command::Prune { loc, dry_run, json, shared } => prune(&loc, dry_run, json, shared),
         Command::Ls { loc, json } => ls(&loc, json),
         Command::HostsToml { config, mirror, out } => hosts_toml(&config, &mirror, &out),
-        Command::Prefetch { images, file, platforms, all_platforms, pin, concurrency, loc } => {
-            prefetch(images, file, platforms, all_platforms, pin, concurrency, &loc)
+        Command::Prefetch { images, file, platforms, all_platforms, pin, with_referrers, concurrency, loc } => {
+            prefetch(images, file, platforms, all_platforms, (pin, with_referrers), concurrency, &loc)
         }
         Command::Export { images, out, loc } => export(&images, &out, &loc),
         Command::Import { path, as_repo, loc } => import(&path, as_repo.as_deref(), &loc),
@@ -338,7 +342,7 @@ fn prefetch(
     file: Option<PathBuf>,
     platforms: Vec<String>,
     all_platforms: bool,
-    pin: bool,
+    (pin, with_referrers): (bool, bool),
     concurrency: usize,
     loc: &Location,
 ) -> anyhow::Result<()> {
@@ -387,6 +391,23 @@ fn prefetch(
                             ..r.clone()
                         };
                         pt.add_pin(&pinned)?;
+                    }
+                    if with_referrers {
+                        match pt.prefetch_referrers(r, &rep.digest.parse()?, concurrency).await {
+                            Ok(reps) => println!(
+                                "      + {} referrers, {} blobs, {} fetched",
+                                reps.len(),
+                                reps.iter().map(|x| x.blobs).sum::<usize>(),
+                                human_bytes(reps.iter().map(|x| x.fetched_bytes).sum())
+                            ),
+                            Err(e) => {
+                                failed += 1;
+                                if may_pass_next_time(&e) {
+                                    retryable += 1;
+                                }
+                                eprintln!("[{}/{}] {r}: referrers: {e}", i + 1, refs.len());
+                            }
+                        }
                     }
                 }
                 Err(e) => {

@@ -72,6 +72,12 @@ async fn an_upstream_referrers_api_is_served_filtered_remembered_for_the_ttl_and
         "the fallback tag was not tried"
     );
 
+    // A sha512 subject: its fallback tag is the hex cut to 64 characters (the spec's schema).
+    let long = format!("sha512:{}", "ab".repeat(64));
+    let r = get(&format!("{}/v2/team/app/referrers/{long}?ns=api.test", proxy.url()), &[]).await.unwrap();
+    assert_eq!((r.status, manifests(&r)), (200, vec![]));
+    assert_eq!(fake.hits(&format!("/manifests/sha512-{}", "ab".repeat(32))), 1);
+
     // The upstream goes away: past the TTL the last answer is served, and counted as stale.
     drop(fake);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -141,4 +147,79 @@ async fn referrers_from_a_registry_without_the_api_stay_in_their_repository_and_
     assert_eq!(manifests(&r), vec![sig_entry]);
     assert_eq!(manifests(&get(&referrers("team/other"), &[]).await.unwrap()), vec![sbom_entry]);
     assert!(proxy.proc.log_text().contains("(stale)"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signatures_cross_the_air_gap_with_their_digests() {
+    let registry = Registry::start(None).await;
+    let src = tempfile::tempdir().unwrap();
+    let layout = src.path();
+    let app = image::manifest(layout, 61, &[30_000], "amd64");
+    let (sig, sig_bytes) = artifact::referrer(layout, &app.top, SIGNATURE, b"cosign-ish signature", &[("k", "v")]);
+    let (sbom, sbom_bytes) = artifact::referrer(layout, &app.top, SBOM, b"{\"spdx\":true}", &[]);
+    let entries = [artifact::entry(&sig, SIGNATURE, &[("k", "v")]), artifact::entry(&sbom, SBOM, &[])];
+    let (_, fallback) = artifact::index(layout, &entries);
+    image::finish_layout(layout, &[(&app.top, "v1"), (&sig, "sig"), (&sbom, "sbom")]);
+    let addr = registry.addr.to_string();
+    for t in ["v1", "sig", "sbom"] {
+        push(layout, t, &addr, &format!("team/app:{t}"), None);
+    }
+    let tag = artifact::fallback_tag(&app.top.digest);
+    artifact::put_manifest(&registry.url(), "team/app", &tag, image::OCI_INDEX, &fallback).await;
+    // And a cosign-style signature: no `subject`, found by its tag `sha256-<hex>.sig`.
+    let cosign = image::manifest(layout, 62, &[100], "amd64");
+    let cosign_bytes =
+        std::fs::read(layout.join("blobs/sha256").join(cosign.top.digest.trim_start_matches("sha256:"))).unwrap();
+    image::finish_layout(layout, &[(&cosign.top, "cosign")]);
+    push(layout, "cosign", &addr, &format!("team/app:{tag}.sig"), None);
+
+    // Connected site: prefetch with referrers, export.
+    let online = Proxy::start(&upstream_toml("lab.test", &registry.url(), "")).await;
+    let (ok, out, err) = online.cli(&["prefetch", "--with-referrers", "lab.test/team/app:v1"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("+ 3 referrers"), "{out}");
+    let work = tempfile::tempdir().unwrap();
+    let export = work.path().join("export");
+    let (ok, out, err) = online.cli(&["export", "lab.test/team/app:v1", "--out", export.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    drop(online);
+    drop(registry);
+
+    // Air-gapped site: an empty cache, offline, the layout imported.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Proxy::write_config(dir.path(), "", &upstream_toml("lab.test", "http://127.0.0.1:9", ""));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("[cache]", "offline = true\n[cache]");
+    std::fs::write(&cfg, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pullthrough"))
+        .args(["import", export.to_str().unwrap(), "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let site = Proxy::launch(dir, &cfg, |c| c).await;
+    let p = site.url();
+
+    // The same referrers, with the same digests, and the manifests and blobs behind them
+    // byte for byte: a signature verified at the connected site verifies here.
+    let r = get(&format!("{p}/v2/team/app/referrers/{}?ns=lab.test", app.top.digest), &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut got = manifests(&r);
+    got.sort_by_key(|e| e["digest"].as_str().map(str::to_string));
+    let mut want = entries.to_vec();
+    want.sort_by_key(|e| e["digest"].as_str().map(str::to_string));
+    assert_eq!(got, want);
+    for (d, bytes) in [(&sig, &sig_bytes), (&sbom, &sbom_bytes)] {
+        let m = get(&format!("{p}/v2/team/app/manifests/{}?ns=lab.test", d.digest), &[]).await.unwrap();
+        assert_eq!((m.status, &m.body[..]), (200, &bytes[..]), "{}", d.digest);
+        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        let layer = v["layers"][0]["digest"].as_str().unwrap();
+        let (status, _, hex) = get_hashed(&format!("{p}/v2/team/app/blobs/{layer}?ns=lab.test"), &[]).await.unwrap();
+        assert_eq!((status, format!("sha256:{hex}")), (200, layer.to_string()));
+    }
+    let r = get(&format!("{p}/v2/team/app/manifests/{tag}.sig?ns=lab.test"), &[]).await.unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &cosign_bytes[..]), "the cosign signature did not cross");
+    assert_eq!(r.header("docker-content-digest"), Some(cosign.top.digest.as_str()));
+    let r = get(&format!("{p}/v2/team/app/referrers/{}?ns=lab.test&artifactType={SIGNATURE}", app.top.digest), &[])
+        .await
+        .unwrap();
+    assert_eq!(manifests(&r), vec![entries[0].clone()]);
 }

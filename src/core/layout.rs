@@ -90,14 +90,29 @@ impl PullThrough {
 
     /// Write cached images as an OCI layout in directory `out`. Every blob an exported
     /// manifest needs must be cached; an index's children that are not cached (platforms
-    /// never pulled) are left out of the layout. Blocking.
+    /// never pulled) are left out of the layout. The cached referrers of each image (what
+    /// `prefetch --with-referrers` fetched: signatures, SBOMs) go along as images named by
+    /// digest, and its cached cosign tags by tag, so `import` restores them and the site
+    /// serves them offline. Blocking.
     pub fn export_layout(&self, images: &[ImageRef], out: &Path) -> io::Result<usize> {
         let store = &self.store;
         std::fs::create_dir_all(out.join("blobs").join("sha256"))?;
         let mut entries = Vec::new();
         let mut written = HashSet::new();
         let mut unique = HashSet::new();
-        let images: Vec<&ImageRef> = images.iter().filter(|i| unique.insert(i.to_string())).collect();
+        let mut with_referrers = images.to_vec();
+        for image in images {
+            let (Ok(route), Some(top)) = (self.route_image(image), self.cached_digest(image)?) else { continue };
+            for (d, _) in super::referrers::local_referrers(store, route.upstream.host(), &route.name, &top)? {
+                with_referrers.push(ImageRef { reference: Reference::Digest(d), ..image.clone() });
+            }
+            for t in crate::oci::referrers::cosign_tags(&top) {
+                if store.records.get_tag(route.upstream.host(), &route.name, &t)?.is_some() {
+                    with_referrers.push(ImageRef { reference: Reference::Tag(t), ..image.clone() });
+                }
+            }
+        }
+        let images: Vec<&ImageRef> = with_referrers.iter().filter(|i| unique.insert(i.to_string())).collect();
         let shared_tag =
             |t: &Tag| images.iter().filter(|i| matches!(&i.reference, Reference::Tag(x) if x == t)).count() > 1;
         for image in images.iter().copied() {

@@ -15,10 +15,11 @@
 //! list, never an error: the spec forbids a 404 from a registry that has the API.
 
 use super::error::CoreError;
+use super::prefetch::{Platforms, PrefetchReport};
 use super::pull::{header_digest, PullThrough};
 use crate::oci::media::{self, MAX_MANIFEST_BYTES};
 use crate::oci::referrers::{self, Referrer, Referrers};
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::{Digest, ImageRef, Reference, RepoName};
 use crate::store::{blocking, Store};
 use crate::upstream::{Route, UpstreamError};
 use http::{Method, StatusCode};
@@ -123,27 +124,68 @@ impl PullThrough {
     /// The manifests cached for the route's repository whose `subject` is `subject`.
     async fn cached_referrers(&self, route: &Route, subject: &Digest) -> Result<Vec<Referrer>, CoreError> {
         let store = self.store.clone();
-        let (host, name, want) = (route.upstream.host().to_string(), route.name.clone(), subject.to_string());
-        let found = blocking(move || {
-            let mut out = Vec::new();
-            for (digest, rec) in store.records.images(&host, &name)? {
-                // Only OCI manifests and indexes carry a `subject`.
-                if rec.media_type != media::OCI_MANIFEST && rec.media_type != media::OCI_INDEX {
-                    continue;
-                }
-                let Some((bytes, _)) = store.cas.read_manifest(&digest, MAX_MANIFEST_BYTES)? else {
-                    continue;
-                };
-                match referrers::referrer_of(&bytes, &rec.media_type, &digest) {
-                    Some((s, r)) if s == want => out.push(r),
-                    _ => {}
-                }
-            }
-            Ok(out)
-        })
-        .await?;
-        Ok(found)
+        let (host, name, subject) = (route.upstream.host().to_string(), route.name.clone(), subject.clone());
+        let found = blocking(move || local_referrers(&store, &host, &name, &subject)).await?;
+        Ok(found.into_iter().map(|(_, r)| r).collect())
     }
+
+    /// Fetch the referrers of `subject` (the manifest `image` resolved to) into the cache:
+    /// every manifest the upstream lists for it (signatures, SBOMs, attestations), with their
+    /// blobs, as images of the same repository, so `export` carries them and an offline site
+    /// serves them; and cosign's `sha256-<hex>.sig`/`.att`/`.sbom` tags where they exist.
+    /// `prefetch --with-referrers`.
+    pub async fn prefetch_referrers(
+        &self,
+        image: &ImageRef,
+        subject: &Digest,
+        concurrency: usize,
+    ) -> Result<Vec<PrefetchReport>, CoreError> {
+        let route = self.route_image(image)?;
+        let answer = self.referrers(&route, subject, None).await?;
+        let mut reports = Vec::new();
+        for r in answer.referrers.as_slice() {
+            // A referrer under an algorithm this proxy does not fetch is listed, not fetched.
+            let Ok(d) = r.digest.parse::<Digest>() else { continue };
+            let referrer = ImageRef { reference: Reference::Digest(d), ..image.clone() };
+            reports.push(self.prefetch(&referrer, &Platforms::All, concurrency).await?);
+        }
+        // cosign's tags, where it keeps signatures and attestations without a `subject`.
+        for tag in referrers::cosign_tags(subject) {
+            let attached = ImageRef { reference: Reference::Tag(tag), ..image.clone() };
+            match self.prefetch(&attached, &Platforms::All, concurrency).await {
+                Ok(rep) => reports.push(rep),
+                Err(CoreError::ManifestUnknown(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reports)
+    }
+}
+
+/// The manifests cached for a repository (its image records) whose `subject` is `subject`,
+/// with their digests. Blocking.
+pub(super) fn local_referrers(
+    store: &Store,
+    host: &str,
+    name: &RepoName,
+    subject: &Digest,
+) -> io::Result<Vec<(Digest, Referrer)>> {
+    let want = subject.to_string();
+    let mut out = Vec::new();
+    for (digest, rec) in store.records.images(host, name)? {
+        // Only OCI manifests and indexes carry a `subject`.
+        if rec.media_type != media::OCI_MANIFEST && rec.media_type != media::OCI_INDEX {
+            continue;
+        }
+        let Some((bytes, _)) = store.cas.read_manifest(&digest, MAX_MANIFEST_BYTES)? else {
+            continue;
+        };
+        match referrers::referrer_of(&bytes, &rec.media_type, &digest) {
+            Some((s, r)) if s == want => out.push((digest, r)),
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Ask the upstream: its referrers API, else the fallback tag. The tag is checked with a
@@ -209,7 +251,7 @@ fn no_such_api(e: &UpstreamError) -> bool {
 /// Relative to the cache directory. `host` is a validated config host and `name` a validated
 /// repository name (no `..`, no leading dots), so the path stays under `referrers/`.
 fn record_path(host: &str, name: &RepoName, subject: &Digest) -> String {
-    format!("referrers/{host}/{name}/{}.json", referrers::fallback_tag(subject))
+    format!("referrers/{host}/{name}/{}-{}.json", subject.algorithm().as_str(), subject.hex())
 }
 
 async fn read_record(store: &Arc<Store>, relative: &str) -> Result<Option<Record>, CoreError> {

@@ -26,11 +26,22 @@ pub struct Referrer {
 }
 
 /// The tag under which clients keep a referrers index for `subject` on registries without
-/// the referrers API (the spec's "referrers tag schema": `<alg>-<hex>`).
+/// the referrers API (the spec's "referrers tag schema": `<alg>-<ref>`, the hex cut to 64
+/// characters, so a sha512 digest too makes a valid tag).
 pub fn fallback_tag(subject: &Digest) -> Tag {
-    let s = subject.to_string().replacen(':', "-", 1);
-    // `<alg>-<hex>`: letters, digits and `-` only, 71 characters for sha256: always a tag.
-    s.parse().expect("a digest with its colon replaced is a valid tag")
+    let hex = subject.hex();
+    let s = format!("{}-{}", subject.algorithm().as_str(), &hex[..hex.len().min(64)]);
+    // Letters, digits and `-` only, 71 characters: always a tag.
+    s.parse().expect("<alg>-<64 hex> is a valid tag")
+}
+
+/// The tags under which cosign keeps what it attaches to `subject` without OCI 1.1
+/// referrers (`sha256-<hex>.sig`, `.att`, `.sbom`): ordinary tags, pulled through unchanged;
+/// `prefetch --with-referrers` and `export` carry them along. None for digests whose tag
+/// would exceed the tag grammar's 128 characters (sha512).
+pub fn cosign_tags(subject: &Digest) -> Vec<Tag> {
+    let base = subject.to_string().replacen(':', "-", 1);
+    ["sig", "att", "sbom"].iter().filter_map(|s| format!("{base}.{s}").parse().ok()).collect()
 }
 
 /// The referrers listed by an image index (an upstream's referrers answer, or a fallback tag's
@@ -153,6 +164,11 @@ mod tests {
     fn fallback_tag_follows_the_schema() {
         let d: Digest = S.parse().unwrap();
         assert_eq!(fallback_tag(&d).as_str(), S.replace(':', "-"));
+        let cosign: Vec<String> = cosign_tags(&d).iter().map(|t| t.to_string()).collect();
+        assert_eq!(cosign, ["sig", "att", "sbom"].map(|s| format!("{}.{s}", S.replace(':', "-"))));
+        let long: Digest = format!("sha512:{}", "ab".repeat(64)).parse().unwrap();
+        assert!(cosign_tags(&long).is_empty());
+        assert_eq!(fallback_tag(&long).as_str(), format!("sha512-{}", "ab".repeat(32)));
     }
 
     #[test]
