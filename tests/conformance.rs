@@ -12,6 +12,7 @@ mod common;
 use common::artifact::{self, SBOM, SIGNATURE};
 use common::image::{self, Built};
 use common::*;
+use sha2::Digest as _;
 use std::path::Path;
 
 /// Error codes the spec allows ("Error Codes", code-1 … code-14).
@@ -201,8 +202,26 @@ async fn pull_workflow() {
         Some(format!("bytes */{}", layer.size).as_str()),
     );
 
+    // A blob addressed by sha512 (the newer suite's check): served, and 404 when missing.
+    let bytes = image::pseudo_random(4242, 5000);
+    let hex: String = sha2::Sha512::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let d512 = format!("sha512:{hex}");
+    artifact::upload_blob(&lab.registry.url(), "test/conf", &d512, &bytes).await;
+    let r = send("GET", &format!("{base}/blobs/{d512}"), &[]).await;
+    let s = "Pull › Pulling blobs (sha512)";
+    spec.eq(&format!("{s}: a GET to an existing blob MUST be 200"), r.status, 200);
+    spec.check(&format!("{s}: MUST provide the expected blob"), r.body[..] == bytes[..], "bytes differ");
+    spec.eq(
+        &format!("{s}: Docker-Content-Digest MUST match the body"),
+        r.header("docker-content-digest"),
+        Some(d512.as_str()),
+    );
+    let zero512 = format!("sha512:{}", "0".repeat(128));
+
     // Missing blobs.
     for method in ["GET", "HEAD"] {
+        let r = send(method, &format!("{base}/blobs/{zero512}"), &[]).await;
+        spec.eq(&format!("Pull › Pulling blobs: {method} of a missing sha512 blob MUST be 404"), r.status, 404);
         let r = send(method, &format!("{base}/blobs/{zero}"), &[]).await;
         let s = format!("Pull › Pulling blobs: {method} of a missing blob");
         spec.eq(&format!("{s} MUST be 404"), r.status, 404);
