@@ -121,7 +121,7 @@ pub struct AccessConfig {
     /// What anonymous clients may pull (globs over `registry/repository`). Default: all.
     #[serde(default = "allow_all")]
     pub anonymous_allow: Vec<Pattern>,
-    /// Refused to everyone with 403 DENIED: `registry/repository` globs or `sha256:` digests.
+    /// Refused to everyone with 403 DENIED: `registry/repository` globs or digests (sha256, sha512).
     #[serde(default)]
     pub deny: Vec<String>,
     #[serde(default, rename = "user")]
@@ -740,7 +740,7 @@ impl Config {
             if d.contains(':') && !d.contains('/') && d.parse::<crate::oci::Digest>().is_err() {
                 return Err((
                     format!("access.deny[{i}]"),
-                    format!("{d:?} is neither a registry/repository glob nor a sha256 digest"),
+                    format!("{d:?} is neither a registry/repository glob nor a sha256 or sha512 digest"),
                 ));
             }
         }

@@ -56,7 +56,8 @@ fn unauthorized(msg: &str) -> ApiError {
 
 impl Access {
     pub fn new(cfg: &AccessConfig) -> Access {
-        let (deny_digests, deny_repos) = cfg.deny.iter().partition::<Vec<&String>, _>(|d| d.starts_with("sha256:"));
+        // A digest (sha256 or sha512) parses as one; a `registry/repository` glob never does.
+        let (deny_digests, deny_repos) = cfg.deny.iter().partition::<Vec<&String>, _>(|d| d.parse::<Digest>().is_ok());
         Access {
             anonymous: cfg.anonymous.unwrap_or(cfg.users.is_empty()),
             anonymous_allow: cfg.anonymous_allow.clone(),
@@ -219,6 +220,14 @@ mod tests {
         // An identified user outside their rules, and the deny-list: refused, no challenge.
         assert_eq!(status(a.check_repo(&alice, "r.test", &name("other/app"))), Some((403, false)));
         assert_eq!(status(a.check_repo(&anon, "r.test", &name("public/evil"))), Some((403, false)));
+
+        // Digests on the deny-list, of either algorithm.
+        let d256: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        let d512: Digest = format!("sha512:{}", "b".repeat(128)).parse().unwrap();
+        let a = access(&format!("deny = [\"{d256}\", \"{d512}\"]\n"));
+        assert_eq!(status(a.check_digest(&d256)), Some((403, false)));
+        assert_eq!(status(a.check_digest(&d512)), Some((403, false)));
+        assert_eq!(status(a.check_digest(&Digest::of_bytes(b"ok"))), None);
 
         // Without password users, credentials cannot help: 403, and /v2/ is open.
         let a = access("anonymous_allow = [\"r.test/public/*\"]\n");
