@@ -86,7 +86,11 @@ async fn an_upstream_referrers_api_is_served_filtered_remembered_for_the_ttl_and
     assert_eq!(manifests(&r), vec![sig, sbom.clone()]);
     let r = get(&url(&format!("&artifactType={SBOM}")), &[]).await.unwrap();
     assert_eq!(manifests(&r), vec![sbom]);
-    assert!(proxy.proc.log_text().contains("serving the referrers it listed last (stale)"));
+    // The log writer does not block: the line lands a moment after the response.
+    wait_until("the stale serve to be logged", Duration::from_secs(10), async || {
+        proxy.proc.log_text().contains("serving the referrers it listed last (stale)")
+    })
+    .await;
     assert!(proxy.metric("pullthrough_stale_manifest_serves_total{upstream=\"api.test\"}").await >= 2.0);
 }
 
@@ -121,15 +125,19 @@ async fn referrers_from_a_registry_without_the_api_stay_in_their_repository_and_
     let before = fallback_gets();
     assert_eq!(manifests(&get(&referrers("team/app"), &[]).await.unwrap()), vec![sig_entry.clone()]);
     assert_eq!(manifests(&get(&referrers("team/app"), &[]).await.unwrap()), vec![sig_entry.clone()]);
+    // The registry logs a request a moment after answering it.
+    wait_until("the fallback tag GET to be logged", Duration::from_secs(10), async || fallback_gets() > before).await;
     assert_eq!(fallback_gets() - before, 1, "the fallback tag was fetched again within the TTL");
     // Past the TTL, a HEAD finds the tag unchanged: no second GET (Docker Hub counts GETs).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(manifests(&get(&referrers("team/app"), &[]).await.unwrap()), vec![sig_entry.clone()]);
     assert_eq!(fallback_gets() - before, 1, "an unchanged fallback tag was fetched again");
     let needle = format!("\"HEAD /v2/team/app/manifests/{tag} HTTP");
-    let log = registry.proc.log_text();
-    let heads = log.lines().filter(|l| l.contains(&needle) && l.contains("pullthrough/")).count();
-    assert!(heads >= 2, "the fallback tag was not revalidated with HEAD ({heads})");
+    let heads = || {
+        let log = registry.proc.log_text();
+        log.lines().filter(|l| l.contains(&needle) && l.contains("pullthrough/")).count()
+    };
+    wait_until("the fallback tag to be revalidated with HEAD", Duration::from_secs(10), async || heads() >= 2).await;
 
     // The SBOM pulled through team/other: listed there, and not in team/app, where nobody
     // pulled it through this cache (and no index lists it).
@@ -146,7 +154,10 @@ async fn referrers_from_a_registry_without_the_api_stay_in_their_repository_and_
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(manifests(&r), vec![sig_entry]);
     assert_eq!(manifests(&get(&referrers("team/other"), &[]).await.unwrap()), vec![sbom_entry]);
-    assert!(proxy.proc.log_text().contains("(stale)"));
+    wait_until("the stale serve to be logged", Duration::from_secs(10), async || {
+        proxy.proc.log_text().contains("(stale)")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -96,7 +96,11 @@ async fn a_corrupt_sha512_blob_is_refused_and_a_sha512_manifest_is_verified() {
     })
     .await;
     assert!(cached(&proxy, &digest).is_empty(), "a corrupt sha512 blob was cached");
-    assert!(proxy.proc.log_text().contains("failed verification"));
+    // The log writer does not block: the line lands a moment after the response.
+    wait_until("the verification failure to be logged", Duration::from_secs(10), async || {
+        proxy.proc.log_text().contains("failed verification")
+    })
+    .await;
     // The upstream recovers: the right bytes, verified, cached.
     fake.set_fault(&digest, Fault::Good);
     let r = get(&url, &[]).await.unwrap();
