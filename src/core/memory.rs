@@ -61,12 +61,12 @@ pub(super) struct Memory {
 
 fn weight(key: &Key, entry: &Entry) -> u32 {
     let key = match key {
-        Key::Manifest(_) => 64,
+        Key::Manifest(d) => d.hex().len(),
         Key::Tag(k) => k.upstream.len() + k.name.as_str().len() + k.tag.as_str().len(),
     };
     let value = match entry {
         Entry::Manifest { media_type, bytes } => media_type.len() + bytes.len(),
-        Entry::Tag(rec) => 64 + rec.media_type.len(),
+        Entry::Tag(rec) => rec.digest.hex().len() + rec.media_type.len(),
     };
     u32::try_from(key + value + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
 }
