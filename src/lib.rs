@@ -44,6 +44,19 @@ pub fn build_app(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::R
     }))
 }
 
+/// The shared tier's settings from `[shared.s3]` (for the daemon, the CLI and `doctor`).
+pub fn shared_settings(s: &config::S3Config) -> shared::S3Settings {
+    shared::S3Settings {
+        bucket: s.bucket.clone(),
+        prefix: s.prefix.clone(),
+        region: s.region.clone(),
+        endpoint_url: s.endpoint_url.clone(),
+        path_style: s.path_style,
+        timeout: s.timeout,
+        upload_concurrency: s.upload_concurrency,
+    }
+}
+
 /// The pull-through service alone (for the CLI's offline commands and for `build_app`).
 pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::Result<core::PullThrough> {
     let c = &cfg.cache;
@@ -72,17 +85,7 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
     for p in cfg.prefetch.iter().filter(|p| p.pin) {
         pins.push(p.image.parse()?);
     }
-    let shared = cfg.shared.s3.as_ref().map(|s| {
-        shared::SharedTier::new(shared::S3Settings {
-            bucket: s.bucket.clone(),
-            prefix: s.prefix.clone(),
-            region: s.region.clone(),
-            endpoint_url: s.endpoint_url.clone(),
-            path_style: s.path_style,
-            timeout: s.timeout,
-            upload_concurrency: s.upload_concurrency,
-        })
-    });
+    let shared = cfg.shared.s3.as_ref().map(|s| shared::SharedTier::new(shared_settings(s)));
     let cluster = cfg.cluster.as_ref().map(|c| {
         cluster::Cluster::new(cluster::ClusterSettings {
             advertise: c.advertise.clone(),

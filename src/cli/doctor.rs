@@ -281,15 +281,7 @@ async fn ecr_check(u: &UpstreamConfig, e: &pullthrough::config::EcrAuthConfig) -
 async fn shared_check(cfg: &Config) -> Option<Check> {
     let s = cfg.shared.s3.as_ref()?;
     // As `build_pull_through` builds it.
-    let tier = pullthrough::shared::SharedTier::new(pullthrough::shared::S3Settings {
-        bucket: s.bucket.clone(),
-        prefix: s.prefix.clone(),
-        region: s.region.clone(),
-        endpoint_url: s.endpoint_url.clone(),
-        path_style: s.path_style,
-        timeout: s.timeout,
-        upload_concurrency: s.upload_concurrency,
-    });
+    let tier = pullthrough::shared::SharedTier::new(pullthrough::shared_settings(s));
     let what = format!("shared tier {}", tier.describe());
     let fix = "check [shared.s3] bucket, region and endpoint_url, and that this machine's AWS credentials may \
                put, get and delete objects in the bucket";
