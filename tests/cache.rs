@@ -82,7 +82,7 @@ async fn eviction_keeps_the_budget_under_a_stream_of_fills() {
         proxy.cached_blobs(),
         proxy.proc.log_text()
     );
-    assert!(proxy.proc.log_text().contains("evicted least recently used blobs"));
+    wait_log(&proxy.proc, "evicted least recently used blobs").await;
     // A hit refreshes recency: touch blob 5, fill two more, and 5 survives while 6 goes.
     let url = |d: &str| format!("{}/v2/r/blobs/{d}?ns=fake.test", proxy.url());
     let touched = &blobs[5].0;
@@ -131,7 +131,7 @@ async fn a_blob_being_filled_is_never_evicted() {
     assert!(!slow.is_finished(), "the slow fill should still be running while eviction works");
     let (status, n, hex) = slow.await.unwrap().unwrap();
     assert_eq!((status, n, format!("sha256:{hex}")), (200, 4 * MIB as u64, slow_d.clone()));
-    assert!(proxy.proc.log_text().contains("evicted least recently used blobs"));
+    wait_log(&proxy.proc, "evicted least recently used blobs").await;
     // It committed after all that eviction: the freshest entry in the cache.
     wait_until("the slow blob to be committed", Duration::from_secs(5), async || cached(&proxy, &slow_d)).await;
     assert_all_cached_blobs_verify(&proxy);

@@ -179,7 +179,7 @@ async fn cli_commands_on_the_daemons_cache_keep_its_fills_and_records() {
         !proxy.cache.join("tmp").join(dead).exists()
     })
     .await;
-    assert!(proxy.proc.log_text().contains("removed temp files of processes that stopped"));
+    wait_log(&proxy.proc, "removed temp files of processes that stopped").await;
 }
 
 /// Subcommands listed by `pullthrough --help`.

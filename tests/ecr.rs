@@ -118,7 +118,7 @@ async fn an_upstream_401_forces_exactly_one_refresh() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.error_code().as_deref(), Some("DENIED"));
     assert_eq!(moto.calls() - before, 1, "a 401 must force exactly one token refresh");
-    assert!(proxy.proc.log_text().contains("forcing a refresh"));
+    wait_log(&proxy.proc, "forcing a refresh").await;
 
     // Back to the password ECR hands out: pulls work again with the refreshed token.
     let (dir, port) = registry.stop();

@@ -48,11 +48,7 @@ async fn fault_case(fault: Fault, log_needle: &str) {
         }
     }
     assert_nothing_cached(&proxy, &digest).await;
-    assert!(
-        proxy.proc.log_text().contains(log_needle),
-        "{fault:?}: log lacks {log_needle:?}:\n{}",
-        proxy.proc.log_text()
-    );
+    wait_log(&proxy.proc, log_needle).await;
 
     // Upstream recovers: the next request fetches again and gets the right bytes.
     fake.set_fault(&digest, Fault::Good);

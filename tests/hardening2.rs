@@ -98,7 +98,7 @@ async fn silent_and_idle_connections_are_closed_but_slow_transfers_are_not() {
     let (status, _, hex) =
         get_hashed(&format!("{}/v2/r/blobs/{slow_digest}?ns=fake.test", proxy.url()), &[]).await.unwrap();
     assert_eq!((status, format!("sha256:{hex}")), (200, slow_digest));
-    assert!(proxy.proc.log_text().contains("closing an idle connection"));
+    wait_log(&proxy.proc, "closing an idle connection").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

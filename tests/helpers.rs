@@ -106,8 +106,8 @@ async fn cred_helpers_and_creds_store_run_the_helper_and_again_after_a_refusal()
     // A helper that is not installed: the pull fails, and the log names it.
     let r = get(&tags("missing.test"), &[]).await.unwrap();
     assert!(r.status >= 400, "{} {}", r.status, r.text());
+    wait_log(&proxy.proc, "docker-credential-not-installed-pt is not on PATH").await;
     let log = proxy.proc.log_text();
-    assert!(log.contains("docker-credential-not-installed-pt is not on PATH"), "{log}");
     assert!(!log.contains("pw-second-7f3a"), "the password reached the log");
     drop(registry);
 }

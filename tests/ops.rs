@@ -219,7 +219,7 @@ async fn serves_tls_with_http2_and_reloads_its_certificate_on_sighup() {
         served_fingerprint(proxy.addr) == file_fingerprint(&new_cert)
     })
     .await;
-    assert!(proxy.proc.log_text().contains("TLS certificate reloaded"));
+    wait_log(&proxy.proc, "TLS certificate reloaded").await;
 }
 
 async fn launch_tls(dir: tempfile::TempDir, cfg: &std::path::Path) -> Proxy {
@@ -268,7 +268,7 @@ async fn a_tls_upstream_with_a_private_ca_needs_its_ca_file() {
     let proxy = Proxy::start(&upstream_toml("tls.test", &https, "insecure_skip_verify = true")).await;
     let r = get(&format!("{}/v2/t/app/manifests/v1?ns=tls.test", proxy.url()), &[]).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(proxy.proc.log_text().contains("NOT verified"));
+    wait_log(&proxy.proc, "NOT verified").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

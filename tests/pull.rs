@@ -156,7 +156,7 @@ async fn cached_images_are_served_when_the_upstream_is_down() {
         skopeo(&["copy", "--all", "--src-tls-verify=false", src, &format!("oci:{}:t{i}", out.path().display())]);
         assert_eq!(layout_digests(out.path()), sorted_unique(&multi.all));
     }
-    assert!(proxy.proc.log_text().contains("stale"), "the stale serve is logged");
+    wait_log(&proxy.proc, "stale").await; // the stale serve is logged
 
     // What was never cached fails with a clear "unreachable", not a misleading 404.
     let r = get(&format!("{}/v2/lab/test/other/manifests/v1", proxy.url()), &[]).await.unwrap();

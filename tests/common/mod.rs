@@ -38,6 +38,13 @@ pub async fn wait_until(what: &str, limit: Duration, mut cond: impl AsyncFnMut()
     panic!("timed out after {limit:?} waiting for {what}");
 }
 
+/// Wait (bounded) until `proc`'s log contains `needle`: the daemon's log writer does not
+/// block, so a line lands a moment after what it reports.
+pub async fn wait_log(proc: &Proc, needle: &str) {
+    wait_until(&format!("{needle:?} in the log"), Duration::from_secs(10), async || proc.log_text().contains(needle))
+        .await;
+}
+
 /// A child process killed (and reaped) on drop.
 pub struct Proc {
     pub child: Child,
