@@ -70,7 +70,8 @@ def start_garage(work):
         if r.stdout.strip() in ("404", "200"):
             return p, port
         time.sleep(0.1)
-    raise SystemExit("garage did not serve its bucket")
+    p.stop()  # never leave it running behind a failed start
+    raise SystemExit(f"garage did not serve its bucket (see {d}/garage.log)")
 
 
 def raw_s3_get(port, key, out):
