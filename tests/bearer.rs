@@ -4,7 +4,7 @@
 mod common;
 
 use common::image;
-use common::token::{self, TokenServer};
+use common::token::TokenServer;
 use common::*;
 use std::sync::atomic::Ordering;
 
@@ -12,12 +12,7 @@ use std::sync::atomic::Ordering;
 async fn pulls_through_a_bearer_token_upstream_anonymously() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = TokenServer::start(dir.path()).await;
-    let auth = TokenAuth {
-        realm: tokens.realm(),
-        service: token::SERVICE.into(),
-        issuer: token::ISSUER.into(),
-        cert: tokens.cert.clone(),
-    };
+    let auth = tokens.auth();
     let registry = Registry::start(Some(&auth)).await;
 
     // Sanity: the upstream really demands a token.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::token::{self, TokenServer};
+use common::token::TokenServer;
 use common::*;
 use std::path::Path;
 use std::process::Command;
@@ -82,12 +82,7 @@ async fn passes_on_a_real_registry_and_names_a_dead_upstream() {
 async fn checks_the_token_flow_of_a_bearer_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = TokenServer::start(dir.path()).await;
-    let auth = TokenAuth {
-        realm: tokens.realm(),
-        service: token::SERVICE.into(),
-        issuer: token::ISSUER.into(),
-        cert: tokens.cert.clone(),
-    };
+    let auth = tokens.auth();
     let registry = Registry::start(Some(&auth)).await;
     let cfg = Proxy::write_config(dir.path(), "", &upstream_toml("tok.test", &registry.url(), ""));
 

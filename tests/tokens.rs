@@ -37,12 +37,7 @@ fn all(answers: &[(u16, String)], status: u16, needle: &str) {
 async fn a_failing_token_endpoint_is_asked_once_per_back_off_period() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = TokenServer::start(dir.path()).await;
-    let auth = TokenAuth {
-        realm: tokens.realm(),
-        service: token::SERVICE.into(),
-        issuer: token::ISSUER.into(),
-        cert: tokens.cert.clone(),
-    };
+    let auth = tokens.auth();
     let registry = Registry::start(Some(&auth)).await;
     let src = tempfile::tempdir().unwrap();
     let img = image::manifest(src.path(), 21, &[60_000], "amd64");

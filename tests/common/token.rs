@@ -156,6 +156,16 @@ impl TokenServer {
         TokenServer { addr, cert, issued, requests, authorizations, fail_with, task }
     }
 
+    /// The `auth: token:` settings of a docker-registry that trusts this server.
+    pub fn auth(&self) -> super::TokenAuth {
+        super::TokenAuth {
+            realm: self.realm(),
+            service: SERVICE.into(),
+            issuer: ISSUER.into(),
+            cert: self.cert.clone(),
+        }
+    }
+
     pub fn realm(&self) -> String {
         format!("http://{}/token", self.addr)
     }
