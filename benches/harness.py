@@ -139,7 +139,9 @@ def pullthrough(binary, dirname, port, upstream_url, extra_cache=""):
     return p
 
 
-def nginx(dirname, port, root):
+def start_nginx(dirname, port, http_body):
+    """nginx in the foreground under `dirname` (pid, logs, temp paths), with `http_body`
+    (server blocks and the like) inside its `http` block."""
     os.makedirs(dirname, exist_ok=True)
     conf = os.path.join(dirname, "nginx.conf")
     open(conf, "w").write(f"""
@@ -158,15 +160,19 @@ http {{
   fastcgi_temp_path {dirname}/fastcgi;
   uwsgi_temp_path {dirname}/uwsgi;
   scgi_temp_path {dirname}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-    root {root};
-  }}
-}}
+{http_body}}}
 """)
     p = Proc(["nginx", "-c", conf, "-p", dirname], os.path.join(dirname, "nginx.log"))
     wait_port(port)
     return p
+
+
+def nginx(dirname, port, root):
+    return start_nginx(dirname, port, f"""  server {{
+    listen 127.0.0.1:{port};
+    root {root};
+  }}
+""")
 
 
 def nginx_cache(dirname, port, upstream_port, wipe=False):
@@ -176,25 +182,7 @@ def nginx_cache(dirname, port, upstream_port, wipe=False):
     rest (tags, /v2/) passed through uncached."""
     if wipe:
         shutil.rmtree(dirname, ignore_errors=True)
-    os.makedirs(dirname, exist_ok=True)
-    conf = os.path.join(dirname, "nginx.conf")
-    open(conf, "w").write(f"""
-daemon off;
-worker_processes 2;
-pid {dirname}/nginx.pid;
-error_log {dirname}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 100000;
-  client_body_temp_path {dirname}/body;
-  proxy_temp_path {dirname}/proxy;
-  fastcgi_temp_path {dirname}/fastcgi;
-  uwsgi_temp_path {dirname}/uwsgi;
-  scgi_temp_path {dirname}/scgi;
-  proxy_cache_path {dirname}/cache levels=1:2 keys_zone=registry:16m max_size=64g inactive=1d use_temp_path=off;
+    return start_nginx(dirname, port, f"""  proxy_cache_path {dirname}/cache levels=1:2 keys_zone=registry:16m max_size=64g inactive=1d use_temp_path=off;
   upstream registry {{
     server 127.0.0.1:{upstream_port};
     keepalive 64;
@@ -219,11 +207,7 @@ http {{
       proxy_pass http://registry;
     }}
   }}
-}}
 """)
-    p = Proc(["nginx", "-c", conf, "-p", dirname], os.path.join(dirname, "nginx.log"))
-    wait_port(port)
-    return p
 
 
 def curl(url, headers=()):
