@@ -25,6 +25,7 @@ pub mod oci;
 pub mod pattern;
 pub mod shared;
 pub mod store;
+pub mod tls_client;
 pub mod upstream;
 
 use std::sync::Arc;

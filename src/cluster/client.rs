@@ -33,14 +33,8 @@ impl PeerClient {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(header_timeout.min(Duration::from_secs(2))));
-        let tls =
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default protocol versions")
-                .with_root_certificates(roots())
-                .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(crate::tls_client::config())
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -93,11 +87,4 @@ impl PeerClient {
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
         Ok(PeerResponse { peer: peer.clone(), len, content_type, body: resp.into_body() })
     }
-}
-
-/// The system's roots, for peers reached over https.
-fn roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    roots
 }

@@ -14,40 +14,12 @@ mod refusal;
 mod route;
 
 pub use crate::error_text::error_chain;
+pub use crate::tls_client::config as tls_config;
+use crate::tls_client::{provider, system_roots};
 pub use client::{Reachability, Registry};
 pub use ecr::{parse_ecr_host, EcrTokens};
 pub use error::UpstreamError;
 pub use route::{Route, RouteError, Upstream, Upstreams};
-
-/// The system's root certificates (honouring `SSL_CERT_FILE`/`SSL_CERT_DIR`), loaded once.
-fn system_roots() -> &'static rustls::RootCertStore {
-    static ROOTS: std::sync::LazyLock<rustls::RootCertStore> = std::sync::LazyLock::new(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        let found = rustls_native_certs::load_native_certs();
-        for e in &found.errors {
-            tracing::warn!(error = %e, "problem loading system root certificates");
-        }
-        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-        if added == 0 {
-            tracing::warn!("no system root certificates found: https upstreams will fail (install ca-certificates or set SSL_CERT_FILE)");
-        }
-        roots
-    });
-    &ROOTS
-}
-
-fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    std::sync::Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// TLS settings for upstream connections: system roots.
-pub fn tls_config() -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(system_roots().clone())
-        .with_no_client_auth()
-}
 
 /// TLS settings for one upstream: system roots plus its `ca_file`, or no verification at
 /// all with `insecure_skip_verify` (labs only; warned about loudly).
