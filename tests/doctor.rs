@@ -104,22 +104,31 @@ async fn checks_the_token_flow_of_a_bearer_upstream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn fails_on_a_cache_directory_it_cannot_use_and_on_a_bad_config() {
     let dir = tempfile::tempdir().unwrap();
-    // The upstream is not the point here: offline mode skips it.
-    let cfg = dir.path().join("offline.toml");
-    std::fs::write(
-        &cfg,
+    // The upstream is not the point here: offline mode skips it. `min_free` is explicit:
+    // the default (10 % of the filesystem) depends on the machine running the test.
+    let offline = |min_free: &str| {
         format!(
-            "[server]\noffline = true\n[cache]\ndir = \"{}\"\n{}",
+            "[server]\noffline = true\n[cache]\ndir = \"{}\"\nmin_free = \"{min_free}\"\n{}",
             dir.path().join("cache").display(),
             upstream_toml("r.test", "http://127.0.0.1:9", "")
-        ),
-    )
-    .unwrap();
+        )
+    };
+    let cfg = dir.path().join("offline.toml");
+    std::fs::write(&cfg, offline("0")).unwrap();
     std::fs::create_dir(dir.path().join("cache")).unwrap();
     let run = doctor(&cfg, &[]).await;
     assert!(run.ok, "{run:?}");
     assert!(run.line("upstream r.test").starts_with("skip"), "{run:?}");
     assert!(run.line("cache directory").contains("takes writes"), "{run:?}");
+    assert!(run.line("free space at").starts_with("ok "), "{run:?}");
+
+    // No filesystem has all of itself free: asking for 100 % fails, with the fix named.
+    let greedy = dir.path().join("greedy.toml");
+    std::fs::write(&greedy, offline("100%")).unwrap();
+    let run = doctor(&greedy, &[]).await;
+    assert!(!run.ok, "{run:?}");
+    let line = run.line("free space at");
+    assert!(line.starts_with("FAIL") && line.contains("lower [cache] min_free"), "{line}");
 
     // A file where the directory should be, and a directory below such a file.
     let file = dir.path().join("a-file");
