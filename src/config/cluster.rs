@@ -1,0 +1,36 @@
+//! `[cluster]`: the peers this node forms a cluster with, and where its shared secret comes from.
+
+use super::secret::Secret;
+use super::serde_util::duration;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `[cluster]`: the peers this node forms a cluster with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How the other nodes reach this node's client port (`http://POD_IP:5000`).
+    pub advertise: String,
+    /// A static peer list (this node's `advertise` may be in it).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// `host:port` of a headless Service whose addresses are the peers; re-resolved.
+    pub peers_dns: Option<String>,
+    /// The environment variable holding the shared secret peers present to each other.
+    #[serde(default = "default_cluster_token_env")]
+    pub token_env: String,
+    /// Time to a peer's response headers; past it the next peer (then the upstream) is asked.
+    #[serde(default = "default_peer_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Resolved from `token_env` at load time.
+    #[serde(skip)]
+    pub token: Option<Secret>,
+}
+
+fn default_cluster_token_env() -> String {
+    "PULLTHROUGH_CLUSTER_TOKEN".into()
+}
+
+fn default_peer_timeout() -> Duration {
+    Duration::from_secs(10)
+}
