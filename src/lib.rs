@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod error_text;
+pub mod events;
 pub mod hosts_toml;
 pub mod http;
 pub mod metrics;

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub shared_up: IntGauge,
     pub peer_requests: IntCounterVec,
     pub build_info: IntGaugeVec,
+    pub events_sent: IntCounterVec,
+    pub events_dropped: IntCounterVec,
+    pub events_retries: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -225,6 +228,24 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "pullthrough_shared_up",
             "Whether the last request to the shared tier succeeded (1) or not (0); 0 when none is configured.",
         ),
+        events_sent: counter(
+            &r,
+            "pullthrough_events_sent_total",
+            "Events delivered to a webhook, by webhook (host:port) and kind.",
+            &["webhook", "kind"],
+        ),
+        events_dropped: counter(
+            &r,
+            "pullthrough_events_dropped_total",
+            "Events not delivered to a webhook, by webhook, kind and reason (queue_full, undelivered, rejected, closed).",
+            &["webhook", "kind", "reason"],
+        ),
+        events_retries: counter(
+            &r,
+            "pullthrough_events_retries_total",
+            "Webhook delivery attempts that failed and were retried, by webhook.",
+            &["webhook"],
+        ),
         build_info,
         registry: r,
     }
@@ -264,6 +285,9 @@ impl Metrics {
             &self.shared_uploads,
             &self.shared_up,
             &self.peer_requests,
+            &self.events_sent,
+            &self.events_dropped,
+            &self.events_retries,
         ];
         collectors.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).collect()
     }
