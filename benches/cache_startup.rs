@@ -30,7 +30,7 @@ fn main() {
         let t = Instant::now();
         let store = Store::open(dir.path(), Budget::unlimited()).expect("open store");
         let took = t.elapsed();
-        assert_eq!(store.cas.index.len(), n);
+        assert_eq!(store.stats().blobs, n);
         results.push(took);
         println!("warm run {run}: ready with {n} blobs in {took:?}");
     }
@@ -38,7 +38,7 @@ fn main() {
     if drop_caches.is_ok() {
         let t = Instant::now();
         let store = Store::open(dir.path(), Budget::unlimited()).expect("open store");
-        println!("cold run: ready with {} blobs in {:?}", store.cas.index.len(), t.elapsed());
+        println!("cold run: ready with {} blobs in {:?}", store.stats().blobs, t.elapsed());
     } else {
         println!("cold run: skipped (cannot drop the page cache without root)");
     }

@@ -20,14 +20,14 @@ fn hash_and_write(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_with_input(BenchmarkId::new("hash_write_commit", size), &data, |b, data| {
             b.iter(|| {
-                let mut t = store.cas.begin(&digest).unwrap();
+                let mut t = store.begin(&digest).unwrap();
                 let mut h = pullthrough::oci::Sha256Hasher::new();
                 for chunk in data.chunks(256 * 1024) {
                     t.append(chunk).unwrap();
                     h.update(chunk);
                 }
-                t.commit(&store.cas, h.finish(), Some(data.len() as u64)).unwrap();
-                store.cas.remove_blob(&digest).unwrap();
+                store.commit(t, h.finish(), Some(data.len() as u64)).unwrap();
+                store.remove_blob(&digest).unwrap();
             })
         });
         g.bench_with_input(BenchmarkId::new("sha256_only", size), &data, |b, data| {

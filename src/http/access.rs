@@ -16,7 +16,7 @@ use crate::config::AccessConfig;
 use crate::oci::{Digest, RepoName, Sha256Hasher};
 use crate::pattern::Pattern;
 use base64::Engine as _;
-use http::{header, HeaderMap, StatusCode};
+use http::{header, HeaderMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +51,7 @@ pub struct Access {
 }
 
 fn unauthorized(msg: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", msg).with_challenge()
+    ApiError::unauthorized(msg)
 }
 
 impl Access {
@@ -162,7 +162,7 @@ impl Access {
     pub fn check_repo(&self, who: &Identity, registry: &str, name: &RepoName) -> Result<(), ApiError> {
         let full = format!("{registry}/{name}");
         if self.deny_repos.iter().any(|p| p.matches(&full)) {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "DENIED", format!("{full} is on this proxy's deny-list")));
+            return Err(ApiError::denied(format!("{full} is on this proxy's deny-list")));
         }
         let allow = match who {
             // The asking node checked its client against the same rules.
@@ -179,14 +179,14 @@ impl Access {
         } else if *who == Identity::Anonymous && self.challenge_anonymous {
             Err(unauthorized(&format!("authentication required to pull {full}")))
         } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "DENIED", format!("not allowed to pull {full}")))
+            Err(ApiError::denied(format!("not allowed to pull {full}")))
         }
     }
 
     /// Whether a digest is deny-listed.
     pub fn check_digest(&self, d: &Digest) -> Result<(), ApiError> {
         if self.deny_digests.contains(d) {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "DENIED", format!("{d} is on this proxy's deny-list")));
+            return Err(ApiError::denied(format!("{d} is on this proxy's deny-list")));
         }
         Ok(())
     }
@@ -195,6 +195,7 @@ impl Access {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     fn access(toml_text: &str) -> Arc<Access> {
         Arc::new(Access::new(&toml::from_str::<AccessConfig>(toml_text).unwrap()))

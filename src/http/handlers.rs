@@ -3,6 +3,7 @@
 
 use super::access::{Access, Identity};
 use super::error::ApiError;
+use super::outcome::{CacheOutcome, Outcome};
 use super::range::{RangeError, RangeRequest};
 use super::router::Endpoint;
 use super::Body;
@@ -29,28 +30,6 @@ impl Call<'_> {
         } else {
             Via::Client
         }
-    }
-}
-
-/// What the access log and the metrics record about a request beyond its status. Handlers
-/// fill it in as they go, so an error answer still names the upstream it came from.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// `hit`, `miss`, `uncached`, or `-` where no cache is involved.
-    pub cache: &'static str,
-    /// The upstream the request was routed to, once routing succeeded.
-    pub upstream: Option<String>,
-}
-
-impl Default for Outcome {
-    fn default() -> Outcome {
-        Outcome { cache: "-", upstream: None }
-    }
-}
-
-impl Outcome {
-    fn routed(&mut self, upstream: &str) {
-        self.upstream = Some(upstream.to_string());
     }
 }
 
@@ -101,16 +80,14 @@ async fn manifest(
     }
     let m = pull.manifest_via(&route, reference, &accept, call.via()).await?;
     call.access.check_digest(&m.digest)?;
-    out.cache = if m.cached { "hit" } else { "miss" };
+    out.cache(CacheOutcome::hit_if(m.cached));
     let resp = Response::builder()
         .header(header::CONTENT_TYPE, &m.media_type)
         .header(header::CONTENT_LENGTH, m.bytes.len())
         .header("docker-content-digest", m.digest.to_string())
         .header(header::ETAG, format!("\"{}\"", m.digest))
         .body(if call.head { super::empty() } else { super::full(m.bytes) })
-        .map_err(|e| {
-            ApiError::new(StatusCode::BAD_GATEWAY, "UNKNOWN", format!("upstream media type is not a valid header: {e}"))
-        })?;
+        .map_err(|e| ApiError::bad_gateway(format!("upstream media type is not a valid header: {e}")))?;
     Ok(resp)
 }
 
@@ -132,7 +109,7 @@ async fn blob(
         Some(v) => match v.and_then(RangeRequest::parse) {
             Ok(RangeRequest::Single(r)) => Some(r),
             Ok(RangeRequest::Whole(_)) => None,
-            Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "RANGE_INVALID", e.to_string())),
+            Err(e) => return Err(ApiError::range_malformed(e.to_string())),
         },
     };
     let resp = Response::builder()
@@ -150,18 +127,17 @@ async fn blob(
     }
 
     let blob = pull.blob_via(&route, digest, call.via()).await?;
-    out.cache = if blob.hit { "hit" } else { "miss" };
+    out.cache(CacheOutcome::hit_if(blob.hit));
     let mut progress = match blob.body {
         BlobBody::Cached(rx) => rx,
         // Uncached relays cannot seek: the whole blob, as HTTP allows for a Range request.
-        BlobBody::Uncached { body, digest, idle_timeout } => {
+        BlobBody::Uncached(relay) => {
             let mut resp = resp.header(header::CONTENT_TYPE, "application/octet-stream");
             if let Some(s) = blob.size {
                 resp = resp.header(header::CONTENT_LENGTH, s);
             }
-            let body =
-                if call.head { super::empty() } else { frames(crate::core::relay_stream(body, digest, idle_timeout)) };
-            out.cache = "uncached";
+            let body = if call.head { super::empty() } else { frames(relay.stream()) };
+            out.cache(CacheOutcome::Uncached);
             return Ok(resp.body(body).expect("valid response"));
         }
     };
@@ -170,7 +146,7 @@ async fn blob(
         if let Some(s) = blob.size {
             resp = resp.header(header::CONTENT_LENGTH, s);
         }
-        let body = if call.head { super::empty() } else { frames(follow::stream(progress, 0, blob.size)) };
+        let body = if call.head { super::empty() } else { frames(pull.whole_blob(progress, digest, blob.hit, blob.size)) };
         return Ok(resp.body(body).expect("valid response"));
     };
     // A range needs the total size; an upstream that did not announce it makes us wait for
@@ -180,12 +156,7 @@ async fn blob(
         None => pull.wait_verified(&mut progress).await?,
     };
     let Some((start, end)) = range.resolve(total) else {
-        let mut e = ApiError::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "RANGE_INVALID",
-            format!("range is outside the blob's {total} bytes"),
-        )
-        .into_response(call.head);
+        let mut e = ApiError::range_not_satisfiable(total).into_response(call.head);
         e.headers_mut().insert(header::CONTENT_RANGE, format!("bytes */{total}").parse().expect("valid header"));
         return Ok(e);
     };
@@ -211,8 +182,7 @@ async fn tags(
     let route = pull.route(ns(call.query).as_deref(), name)?;
     out.routed(route.upstream.host());
     call.access.check_repo(call.who, route.upstream.host(), &route.name)?;
-    let q = TagsQuery::parse(call.query)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", e.to_string()))?;
+    let q = TagsQuery::parse(call.query).map_err(|e| ApiError::pagination_invalid(e.to_string()))?;
     let page = pull.tags(&route, name, &q).await?;
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
@@ -249,7 +219,7 @@ async fn referrers(
     let mut answer = pull.referrers(&route, subject, artifact_type.as_deref()).await?;
     // What the deny-list refuses is not advertised either.
     answer.referrers.retain(|r| r.digest.parse::<Digest>().map_or(true, |d| call.access.check_digest(&d).is_ok()));
-    out.cache = if answer.cached { "hit" } else { "miss" };
+    out.cache(CacheOutcome::hit_if(answer.cached));
     let body = answer.referrers.to_index();
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, crate::oci::media::OCI_INDEX)

@@ -5,6 +5,7 @@ pub mod access;
 mod error;
 mod handlers;
 mod idle;
+mod outcome;
 pub mod range;
 mod request_log;
 pub mod router;

@@ -2,6 +2,8 @@
 //! it carries both the time to the response head (`headers_ms`) and to the last byte
 //! (`ms`), the body bytes actually sent, and how the body ended.
 
+use super::outcome::CacheOutcome;
+use super::router::EndpointKind;
 use super::tracked::{Ending, OnEnd};
 use http::{Method, Uri};
 use tokio::time::Instant;
@@ -10,10 +12,10 @@ use tokio::time::Instant;
 pub struct RequestLog {
     pub method: Method,
     pub uri: Uri,
-    pub kind: &'static str,
+    pub kind: EndpointKind,
     pub upstream: Option<String>,
     pub status: u16,
-    pub cache: &'static str,
+    pub cache: Option<CacheOutcome>,
     pub start: Instant,
     pub headers_at: Instant,
 }
@@ -24,11 +26,11 @@ impl OnEnd for RequestLog {
             method = %self.method,
             path = self.uri.path(),
             query = self.uri.query().unwrap_or(""),
-            kind = self.kind,
+            kind = self.kind.as_str(),
             upstream = self.upstream.as_deref().unwrap_or("-"),
             status = self.status,
             bytes = sent,
-            cache = self.cache,
+            cache = self.cache.map_or("-", CacheOutcome::as_str),
             headers_ms = self.headers_at.duration_since(self.start).as_millis() as u64,
             ms = at.duration_since(self.start).as_millis() as u64,
             body = how.as_str(),

@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use crate::oci::{Digest, Reference, RepoName};
-use http::{Method, StatusCode};
+use http::Method;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -27,21 +27,46 @@ pub enum Endpoint {
     },
 }
 
-impl Endpoint {
-    /// A short label for logs.
-    pub fn kind(&self) -> &'static str {
+/// What kind of endpoint a request was for, without its arguments: what the metrics and
+/// the request log are labelled by, and what decides which metrics a request counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointKind {
+    Base,
+    Manifest,
+    Blob,
+    Tags,
+    Referrers,
+    /// The path did not route (not the API, a bad name or digest, a write method).
+    Invalid,
+}
+
+impl EndpointKind {
+    pub fn as_str(self) -> &'static str {
         match self {
-            Endpoint::Base => "base",
-            Endpoint::Manifest { .. } => "manifest",
-            Endpoint::Blob { .. } => "blob",
-            Endpoint::Tags { .. } => "tags",
-            Endpoint::Referrers { .. } => "referrers",
+            EndpointKind::Base => "base",
+            EndpointKind::Manifest => "manifest",
+            EndpointKind::Blob => "blob",
+            EndpointKind::Tags => "tags",
+            EndpointKind::Referrers => "referrers",
+            EndpointKind::Invalid => "invalid",
+        }
+    }
+}
+
+impl Endpoint {
+    pub fn kind(&self) -> EndpointKind {
+        match self {
+            Endpoint::Base => EndpointKind::Base,
+            Endpoint::Manifest { .. } => EndpointKind::Manifest,
+            Endpoint::Blob { .. } => EndpointKind::Blob,
+            Endpoint::Tags { .. } => EndpointKind::Tags,
+            Endpoint::Referrers { .. } => EndpointKind::Referrers,
         }
     }
 }
 
 pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "not an OCI distribution API path");
+    let not_found = || ApiError::not_found("not an OCI distribution API path");
     let rest = match path {
         "/v2" | "/v2/" => {
             return read_only(method).map(|_| Endpoint::Base);
@@ -49,11 +74,7 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         p => p.strip_prefix("/v2/").ok_or_else(not_found)?,
     };
     if rest == "_catalog" {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "UNSUPPORTED",
-            "the catalog is not available through a pull-through cache",
-        ));
+        return Err(ApiError::not_offered("the catalog is not available through a pull-through cache"));
     }
     let parse_name = |n: &str| n.parse::<RepoName>().map_err(ApiError::name_invalid);
     if let Some(name) = rest.strip_suffix("/tags/list") {
@@ -82,8 +103,7 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         // The spec's tag grammar decides what a tag is; anything else names no manifest, so it
         // is unknown (404), as the distribution spec's pull tests expect, not a bad request.
         // Nothing is looked up for it: the request ends here.
-        let reference =
-            reference.map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", e.to_string()))?;
+        let reference = reference.map_err(|e| ApiError::manifest_unknown(e.to_string()))?;
         return Ok(Endpoint::Manifest { name, reference });
     }
     if let Some((name, _)) = rest.split_once("/blobs/uploads") {
@@ -110,11 +130,12 @@ fn read_only(method: &Method) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
     fn get(p: &str) -> Result<Endpoint, (StatusCode, &'static str)> {
-        route(&Method::GET, p).map_err(|e| (e.status, e.code))
+        route(&Method::GET, p).map_err(|e| (e.status, e.code.as_str()))
     }
 
     #[test]
@@ -162,7 +183,7 @@ mod tests {
         assert_eq!(get("/v2/a/referrers/sha256:abc").unwrap_err(), (StatusCode::BAD_REQUEST, "DIGEST_INVALID"));
         assert_eq!(get("/v2/../x/referrers/sha256:abc").unwrap_err(), (StatusCode::BAD_REQUEST, "NAME_INVALID"));
         assert_eq!(get("/etc/passwd").unwrap_err().0, StatusCode::NOT_FOUND);
-        let put = |p: &str| route(&Method::PUT, p).map_err(|e| (e.status, e.code));
+        let put = |p: &str| route(&Method::PUT, p).map_err(|e| (e.status, e.code.as_str()));
         assert_eq!(put("/v2/a/manifests/x").unwrap_err(), (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"));
         assert_eq!(put("/v2/a/manifests/.x").unwrap_err(), (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"));
         assert_eq!(
@@ -171,7 +192,7 @@ mod tests {
         );
         assert_eq!(put(&format!("/v2/a/referrers/{D}")).unwrap_err(), (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"));
         assert_eq!(
-            route(&Method::POST, "/v2/a/blobs/uploads/").map_err(|e| (e.status, e.code)).unwrap_err(),
+            route(&Method::POST, "/v2/a/blobs/uploads/").map_err(|e| (e.status, e.code.as_str())).unwrap_err(),
             (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED")
         );
     }

@@ -2,10 +2,12 @@
 //! (metrics, health), per-request logging and metrics, closing idle connections, and
 //! graceful shutdown.
 
-use super::handlers::{handle, Call, Outcome};
+use super::handlers::{handle, Call};
 use super::idle::Activity;
+use super::outcome::Outcome;
 use super::request_log::RequestLog;
 use super::router;
+use super::router::EndpointKind;
 use super::tracked::track;
 use super::Body;
 use crate::core::PullThrough;
@@ -65,7 +67,7 @@ impl App {
                 (handle(&self.pull, ep, &call, &mut outcome).await, kind)
             }
             (Ok(ep), Err(e)) => (Err(e), ep.kind()),
-            (Err(e), _) => (Err(e), "invalid"),
+            (Err(e), _) => (Err(e), EndpointKind::Invalid),
         };
         if from_peer {
             let result = if result.is_ok() { "ok" } else { "error" };
@@ -75,7 +77,7 @@ impl App {
             Ok(r) => r,
             Err(e) => {
                 if e.status.is_server_error() {
-                    tracing::warn!(method = %parts.method, path, code = e.code, message = %e.message, "request failed");
+                    tracing::warn!(method = %parts.method, path, code = e.code.as_str(), message = %e.message, "request failed");
                 }
                 e.into_response(head)
             }
@@ -88,13 +90,13 @@ impl App {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         let elapsed = start.elapsed();
-        METRICS.http_requests.with_label_values(&[kind, parts.method.as_str(), status.as_str()]).inc();
-        METRICS.http_duration.with_label_values(&[kind]).observe(elapsed.as_secs_f64());
-        if let Some(up) = &outcome.upstream {
-            if outcome.cache != "-" && status.is_success() {
-                METRICS.cache_requests.with_label_values(&[up, kind, outcome.cache]).inc();
-                if kind == "blob" && !head {
-                    METRICS.cache_bytes.with_label_values(&[up, outcome.cache]).inc_by(bytes.unwrap_or(0));
+        METRICS.http_requests.with_label_values(&[kind.as_str(), parts.method.as_str(), status.as_str()]).inc();
+        METRICS.http_duration.with_label_values(&[kind.as_str()]).observe(elapsed.as_secs_f64());
+        if let (Some(up), Some(cache)) = (&outcome.upstream, outcome.cache) {
+            if status.is_success() {
+                METRICS.cache_requests.with_label_values(&[up, kind.as_str(), cache.as_str()]).inc();
+                if kind == EndpointKind::Blob && !head {
+                    METRICS.cache_bytes.with_label_values(&[up, cache.as_str()]).inc_by(bytes.unwrap_or(0));
                 }
             }
         }
@@ -119,9 +121,7 @@ impl App {
         let presented = headers.get(crate::cluster::TOKEN_HEADER)?;
         match self.pull.cluster() {
             Some(c) if c.accepts(presented.as_bytes()) => Some(Ok(super::access::Identity::Peer)),
-            _ => Some(Err(super::error::ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
+            _ => Some(Err(super::error::ApiError::unauthorized_no_challenge(
                 "invalid cluster token: every node needs the same [cluster] token_env secret",
             ))),
         }
@@ -157,6 +157,7 @@ impl App {
                         "cache_dir_writable": ready,
                         "error": writable.err().map(|e| e.to_string()),
                         "upstreams": upstreams,
+                        "rate_limits": self.pull.upstream_budgets(),
                         "cluster": self.pull.cluster().map(|c| c.describe()),
                         "shared": self.pull.shared_tier().map(|(tier, health)| serde_json::json!({"tier": tier, "state": health})),
                     }),
@@ -188,8 +189,8 @@ impl App {
 
     fn update_gauges(&self) {
         let store = self.pull.store();
-        METRICS.cache_size_bytes.set(store.cas.index.total() as i64);
-        METRICS.cache_blobs.set(store.cas.index.len() as i64);
+        METRICS.cache_size_bytes.set(store.stats().bytes as i64);
+        METRICS.cache_blobs.set(store.stats().blobs as i64);
         METRICS.cache_budget_bytes.set(store.budget().max_size.unwrap_or(0) as i64);
         METRICS.fills_in_flight.set(self.pull.fills_in_flight() as i64);
         for (host, r) in self.pull.upstream_reachability() {

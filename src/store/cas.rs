@@ -16,7 +16,7 @@ pub struct Cas {
     tmp: PathBuf,
     /// Every committed blob's size and last use; kept in step with `blobs/` by every
     /// method here that adds or removes a file.
-    pub index: BlobIndex,
+    pub(super) index: BlobIndex,
 }
 
 impl Cas {
@@ -180,7 +180,7 @@ impl TempBlob {
     /// Verify that the bytes written hash to the expected digest (`actual` is their hash,
     /// computed by the caller alongside the writes) and have the expected size, then fsync
     /// and rename into place. On any failure the temp file is removed. Blocking.
-    pub fn commit(mut self, cas: &Cas, actual: Digest, expected_size: Option<u64>) -> Result<(), CommitError> {
+    pub(super) fn commit(mut self, cas: &Cas, actual: Digest, expected_size: Option<u64>) -> Result<(), CommitError> {
         if actual != self.expected {
             return Err(CommitError::DigestMismatch { expected: self.expected.clone(), actual });
         }

@@ -97,10 +97,6 @@ impl BlobIndex {
         self.lock().entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn snapshot(&self) -> Vec<IndexedBlob> {
         self.lock()
             .entries

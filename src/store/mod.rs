@@ -8,6 +8,7 @@
 //! tags/<upstream>/<repo>/_tags/<tag>     JSON tag record: digest, media type, checked-at
 //! tags/<upstream>/<repo>/_images/<hex>   JSON image record: cached-at, pulled-at
 //! tags/<upstream>/<repo>/_blobs/<hex>    empty: the upstream confirmed this blob here
+//! quarantine/sha256/<hex>        a cached file that failed verification (see `quarantine`)
 //! tmp/<session>/                 one process's temp files (fills in progress, atomic writes)
 //! locks/sessions/<session>       flock held by that process while it lives
 //! locks/daemons, locks/writers   flocks that let the daemon and the CLI share the directory
@@ -28,20 +29,25 @@
 //!   joins it when it is first read, and records are read again when their directory changes
 //!   (`vouch`).
 
+mod blobs;
 mod cas;
 mod evict;
+mod face;
 mod index;
 mod lock;
+mod quarantine;
 mod reach;
 mod records;
 mod session;
 mod space;
 mod vouch;
 
-pub use cas::{Cas, CommitError, TempBlob};
-pub use evict::{Budget, EvictionReport, NoSpace};
+pub use blobs::Stats;
+pub use cas::{CommitError, TempBlob};
+pub use evict::{Budget, EvictionReport, MinFree, NoSpace};
 pub use index::IndexedBlob;
 pub use lock::{Claim, LockError, PassLock, Role};
+pub use quarantine::{FileId, Quarantined};
 pub use records::{ImageRecord, Records, TagRecord};
 pub use session::Cleaned;
 pub use space::{fs_space, Reservation};
@@ -52,7 +58,9 @@ use std::path::{Path, PathBuf};
 /// The whole store: blobs and tags under one directory.
 pub struct Store {
     root: PathBuf,
-    pub cas: Cas,
+    /// Private: every change to a blob goes through `blobs.rs`, which keeps the index in
+    /// step.
+    cas: cas::Cas,
     pub records: Records,
     budget: Budget,
     reservations: space::Reservations,
@@ -71,7 +79,7 @@ impl Store {
     pub fn open(root: &Path, budget: Budget) -> io::Result<Store> {
         std::fs::create_dir_all(root)?;
         let session = session::Session::create(root)?;
-        let cas = Cas::open(root, session.dir())?;
+        let cas = cas::Cas::open(root, session.dir())?;
         Ok(Store {
             root: root.to_path_buf(),
             records: Records::new(root.join("tags"), session.dir().to_path_buf()),

@@ -34,7 +34,47 @@ pub enum UpstreamError {
     Offline { host: String },
 }
 
+/// How a request to an upstream failed without an answer: the `kind` label of
+/// `pullthrough_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Connect,
+    Timeout,
+    /// The connection was made but broke off: the upstream was reached.
+    Transfer,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Transfer => "transfer",
+        }
+    }
+
+    /// Whether the failure says the upstream cannot be reached (a transfer that broke off
+    /// reached it).
+    pub fn means_unreachable(self) -> bool {
+        match self {
+            FailureKind::Connect | FailureKind::Timeout => true,
+            FailureKind::Transfer => false,
+        }
+    }
+}
+
 impl UpstreamError {
+    /// The kind of failure when no answer came at all; `None` for an answer (a status, a
+    /// token endpoint's refusal, a bad redirect).
+    pub fn failure_kind(&self) -> Option<FailureKind> {
+        match self {
+            UpstreamError::Connect { .. } => Some(FailureKind::Connect),
+            UpstreamError::Timeout { .. } => Some(FailureKind::Timeout),
+            UpstreamError::Transfer { .. } => Some(FailureKind::Transfer),
+            _ => None,
+        }
+    }
+
     /// Errors that say the upstream is unreachable or broken right now (as opposed to a
     /// definite answer like 404): a cached tag may be served stale through these.
     pub fn is_unavailable(&self) -> bool {

@@ -1,0 +1,107 @@
+//! The store's async face: the operations the async layers need, each run on the blocking
+//! pool here, so no caller clones the store and its arguments into `spawn_blocking` itself.
+//! The blocking methods they wrap (named in each doc) stay for blocking callers (the CLI,
+//! housekeeping passes, work already on the pool); where `Store` itself has the blocking
+//! method, its async twin has the same name with `_async`.
+
+use super::records::TagRecord;
+use super::Store;
+use crate::oci::{Digest, RepoName, Tag};
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+impl Store {
+    /// Run blocking store work on the blocking pool.
+    pub async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let store = self.clone();
+        super::blocking(move || f(&store)).await
+    }
+
+    /// `open_blob`, off the async threads.
+    pub async fn open_blob_async(self: &Arc<Self>, d: &Digest) -> io::Result<Option<(File, u64)>> {
+        let d = d.clone();
+        self.run(move |s| s.open_blob(&d)).await
+    }
+
+    /// `read_manifest`, off the async threads.
+    pub async fn read_manifest_async(
+        self: &Arc<Self>,
+        d: &Digest,
+        limit: usize,
+    ) -> io::Result<Option<(Vec<u8>, Option<String>)>> {
+        let d = d.clone();
+        self.run(move |s| s.read_manifest(&d, limit)).await
+    }
+
+    /// `put_manifest`, off the async threads.
+    pub async fn put_manifest_async(
+        self: &Arc<Self>,
+        d: &Digest,
+        media_type: &str,
+        bytes: impl Into<bytes::Bytes>,
+    ) -> io::Result<()> {
+        let (d, media_type, bytes) = (d.clone(), media_type.to_string(), bytes.into());
+        self.run(move |s| s.put_manifest(&d, &media_type, &bytes)).await
+    }
+
+    /// `records.get_tag`, off the async threads.
+    pub async fn get_tag(
+        self: &Arc<Self>,
+        upstream: &str,
+        name: &RepoName,
+        tag: &Tag,
+    ) -> io::Result<Option<TagRecord>> {
+        let (h, n, t) = (upstream.to_string(), name.clone(), tag.clone());
+        self.run(move |s| s.records.get_tag(&h, &n, &t)).await
+    }
+
+    /// `records.put_tag`, off the async threads.
+    pub async fn put_tag(
+        self: &Arc<Self>,
+        upstream: &str,
+        name: &RepoName,
+        tag: &Tag,
+        rec: TagRecord,
+    ) -> io::Result<()> {
+        let (h, n, t) = (upstream.to_string(), name.clone(), tag.clone());
+        self.run(move |s| s.records.put_tag(&h, &n, &t, &rec)).await
+    }
+
+    /// `records.note_pull`, off the async threads.
+    pub async fn note_pull(
+        self: &Arc<Self>,
+        upstream: &str,
+        name: &RepoName,
+        d: &Digest,
+        media_type: &str,
+    ) -> io::Result<()> {
+        let (h, n, d, t) = (upstream.to_string(), name.clone(), d.clone(), media_type.to_string());
+        self.run(move |s| s.records.note_pull(&h, &n, &d, &t)).await
+    }
+
+    /// `vouched`, off the async threads.
+    pub async fn vouched_async(self: &Arc<Self>, upstream: &str, name: &RepoName, d: &Digest) -> io::Result<bool> {
+        let (h, n, d) = (upstream.to_string(), name.clone(), d.clone());
+        self.run(move |s| s.vouched(&h, &n, &d)).await
+    }
+
+    /// `confirm`, off the async threads.
+    pub async fn confirm_async(self: &Arc<Self>, upstream: &str, name: &RepoName, d: &Digest) -> io::Result<()> {
+        let (h, n, d) = (upstream.to_string(), name.clone(), d.clone());
+        self.run(move |s| s.confirm(&h, &n, &d)).await
+    }
+
+    /// `write_file`, off the async threads.
+    pub async fn write_file_async(self: &Arc<Self>, relative: String, bytes: Vec<u8>) -> io::Result<()> {
+        self.run(move |s| s.write_file(&relative, &bytes)).await
+    }
+
+    /// `probe_writable`, off the async threads.
+    pub async fn probe_writable_async(self: &Arc<Self>) -> io::Result<()> {
+        self.run(|s| s.probe_writable()).await
+    }
+}
