@@ -21,9 +21,12 @@ pub mod error_text;
 pub mod events;
 pub mod hosts_toml;
 pub mod http;
+pub mod lifecycle_policy;
 pub mod metrics;
 pub mod oci;
 pub mod pattern;
+pub mod secret;
+pub mod settings;
 pub mod shared;
 pub mod store;
 pub mod tls_client;
@@ -61,13 +64,7 @@ pub fn shared_settings(s: &config::S3Config) -> shared::S3Settings {
 
 /// The pull-through service alone (for the CLI's offline commands and for `build_app`).
 pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::Result<core::PullThrough> {
-    let c = &cfg.cache;
-    let budget = store::Budget {
-        max_size: c.max_size.map(|b| b.0),
-        min_free: c.min_free,
-        high_watermark: c.high_watermark,
-        low_watermark: c.low_watermark,
-    };
+    let budget = settings::store_budget(&cfg.cache);
     let store = store::Store::open(cache_dir, budget).map_err(|e| {
         anyhow::anyhow!(
             "cannot use cache directory {}: {e}; create it or choose another with --cache-dir or [cache] dir",
@@ -76,11 +73,9 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
     })?;
     let mut list = Vec::new();
     for c in &cfg.upstreams {
-        let tls = upstream::tls_config_for(c)?;
-        list.push(upstream::Upstream {
-            registry: upstream::Registry::new(c, &tls, cfg.server.offline),
-            config: c.clone(),
-        });
+        let s = settings::upstream_settings(c);
+        let tls = upstream::tls_config_for(&s)?;
+        list.push(upstream::Upstream { registry: upstream::Registry::new(&s, &tls, cfg.server.offline), settings: s });
     }
     let upstreams = upstream::Upstreams::new(list);
     let mut pins = cfg.cache.pins.iter().map(|p| p.parse()).collect::<Result<Vec<_>, _>>()?;
@@ -88,16 +83,8 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
         pins.push(p.image.parse()?);
     }
     let shared = cfg.shared.s3.as_ref().map(|s| shared::SharedTier::new(shared_settings(s)));
-    let cluster = cfg.cluster.as_ref().map(|c| {
-        cluster::Cluster::new(cluster::ClusterSettings {
-            advertise: c.advertise.clone(),
-            peers: c.peers.clone(),
-            peers_dns: c.peers_dns.clone(),
-            token: c.token.as_ref().map(|t| t.expose().to_string()).unwrap_or_default(),
-            header_timeout: c.timeout,
-            idle_timeout: std::time::Duration::from_secs(60),
-        })
-    });
+    let cluster = cfg.cluster.as_ref().map(|c| cluster::Cluster::new(settings::cluster_settings(c)));
     Ok(core::PullThrough::new(Arc::new(store), upstreams, pins, cfg.cache.max_concurrent_fills, shared, cluster)
-        .with_memory(cfg.cache.memory.0))
+        .with_memory(cfg.cache.memory.0)
+        .with_tag_policies(settings::tag_policies(&cfg.upstreams)))
 }

@@ -200,17 +200,18 @@ async fn upstream_checks(u: &UpstreamConfig, cfg: &Config) -> Vec<Check> {
         return vec![Check::skip(what, "not contacted: [server] offline = true")];
     }
     let mut out = Vec::new();
-    if let AuthConfig::Ecr(e) = &u.auth {
+    let settings = pullthrough::settings::upstream_settings(u);
+    if let pullthrough::upstream::AuthSettings::Ecr(e) = &settings.auth {
         out.push(ecr_check(u, e).await);
     }
-    let tls = match pullthrough::upstream::tls_config_for(u) {
+    let tls = match pullthrough::upstream::tls_config_for(&settings) {
         Ok(t) => t,
         Err(e) => {
             out.push(Check::fail(what, super::error_text(&e), "fix ca_file of this upstream"));
             return out;
         }
     };
-    let registry = pullthrough::upstream::Registry::new(u, &tls, false);
+    let registry = pullthrough::upstream::Registry::new(&settings, &tls, false);
     // Connect, the token fetch and the request each have their own timeouts; this bounds
     // the whole exchange.
     let limit = u.connect_timeout + u.read_timeout * 2;
@@ -266,7 +267,7 @@ fn upstream_fix(e: &UpstreamError, u: &UpstreamConfig) -> String {
     }
 }
 
-async fn ecr_check(u: &UpstreamConfig, e: &pullthrough::config::EcrAuthConfig) -> Check {
+async fn ecr_check(u: &UpstreamConfig, e: &pullthrough::upstream::EcrSettings) -> Check {
     let what = format!("ECR token for {}", u.host);
     let tokens = pullthrough::upstream::EcrTokens::new(&u.host, e.clone(), u.auth_cooldown);
     let fix = "give this machine AWS credentials (environment, profile, web identity, instance role) allowed \

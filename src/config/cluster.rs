@@ -1,7 +1,7 @@
 //! `[cluster]`: the peers this node forms a cluster with, and where its shared secret comes from.
 
-use super::secret::Secret;
 use super::serde_util::duration;
+use crate::secret::Secret;
 use serde::Deserialize;
 use std::time::Duration;
 

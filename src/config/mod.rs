@@ -1,17 +1,23 @@
-//! The TOML configuration: its shape, the embedded default, loading and validation.
+//! The TOML configuration: its shape, the embedded default, and loading it.
 //!
-//! Parsing is strict (`deny_unknown_fields`) so a typo is an error that names the key rather
-//! than a silently ignored setting. Each section's schema is its own file; `validate` checks
-//! them, and `credentials` resolves secrets (environment variables, password files, Docker's
-//! `config.json`) once, at load time, so a missing variable or file stops the daemon at start
-//! instead of at first pull.
+//! Loading runs four steps, each in its own file: parse (strict, `deny_unknown_fields`, so
+//! a typo is an error that names the key rather than a silently ignored setting; one schema
+//! file per section), `validate` (per section, pure: a typed [`Invalid`] naming the key),
+//! `derive` (defaults computed from other keys) and `credentials` (the only I/O: environment
+//! variables, password files, Docker's `config.json`), so a missing variable or file stops
+//! the daemon at start instead of at first pull.
+//!
+//! This is the edge: the layers below never see these types. `crate::settings` maps them
+//! into each layer's own settings. The schema imports only `oci`, `pattern` and `secret`.
 
 mod access;
 mod cache;
 mod cluster;
 mod credentials;
+mod derive;
+mod ecr_host;
+mod error;
 mod prefetch;
-mod secret;
 mod serde_util;
 mod server;
 mod shared;
@@ -19,18 +25,21 @@ mod size;
 mod upstream;
 mod validate;
 
+pub use crate::secret::Secret;
 pub use access::{AccessConfig, UserConfig};
 pub use cache::{default_cache_dir, CacheConfig};
 pub use cluster::ClusterConfig;
+pub use credentials::CredentialError;
+pub use ecr_host::parse_ecr_host;
+pub use error::{ConfigError, Invalid, Problem};
 pub use prefetch::PrefetchConfig;
-pub use secret::Secret;
 pub use server::ServerConfig;
 pub use shared::{S3Config, SharedConfig};
 pub use size::{ByteSize, SpaceAmount};
 pub use upstream::{AuthConfig, EcrAuthConfig, RepositoryRule, UpstreamConfig};
 
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The configuration compiled into the binary (`config/default.toml`).
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -57,17 +66,6 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
 }
 
-/// Why a configuration was refused; the message names the key and says what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
-    #[error("{origin}: {key}: {message}")]
-    Invalid { origin: String, key: String, message: String },
-}
-
 impl Config {
     /// Load and validate a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -83,9 +81,12 @@ impl Config {
 
     /// Parse and validate TOML text; `origin` names it in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { origin: origin.to_string(), message: e.to_string() })?;
-        cfg.validate().map_err(|(key, message)| ConfigError::Invalid { origin: origin.to_string(), key, message })?;
+        let mut cfg: Config =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { origin: origin.to_string(), source })?;
+        let invalid = |source| ConfigError::Invalid { origin: origin.to_string(), source };
+        cfg.validate().map_err(invalid)?;
+        cfg.derive_defaults();
+        credentials::load(&mut cfg).map_err(invalid)?;
         Ok(cfg)
     }
 }

@@ -1,9 +1,9 @@
 //! `[[upstream]]`: a registry the proxy pulls through, its timeouts, auth and repository rules.
 
-use super::secret::Secret;
 use super::serde_util::{duration, option_duration};
-use crate::core::lifecycle::LifecyclePolicy;
+use crate::lifecycle_policy::LifecyclePolicy;
 use crate::pattern::Pattern;
+use crate::secret::Secret;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -156,15 +156,11 @@ impl PullThrough {
         let mut expired_roots = Vec::new();
         for (up, name) in self.store.records.repositories()? {
             let images = repo_images(self, &up, &name)?;
-            let policy = self
-                .upstreams
-                .by_host(&up)
-                .and_then(|u| u.config.rule_for(name.as_str()))
-                .and_then(|r| r.lifecycle_policy.clone());
+            let policy = self.tag_policies.lifecycle(&up, &name).cloned();
             let expired: HashSet<Digest> = match &policy {
                 Some(p) => {
                     let imgs: Vec<Image> = images.iter().map(|(i, _)| i.clone()).collect();
-                    lifecycle::evaluate(&p.0, &imgs, now).into_iter().filter(|d| !pinned.contains(d)).collect()
+                    lifecycle::evaluate(p, &imgs, now).into_iter().filter(|d| !pinned.contains(d)).collect()
                 }
                 None => HashSet::new(),
             };
@@ -240,21 +236,16 @@ impl PullThrough {
     }
 }
 
-/// Fetch the config's `[[prefetch]]` images now and every `every`, until the process ends.
-pub fn spawn_prefetch(pt: Arc<PullThrough>, list: Vec<crate::config::PrefetchConfig>, every: Duration) {
+/// Fetch the config's `[[prefetch]]` images (each with the platforms wanted) now and every
+/// `every`, until the process ends.
+pub fn spawn_prefetch(pt: Arc<PullThrough>, list: Vec<(crate::oci::ImageRef, super::Platforms)>, every: Duration) {
     if list.is_empty() {
         return;
     }
     tokio::spawn(async move {
         loop {
-            for p in &list {
-                let Ok(image) = p.image.parse::<crate::oci::ImageRef>() else { continue };
-                let platforms = if p.platforms.is_empty() {
-                    super::Platforms::All
-                } else {
-                    super::Platforms::Only(p.platforms.clone())
-                };
-                match pt.prefetch(&image, &platforms, 4).await {
+            for (image, platforms) in &list {
+                match pt.prefetch(image, platforms, 4).await {
                     Ok(r) => {
                         tracing::info!(image = %r.image, digest = %r.digest, blobs = r.blobs, fetched_bytes = r.fetched_bytes, "prefetched")
                     }

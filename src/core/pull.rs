@@ -48,6 +48,8 @@ pub struct PullThrough {
     pub(super) memory: Memory,
     /// Image records' pull times, written in batches (see `pulls`).
     pub(super) pulls: Pulls,
+    /// Each upstream's tag TTL, immutable tags and lifecycle policies (see `policy`).
+    pub(super) tag_policies: super::policy::TagPolicies,
 }
 
 /// Memory for manifests and tag answers unless `with_memory` says otherwise.
@@ -111,6 +113,7 @@ impl PullThrough {
             turns: Default::default(),
             memory: Memory::new(DEFAULT_MEMORY),
             pulls: Pulls::default(),
+            tag_policies: Default::default(),
         }
     }
 
@@ -389,15 +392,17 @@ impl PullThrough {
         self.in_turn(key, self.manifest_by_tag_locked(route, tag)).await
     }
 
+    /// How long a tag answer of this route's upstream is trusted.
+    pub(super) fn tag_ttl(&self, route: &Route) -> std::time::Duration {
+        self.tag_policies.tag_ttl(route.upstream.host())
+    }
+
     /// Whether a tag's record may be trusted without asking the upstream: it is immutable
     /// by configuration, or younger than the upstream's `tag_ttl`.
     fn tag_fresh(&self, route: &Route, tag: &Tag, rec: &TagRecord) -> bool {
-        let up = &route.upstream;
-        let immutable = up
-            .config
-            .rule_for(route.name.as_str())
-            .is_some_and(|r| r.immutable_tags.iter().any(|p| p.matches(tag.as_str())));
-        immutable || SystemTime::now().duration_since(rec.checked_at).unwrap_or_default() < up.config.tag_ttl
+        let host = route.upstream.host();
+        self.tag_policies.immutable(host, &route.name, tag.as_str())
+            || SystemTime::now().duration_since(rec.checked_at).unwrap_or_default() < self.tag_ttl(route)
     }
 
     /// Run `work` when no other request holds `key`: the first of a burst asks upstream,

@@ -90,7 +90,7 @@ impl PullThrough {
         let path = record_path(route.upstream.host(), &route.name, subject);
         let known = read_record(&self.store, &path).await?;
         if let Some(rec) = &known {
-            if rec.age() < route.upstream.config.tag_ttl {
+            if rec.age() < self.tag_ttl(route) {
                 return Ok((rec.manifests.clone(), true));
             }
         }

@@ -54,16 +54,11 @@ impl PullThrough {
         let now = SystemTime::now();
         let mut report = PruneReport::default();
         for ((up, name), images) in repos {
-            let Some(policy) = self
-                .upstreams
-                .by_host(&up)
-                .and_then(|u| u.config.rule_for(name.as_str()))
-                .and_then(|r| r.lifecycle_policy.clone())
-            else {
+            let Some(policy) = self.tag_policies.lifecycle(&up, &name).cloned() else {
                 continue;
             };
             let images: Vec<Image> = images.into_values().collect();
-            for d in lifecycle::evaluate(&policy.0, &images, now) {
+            for d in lifecycle::evaluate(&policy, &images, now) {
                 if pinned.contains(&d) {
                     continue;
                 }

@@ -4,16 +4,32 @@
 
 use super::space::{fs_space, Reservation};
 use super::Store;
-use crate::config::SpaceAmount;
 use crate::oci::Digest;
 use std::collections::HashSet;
 use std::io;
+
+/// Free space the store leaves on its filesystem: bytes, or a share of the filesystem.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinFree {
+    Bytes(u64),
+    Percent(f64),
+}
+
+impl MinFree {
+    /// The amount in bytes on a filesystem of `fs_size` bytes.
+    pub fn bytes_of(self, fs_size: u64) -> u64 {
+        match self {
+            MinFree::Bytes(b) => b,
+            MinFree::Percent(p) => (fs_size as f64 * p / 100.0) as u64,
+        }
+    }
+}
 
 /// The limits the store keeps itself to.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     pub max_size: Option<u64>,
-    pub min_free: SpaceAmount,
+    pub min_free: MinFree,
     pub high_watermark: f64,
     pub low_watermark: f64,
 }
@@ -21,7 +37,7 @@ pub struct Budget {
 impl Budget {
     /// No size cap and no free-space floor.
     pub fn unlimited() -> Budget {
-        Budget { max_size: None, min_free: SpaceAmount::Bytes(0), high_watermark: 0.95, low_watermark: 0.85 }
+        Budget { max_size: None, min_free: MinFree::Bytes(0), high_watermark: 0.95, low_watermark: 0.85 }
     }
 }
 

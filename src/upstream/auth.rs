@@ -28,7 +28,8 @@ use super::error::{Advice, CredentialSource, RealmRefusal, UpstreamError};
 use super::guard::Reach;
 use super::helper::HelperCredentials;
 use super::refusal::{Decision, Refusals};
-use crate::config::{Secret, UpstreamConfig};
+use super::settings::UpstreamSettings;
+use crate::secret::Secret;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode, Uri};
@@ -151,7 +152,7 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(cfg: &UpstreamConfig, base: &Uri, credentials: Credentials, client: HttpClient, reach: Reach) -> Auth {
+    pub fn new(cfg: &UpstreamSettings, base: &Uri, credentials: Credentials, client: HttpClient, reach: Reach) -> Auth {
         // ECR registries take Basic credentials directly: skip the first 401.
         let scheme = match credentials {
             Credentials::Ecr(_) => Scheme::Basic,

@@ -6,7 +6,7 @@ use super::challenge::parse_challenges;
 use super::ecr::EcrTokens;
 use super::error::{Advice, UpstreamError};
 use super::guard::Reach;
-use crate::config::{AuthConfig, UpstreamConfig};
+use super::settings::{AuthSettings, UpstreamSettings};
 use crate::error_text::error_chain;
 use crate::oci::{media, Digest, Reference, RepoName};
 use bytes::Bytes;
@@ -46,7 +46,7 @@ pub enum Reachability {
 }
 
 impl Registry {
-    pub fn new(cfg: &UpstreamConfig, tls: &rustls::ClientConfig, offline: bool) -> Registry {
+    pub fn new(cfg: &UpstreamSettings, tls: &rustls::ClientConfig, offline: bool) -> Registry {
         let base: Uri = cfg.url.trim_end_matches('/').parse().expect("validated in config");
         let reach = Reach::for_host(base.host().unwrap_or(""));
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
@@ -66,20 +66,12 @@ impl Registry {
             .pool_max_idle_per_host(64)
             .build(https);
         let credentials = match &cfg.auth {
-            AuthConfig::Anonymous | AuthConfig::DockerConfig { .. } => Credentials::None,
-            AuthConfig::Basic { username, password, .. } => match password {
-                Some(p) => Credentials::Static(username.clone(), p.clone()),
-                None => Credentials::None,
-            },
-            AuthConfig::Ecr(e) => Credentials::Ecr(Arc::new(EcrTokens::new(&cfg.host, e.clone(), cfg.auth_cooldown))),
-            AuthConfig::CredentialHelper { helper, server } => {
-                Credentials::Helper(Arc::new(super::helper::HelperCredentials::new(
-                    &cfg.host,
-                    helper,
-                    server.as_deref().unwrap_or(&cfg.host),
-                    cfg.auth_cooldown,
-                )))
-            }
+            AuthSettings::Anonymous => Credentials::None,
+            AuthSettings::Basic { username, password } => Credentials::Static(username.clone(), password.clone()),
+            AuthSettings::Ecr(e) => Credentials::Ecr(Arc::new(EcrTokens::new(&cfg.host, e.clone(), cfg.auth_cooldown))),
+            AuthSettings::CredentialHelper { helper, server } => Credentials::Helper(Arc::new(
+                super::helper::HelperCredentials::new(&cfg.host, helper, server, cfg.auth_cooldown),
+            )),
         };
         Registry {
             auth: Auth::new(cfg, &base, credentials, client.clone(), reach.clone()),

@@ -16,7 +16,8 @@
 
 use super::cooldown::{jitter, Cooldown};
 use super::error::UpstreamError;
-use crate::config::{EcrAuthConfig, Secret};
+use super::settings::EcrSettings;
+use crate::secret::Secret;
 use base64::Engine as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -57,7 +58,7 @@ pub enum Refresh {
 
 pub struct EcrTokens {
     host: String,
-    cfg: EcrAuthConfig,
+    cfg: EcrSettings,
     client: OnceCell<aws_sdk_ecr::Client>,
     current: Mutex<Option<Token>>,
     /// One fetch at a time; concurrent callers wait for it and reuse its result.
@@ -68,33 +69,8 @@ pub struct EcrTokens {
     failing: Cooldown,
 }
 
-/// `(registry id, region)` of an ECR registry host name such as
-/// `123456789012.dkr.ecr.eu-west-1.amazonaws.com` (also `.amazonaws.com.cn` and FIPS).
-pub fn parse_ecr_host(host: &str) -> Option<(String, String)> {
-    let host = host.split(':').next()?;
-    let rest = host.strip_suffix(".amazonaws.com").or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
-    let mut parts = rest.split('.');
-    let account = parts.next()?;
-    if parts.next()? != "dkr" {
-        return None;
-    }
-    let svc = parts.next()?;
-    if svc != "ecr" && svc != "ecr-fips" {
-        return None;
-    }
-    let region = parts.next()?;
-    if parts.next().is_some()
-        || account.len() != 12
-        || !account.bytes().all(|b| b.is_ascii_digit())
-        || region.is_empty()
-    {
-        return None;
-    }
-    Some((account.to_string(), region.to_string()))
-}
-
 impl EcrTokens {
-    pub fn new(host: &str, cfg: EcrAuthConfig, cooldown: Duration) -> EcrTokens {
+    pub fn new(host: &str, cfg: EcrSettings, cooldown: Duration) -> EcrTokens {
         EcrTokens {
             host: host.to_string(),
             cfg,
@@ -263,34 +239,5 @@ impl EcrTokens {
                 }
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recognises_ecr_hosts() {
-        assert_eq!(
-            parse_ecr_host("123456789012.dkr.ecr.eu-west-1.amazonaws.com"),
-            Some(("123456789012".into(), "eu-west-1".into()))
-        );
-        assert_eq!(
-            parse_ecr_host("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"),
-            Some(("123456789012".into(), "cn-north-1".into()))
-        );
-        assert_eq!(
-            parse_ecr_host("123456789012.dkr.ecr-fips.us-east-1.amazonaws.com"),
-            Some(("123456789012".into(), "us-east-1".into()))
-        );
-        for bad in [
-            "public.ecr.aws",
-            "12345.dkr.ecr.us-east-1.amazonaws.com",
-            "123456789012.dkr.ecr.amazonaws.com",
-            "x.dkr.ecr.us-east-1.amazonaws.com.evil.com",
-        ] {
-            assert_eq!(parse_ecr_host(bad), None, "{bad}");
-        }
     }
 }

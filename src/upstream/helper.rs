@@ -12,7 +12,7 @@
 
 use super::cooldown::Cooldown;
 use super::error::UpstreamError;
-use crate::config::Secret;
+use crate::secret::Secret;
 use std::io::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -12,18 +12,20 @@ pub mod guard;
 mod helper;
 mod refusal;
 mod route;
+mod settings;
 
 pub use crate::error_text::error_chain;
 pub use crate::tls_client::config as tls_config;
 use crate::tls_client::{provider, system_roots};
 pub use client::{Reachability, Registry};
-pub use ecr::{parse_ecr_host, EcrTokens};
+pub use ecr::EcrTokens;
 pub use error::UpstreamError;
 pub use route::{Route, RouteError, Upstream, Upstreams};
+pub use settings::{AuthSettings, EcrSettings, UpstreamSettings};
 
 /// TLS settings for one upstream: system roots plus its `ca_file`, or no verification at
 /// all with `insecure_skip_verify` (labs only; warned about loudly).
-pub fn tls_config_for(cfg: &crate::config::UpstreamConfig) -> anyhow::Result<rustls::ClientConfig> {
+pub fn tls_config_for(cfg: &UpstreamSettings) -> anyhow::Result<rustls::ClientConfig> {
     if cfg.insecure_skip_verify {
         tracing::warn!(upstream = %cfg.host, "insecure_skip_verify: TLS certificates of this upstream are NOT verified; anyone on the path can impersonate it");
         let mut c = tls_config();

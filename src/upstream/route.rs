@@ -4,23 +4,23 @@
 //! so the proxy can never be used as an open proxy into the network.
 
 use super::client::Registry;
-use crate::config::UpstreamConfig;
+use super::settings::UpstreamSettings;
 use crate::oci::RepoName;
 use std::sync::Arc;
 
 /// One configured upstream: its settings and its client.
 pub struct Upstream {
-    pub config: UpstreamConfig,
+    pub settings: UpstreamSettings,
     pub registry: Registry,
 }
 
 impl Upstream {
     pub fn host(&self) -> &str {
-        &self.config.host
+        &self.settings.host
     }
 
     fn is_docker_hub(&self) -> bool {
-        self.config.host == "docker.io"
+        self.settings.host == "docker.io"
     }
 
     /// Docker Hub's official images live under `library/`: `nginx` is `library/nginx`.
@@ -63,7 +63,7 @@ impl Upstreams {
     }
 
     pub fn by_host(&self, host: &str) -> Option<&Arc<Upstream>> {
-        self.list.iter().find(|u| u.config.host.eq_ignore_ascii_case(host))
+        self.list.iter().find(|u| u.settings.host.eq_ignore_ascii_case(host))
     }
 
     /// Resolve a client's `(name, ?ns=)` to an upstream and the upstream's repository name.
@@ -74,12 +74,12 @@ impl Upstreams {
         }
         if let Some((first, rest)) = name.split_first() {
             if let Some(up) =
-                self.list.iter().find(|u| u.config.host == first || u.config.prefix.as_deref() == Some(first))
+                self.list.iter().find(|u| u.settings.host == first || u.settings.prefix.as_deref() == Some(first))
             {
                 return Ok(Route { upstream: up.clone(), name: up.normalize(rest) });
             }
         }
-        match self.list.iter().find(|u| u.config.default) {
+        match self.list.iter().find(|u| u.settings.default) {
             Some(up) => Ok(Route { upstream: up.clone(), name: up.normalize(name.clone()) }),
             None => Err(RouteError::NoUpstream(name.to_string())),
         }
@@ -89,15 +89,27 @@ impl Upstreams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-
-    fn upstreams(toml: &str) -> Upstreams {
-        let cfg = Config::parse(toml, "t").unwrap();
+    /// Upstreams as `(host, prefix, default)`, each with an anonymous client.
+    fn upstreams(list: &[(&str, Option<&str>, bool)]) -> Upstreams {
         let tls = crate::upstream::tls_config();
         Upstreams::new(
-            cfg.upstreams
-                .into_iter()
-                .map(|c| Upstream { registry: Registry::new(&c, &tls, false), config: c })
+            list.iter()
+                .map(|(host, prefix, default)| {
+                    let settings = UpstreamSettings {
+                        host: host.to_string(),
+                        url: format!("https://{host}"),
+                        prefix: prefix.map(str::to_string),
+                        default: *default,
+                        connect_timeout: std::time::Duration::from_secs(1),
+                        read_timeout: std::time::Duration::from_secs(1),
+                        auth: Default::default(),
+                        auth_cooldown: std::time::Duration::from_secs(1),
+                        allow_http_realm_credentials: false,
+                        ca_file: None,
+                        insecure_skip_verify: false,
+                    };
+                    Upstream { registry: Registry::new(&settings, &tls, false), settings }
+                })
                 .collect(),
         )
     }
@@ -108,7 +120,14 @@ mod tests {
 
     #[test]
     fn routes_by_ns_prefix_and_default() {
-        let u = upstreams(crate::config::DEFAULT_TOML);
+        // As the embedded default configures them.
+        let u = upstreams(&[
+            ("docker.io", Some("docker-hub"), true),
+            ("ghcr.io", None, false),
+            ("quay.io", None, false),
+            ("registry.k8s.io", None, false),
+            ("public.ecr.aws", Some("ecr-public"), false),
+        ]);
         let r = |ns, n| route(&u, ns, n).unwrap();
         assert_eq!(r(Some("docker.io"), "nginx"), ("docker.io".into(), "library/nginx".into()));
         assert_eq!(r(Some("ghcr.io"), "org/app"), ("ghcr.io".into(), "org/app".into()));
@@ -128,7 +147,7 @@ mod tests {
 
     #[test]
     fn no_default_means_no_route() {
-        let u = upstreams("[[upstream]]\nhost = \"r.io\"\nurl = \"http://127.0.0.1:9\"\n");
+        let u = upstreams(&[("r.io", None, false)]);
         assert!(matches!(route(&u, None, "x/y"), Err(RouteError::NoUpstream(_))));
         assert_eq!(route(&u, None, "r.io/x").unwrap(), ("r.io".into(), "x".into()));
     }

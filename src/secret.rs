@@ -1,4 +1,5 @@
-//! A secret string that never shows itself in logs.
+//! A secret string that never shows itself in logs: a leaf every layer may use (the config
+//! reads secrets, the upstream client sends them, the cluster presents its token).
 
 use serde::Deserialize;
 use std::fmt;

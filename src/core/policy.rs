@@ -1,0 +1,68 @@
+//! Core's tag policy, per upstream: how long a tag's answer is trusted (`tag_ttl`), which
+//! tags never change once cached (`immutable_tags`), and which lifecycle policy prunes a
+//! repository. Built by `crate::settings` from `[[upstream]]` and its
+//! `[[upstream.repository]]` rules; core reads it by the route's upstream host.
+
+use super::lifecycle::Policy;
+use super::pull::PullThrough;
+use crate::oci::RepoName;
+use crate::pattern::Pattern;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Every upstream's tag policy, by host.
+#[derive(Debug, Clone, Default)]
+pub struct TagPolicies {
+    by_upstream: HashMap<String, TagPolicy>,
+}
+
+/// One upstream's tag policy.
+#[derive(Debug, Clone)]
+pub struct TagPolicy {
+    /// How long a tag→digest answer is trusted before it is revalidated upstream.
+    pub tag_ttl: Duration,
+    /// Per-repository settings, in configuration order: the first whose pattern matches applies.
+    pub repositories: Vec<RepositoryPolicy>,
+}
+
+/// The settings of one upstream's repositories whose names match a glob.
+#[derive(Debug, Clone)]
+pub struct RepositoryPolicy {
+    pub pattern: Pattern,
+    /// Tags that, once cached, are never revalidated upstream.
+    pub immutable_tags: Vec<Pattern>,
+    pub lifecycle: Option<Policy>,
+}
+
+impl TagPolicies {
+    pub fn new(by_upstream: impl IntoIterator<Item = (String, TagPolicy)>) -> TagPolicies {
+        TagPolicies { by_upstream: by_upstream.into_iter().collect() }
+    }
+
+    /// The upstream's `tag_ttl`; zero (always revalidate) for an upstream without a policy.
+    pub fn tag_ttl(&self, upstream: &str) -> Duration {
+        self.by_upstream.get(upstream).map_or(Duration::ZERO, |p| p.tag_ttl)
+    }
+
+    fn repository(&self, upstream: &str, name: &str) -> Option<&RepositoryPolicy> {
+        self.by_upstream.get(upstream)?.repositories.iter().find(|r| r.pattern.matches(name))
+    }
+
+    /// Whether `tag` of repository `name` never changes once cached.
+    pub fn immutable(&self, upstream: &str, name: &RepoName, tag: &str) -> bool {
+        self.repository(upstream, name.as_str()).is_some_and(|r| r.immutable_tags.iter().any(|p| p.matches(tag)))
+    }
+
+    /// The lifecycle policy of repository `name`, if its rule has one.
+    pub fn lifecycle(&self, upstream: &str, name: &RepoName) -> Option<&Policy> {
+        self.repository(upstream, name.as_str())?.lifecycle.as_ref()
+    }
+}
+
+impl PullThrough {
+    /// Use these tag policies (default: none, so every tag is revalidated).
+    pub fn with_tag_policies(mut self, policies: TagPolicies) -> PullThrough {
+        self.tag_policies = policies;
+        self
+    }
+}

@@ -1,0 +1,102 @@
+//! The edge's one mapping from the configuration schema (`config`) into each layer's own
+//! settings: the layers below never import `config`, so a schema change stops here.
+
+use crate::config::{self, AuthConfig, CacheConfig, ClusterConfig, UpstreamConfig};
+use crate::{cluster, core, oci, store, upstream};
+
+/// The store's budget from `[cache]`.
+pub fn store_budget(c: &CacheConfig) -> store::Budget {
+    store::Budget {
+        max_size: c.max_size.map(|b| b.0),
+        min_free: match c.min_free {
+            config::SpaceAmount::Bytes(b) => store::MinFree::Bytes(b),
+            config::SpaceAmount::Percent(p) => store::MinFree::Percent(p),
+        },
+        high_watermark: c.high_watermark,
+        low_watermark: c.low_watermark,
+    }
+}
+
+/// One upstream client's settings from its `[[upstream]]` (credentials already loaded).
+pub fn upstream_settings(u: &UpstreamConfig) -> upstream::UpstreamSettings {
+    upstream::UpstreamSettings {
+        host: u.host.clone(),
+        url: u.url.clone(),
+        prefix: u.prefix.clone(),
+        default: u.default,
+        connect_timeout: u.connect_timeout,
+        read_timeout: u.read_timeout,
+        auth: auth_settings(&u.host, &u.auth),
+        auth_cooldown: u.auth_cooldown,
+        allow_http_realm_credentials: u.allow_http_realm_credentials,
+        ca_file: u.ca_file.clone(),
+        insecure_skip_verify: u.insecure_skip_verify,
+    }
+}
+
+/// The client's credentials. A loaded configuration has its passwords read and its Docker
+/// `config.json` resolved into one of the other kinds; should one slip through unresolved,
+/// the upstream is asked anonymously (and refuses, visibly) rather than the daemon panicking.
+fn auth_settings(host: &str, a: &AuthConfig) -> upstream::AuthSettings {
+    match a {
+        AuthConfig::Anonymous => upstream::AuthSettings::Anonymous,
+        AuthConfig::Basic { username, password: Some(password), .. } => {
+            upstream::AuthSettings::Basic { username: username.clone(), password: password.clone() }
+        }
+        AuthConfig::Ecr(e) => upstream::AuthSettings::Ecr(upstream::EcrSettings {
+            region: e.region.clone(),
+            registry_id: e.registry_id.clone(),
+            endpoint_url: e.endpoint_url.clone(),
+            refresh_every: e.refresh_every,
+        }),
+        AuthConfig::CredentialHelper { helper, server } => upstream::AuthSettings::CredentialHelper {
+            helper: helper.clone(),
+            server: server.clone().unwrap_or_else(|| host.to_string()),
+        },
+        AuthConfig::Basic { password: None, .. } | AuthConfig::DockerConfig { .. } => {
+            tracing::error!(upstream = %host, "credentials were not loaded; asking anonymously");
+            upstream::AuthSettings::Anonymous
+        }
+    }
+}
+
+/// Core's tag policy (TTL, immutable tags, lifecycle policies) from every `[[upstream]]`.
+pub fn tag_policies(upstreams: &[UpstreamConfig]) -> core::TagPolicies {
+    core::TagPolicies::new(upstreams.iter().map(|u| {
+        let repositories = u
+            .repositories
+            .iter()
+            .map(|r| core::RepositoryPolicy {
+                pattern: r.pattern.clone(),
+                immutable_tags: r.immutable_tags.clone(),
+                lifecycle: r.lifecycle_policy.as_ref().map(|p| p.0.clone()),
+            })
+            .collect();
+        (u.host.clone(), core::TagPolicy { tag_ttl: u.tag_ttl, repositories })
+    }))
+}
+
+/// The cluster's settings from `[cluster]` (its token loaded from the environment).
+pub fn cluster_settings(c: &ClusterConfig) -> cluster::ClusterSettings {
+    cluster::ClusterSettings {
+        advertise: c.advertise.clone(),
+        peers: c.peers.clone(),
+        peers_dns: c.peers_dns.clone(),
+        token: c.token.as_ref().map(|t| t.expose().to_string()).unwrap_or_default(),
+        header_timeout: c.timeout,
+        idle_timeout: std::time::Duration::from_secs(60),
+    }
+}
+
+/// The `[[prefetch]]` images the daemon keeps cached, each with the platforms it wants.
+/// Validation parsed every image already; one that no longer parses is skipped.
+pub fn prefetch_list(list: &[config::PrefetchConfig]) -> Vec<(oci::ImageRef, core::Platforms)> {
+    list.iter()
+        .filter_map(|p| {
+            let image = p.image.parse().ok()?;
+            let platforms =
+                if p.platforms.is_empty() { core::Platforms::All } else { core::Platforms::Only(p.platforms.clone()) };
+            Some((image, platforms))
+        })
+        .collect()
+}
