@@ -113,6 +113,8 @@ enum Command {
         concurrency: usize,
         #[command(flatten)]
         loc: Location,
+        #[command(flatten)]
+        progress: cli::progress::ProgressArgs,
     },
     /// Write cached images as an OCI image layout (a directory, or a .tar file).
     Export {
@@ -124,6 +126,8 @@ enum Command {
         out: PathBuf,
         #[command(flatten)]
         loc: Location,
+        #[command(flatten)]
+        progress: cli::progress::ProgressArgs,
     },
     /// Load an OCI image layout (directory or .tar) into the cache, verifying every blob.
     Import {
@@ -135,6 +139,8 @@ enum Command {
         as_repo: Option<String>,
         #[command(flatten)]
         loc: Location,
+        #[command(flatten)]
+        progress: cli::progress::ProgressArgs,
     },
     /// List cached images: repositories, tags, digests, sizes, last pull.
     Ls {
@@ -152,7 +158,7 @@ const LOG_QUEUE_LINES: usize = 8192;
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.command.log_level()));
     // Colour only on a terminal: log files and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Log lines (the request log among them) go to stderr from a thread of their own: a
@@ -184,11 +190,27 @@ fn main() -> std::process::ExitCode {
         Command::Prune { loc, dry_run, json, shared } => prune(&loc, dry_run, json, shared),
         Command::Ls { loc, json } => ls(&loc, json),
         Command::HostsToml { config, mirror, out } => hosts_toml(&config, &mirror, &out),
-        Command::Prefetch { images, file, platforms, all_platforms, pin, with_referrers, concurrency, loc } => {
-            prefetch(images, file, platforms, all_platforms, (pin, with_referrers), concurrency, &loc)
+        Command::Prefetch {
+            images,
+            file,
+            platforms,
+            all_platforms,
+            pin,
+            with_referrers,
+            concurrency,
+            loc,
+            progress,
+        } => {
+            let how = PrefetchOptions {
+                platforms: platforms_arg(platforms, all_platforms),
+                pin,
+                with_referrers,
+                concurrency,
+            };
+            prefetch(images, file, &how, &loc, &progress)
         }
-        Command::Export { images, out, loc } => export(&images, &out, &loc),
-        Command::Import { path, as_repo, loc } => import(&path, as_repo.as_deref(), &loc),
+        Command::Export { images, out, loc, progress } => export(&images, &out, &loc, &progress),
+        Command::Import { path, as_repo, loc, progress } => import(&path, as_repo.as_deref(), &loc, &progress),
     };
     // Every queued log line out before the final message.
     drop(log_guard);
@@ -336,23 +358,29 @@ fn writer(loc: &Location, command: &str) -> anyhow::Result<pullthrough::core::Pu
     Ok(pt)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn prefetch(
-    mut images: Vec<String>,
-    file: Option<PathBuf>,
-    platforms: Vec<String>,
-    all_platforms: bool,
-    (pin, with_referrers): (bool, bool),
-    concurrency: usize,
-    loc: &Location,
-) -> anyhow::Result<()> {
-    if let Some(f) = file {
-        let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
-        images.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+impl Command {
+    /// The log level without RUST_LOG: lower for a command whose progress is on show.
+    fn log_level(&self) -> &'static str {
+        match self {
+            Command::Prefetch { progress, .. } | Command::Export { progress, .. } | Command::Import { progress, .. } => {
+                progress.log_level()
+            }
+            _ => "info",
+        }
     }
-    anyhow::ensure!(!images.is_empty(), "name at least one image (or --file)");
-    let refs: Vec<pullthrough::oci::ImageRef> = images.iter().map(|i| i.parse()).collect::<Result<_, _>>()?;
-    let platforms = if all_platforms {
+}
+
+/// How `prefetch` fetches each image.
+struct PrefetchOptions {
+    platforms: pullthrough::core::Platforms,
+    pin: bool,
+    with_referrers: bool,
+    concurrency: usize,
+}
+
+/// The platforms `--platform`/`--all-platforms` ask for; by default this machine's.
+fn platforms_arg(platforms: Vec<String>, all_platforms: bool) -> pullthrough::core::Platforms {
+    if all_platforms {
         pullthrough::core::Platforms::All
     } else if platforms.is_empty() {
         let arch = match std::env::consts::ARCH {
@@ -363,59 +391,63 @@ fn prefetch(
         pullthrough::core::Platforms::Only(vec![format!("linux/{arch}")])
     } else {
         pullthrough::core::Platforms::Only(platforms)
-    };
+    }
+}
+
+/// The images named on the command line and in `--file` (one a line, # comments).
+fn prefetch_list(mut images: Vec<String>, file: Option<PathBuf>) -> anyhow::Result<Vec<pullthrough::oci::ImageRef>> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        images.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    anyhow::ensure!(!images.is_empty(), "name at least one image (or --file)");
+    Ok(images.iter().map(|i| i.parse()).collect::<Result<_, _>>()?)
+}
+
+/// Why one image of a prefetch failed; the run goes on with the next.
+enum ImageFailure {
+    Image(pullthrough::core::CoreError),
+    Referrers(pullthrough::core::CoreError),
+}
+
+impl std::fmt::Display for ImageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The whole cause chain: a core error keeps its cause as its source.
+            ImageFailure::Image(e) => write!(f, "{}", pullthrough::error_text::error_chain(e)),
+            ImageFailure::Referrers(e) => write!(f, "referrers: {}", pullthrough::error_text::error_chain(e)),
+        }
+    }
+}
+
+fn prefetch(
+    images: Vec<String>,
+    file: Option<PathBuf>,
+    how: &PrefetchOptions,
+    loc: &Location,
+    progress: &cli::progress::ProgressArgs,
+) -> anyhow::Result<()> {
+    use pullthrough::core::progress::{Event, Progress as _};
+    let refs = prefetch_list(images, file)?;
     let pt = writer(loc, "prefetch")?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut failed = 0;
-    // Failures another run could get past (the upstream was unreachable, a transfer broke
-    // off), as opposed to definite answers (not found, refused, bad reference).
-    let mut retryable = 0;
+    let reporter = progress.reporter("prefetch");
+    reporter.event(Event::Planned { items: refs.len(), bytes: None });
+    let (mut failed, mut retryable) = (0, 0);
     rt.block_on(async {
         pt.start_background();
         for (i, r) in refs.iter().enumerate() {
-            match pt.prefetch(r, &platforms, concurrency).await {
-                Ok(rep) => {
-                    println!(
-                        "[{}/{}] {} {} — {} manifests, {} blobs, {} fetched",
-                        i + 1,
-                        refs.len(),
-                        rep.image,
-                        rep.digest,
-                        rep.manifests,
-                        rep.blobs,
-                        human_bytes(rep.fetched_bytes)
-                    );
-                    if pin {
-                        let pinned = pullthrough::oci::ImageRef {
-                            reference: pullthrough::oci::Reference::Digest(rep.digest.parse()?),
-                            ..r.clone()
-                        };
-                        pt.add_pin(&pinned)?;
-                    }
-                    if with_referrers {
-                        match pt.prefetch_referrers(r, &rep.digest.parse()?, concurrency).await {
-                            Ok(reps) => println!(
-                                "      + {} referrers, {} blobs, {} fetched",
-                                reps.len(),
-                                reps.iter().map(|x| x.blobs).sum::<usize>(),
-                                human_bytes(reps.iter().map(|x| x.fetched_bytes).sum())
-                            ),
-                            Err(e) => {
-                                failed += 1;
-                                if may_pass_next_time(&e) {
-                                    retryable += 1;
-                                }
-                                eprintln!("[{}/{}] {r}: referrers: {e}", i + 1, refs.len());
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
+            let name = r.to_string();
+            reporter.event(Event::Started { name: &name });
+            match prefetch_one(&pt, r, (i + 1, refs.len()), how, &reporter).await? {
+                Ok(()) => reporter.event(Event::Finished { name: &name }),
+                Err(f) => {
                     failed += 1;
-                    if may_pass_next_time(&e) {
-                        retryable += 1;
-                    }
-                    eprintln!("[{}/{}] {r}: {e}", i + 1, refs.len());
+                    // Failures another run could get past (the upstream was unreachable, a
+                    // transfer broke off), as opposed to definite answers (not found, refused).
+                    let (ImageFailure::Image(e) | ImageFailure::Referrers(e)) = &f;
+                    retryable += usize::from(may_pass_next_time(e));
+                    reporter.event(Event::Failed { name: &name, error: &f });
                 }
             }
         }
@@ -423,58 +455,127 @@ fn prefetch(
     })?;
     // Pull times of images this run pulled more than once (see core::pulls).
     pt.flush_pulls();
-    anyhow::ensure!(
-        retryable == 0,
-        "{failed} of {} images failed; run again to resume (cached blobs are kept)",
-        refs.len()
+    let n = refs.len();
+    let fetched = human_bytes(reporter.total_bytes());
+    reporter.finish(
+        &format!("prefetched {} of {n} images, {fetched} fetched", n - failed),
+        serde_json::json!({"command": "prefetch", "images": n, "failed": failed}),
     );
+    anyhow::ensure!(retryable == 0, "{failed} of {n} images failed; run again to resume (cached blobs are kept)");
     anyhow::ensure!(
         failed == 0,
-        "{failed} of {} images failed (see above: the upstream does not have them, or refused access)",
-        refs.len()
+        "{failed} of {n} images failed (see above: the upstream does not have them, or refused access)"
     );
     Ok(())
+}
+
+/// Prefetch one image (`i` of `n`), pin it and fetch its referrers as asked, and report the
+/// result. The outer error ends the run; the inner one is this image's alone.
+async fn prefetch_one(
+    pt: &pullthrough::core::PullThrough,
+    r: &pullthrough::oci::ImageRef,
+    (i, n): (usize, usize),
+    how: &PrefetchOptions,
+    reporter: &cli::progress::Reporter,
+) -> anyhow::Result<Result<(), ImageFailure>> {
+    use pullthrough::core::progress::Progress as _;
+    let rep = match pt.prefetch_with(r, &how.platforms, how.concurrency, reporter).await {
+        Ok(rep) => rep,
+        Err(e) => return Ok(Err(ImageFailure::Image(e))),
+    };
+    let fetched = human_bytes(rep.fetched_bytes);
+    reporter.result(
+        &format!(
+            "[{i}/{n}] {} {} — {} manifests, {} blobs, {fetched} fetched",
+            rep.image, rep.digest, rep.manifests, rep.blobs
+        ),
+        serde_json::json!({"command": "prefetch", "index": i, "items": n, "report": rep}),
+    );
+    let digest: pullthrough::oci::Digest = rep.digest.parse()?;
+    if how.pin {
+        let pinned =
+            pullthrough::oci::ImageRef { reference: pullthrough::oci::Reference::Digest(digest.clone()), ..r.clone() };
+        pt.add_pin(&pinned)?;
+    }
+    if how.with_referrers {
+        let reps = match pt.prefetch_referrers(r, &digest, how.concurrency).await {
+            Ok(reps) => reps,
+            Err(e) => return Ok(Err(ImageFailure::Referrers(e))),
+        };
+        let (blobs, bytes) = (reps.iter().map(|x| x.blobs).sum::<usize>(), reps.iter().map(|x| x.fetched_bytes).sum());
+        // Fetched without a progress of their own (small: signatures, SBOMs): counted now,
+        // so the run's total is every byte fetched.
+        reporter.bytes(bytes);
+        reporter.result(
+            &format!("      + {} referrers, {blobs} blobs, {} fetched", reps.len(), human_bytes(bytes)),
+            serde_json::json!({"command": "prefetch", "index": i, "items": n, "referrers": reps}),
+        );
+    }
+    Ok(Ok(()))
 }
 
 /// Whether running a failed prefetch again may succeed: the upstream was unavailable, a
 /// transfer or the cache failed; not when the upstream answered no.
 fn may_pass_next_time(e: &pullthrough::core::CoreError) -> bool {
-    use pullthrough::core::CoreError;
-    match e {
-        CoreError::Upstream(u) => u.is_unavailable(),
-        CoreError::Verification(_) | CoreError::Store(_) => true,
-        CoreError::ManifestUnknown(_)
-        | CoreError::BlobUnknown
-        | CoreError::NameUnknown
-        | CoreError::NameUnknownMsg(_)
-        | CoreError::NotAcceptable { .. } => false,
-    }
+    e.is_transient()
 }
 
-fn export(images: &[String], out: &Path, loc: &Location) -> anyhow::Result<()> {
+fn export(images: &[String], out: &Path, loc: &Location, progress: &cli::progress::ProgressArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!images.is_empty(), "name at least one image to export");
     let refs: Vec<pullthrough::oci::ImageRef> = images.iter().map(|i| i.parse()).collect::<Result<_, _>>()?;
     let (pt, _) = offline(loc, "export", "reading")?;
+    let reporter = progress.reporter("export");
     let is_tar = out.extension().is_some_and(|e| e == "tar");
     let dir = if is_tar { tempfile_dir(out)? } else { out.to_path_buf() };
-    let n = match pt.export_layout(&refs, &dir) {
-        Ok(n) => n,
-        Err(e) => {
-            if is_tar {
-                let _ = std::fs::remove_dir_all(&dir); // the staging directory, not --out
-            }
-            return Err(e.into());
+    let written = pt.export_layout(&refs, &dir, &reporter).map_err(anyhow::Error::from).and_then(|n| {
+        if is_tar {
+            write_tar(&dir, out, &reporter)?;
         }
-    };
+        Ok(n)
+    });
     if is_tar {
-        let f = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
-        let mut tar = tar::Builder::new(f);
-        tar.append_dir_all(".", &dir)?;
-        tar.finish()?;
-        std::fs::remove_dir_all(&dir)?;
+        let _ = std::fs::remove_dir_all(&dir); // the staging directory, not --out
     }
-    println!("exported {} images ({n} blobs) to {}", refs.len(), out.display());
+    let n = written?;
+    reporter.finish(
+        &format!("exported {} images ({n} blobs) to {}", refs.len(), out.display()),
+        serde_json::json!({"command": "export", "images": refs.len(), "blobs": n, "out": out}),
+    );
     Ok(())
+}
+
+/// Write the staged layout `dir` as the tar file `out`, as one more item of the run.
+fn write_tar(dir: &Path, out: &Path, reporter: &cli::progress::Reporter) -> anyhow::Result<()> {
+    use pullthrough::core::progress::{Counted, Event, Progress as _};
+    let name = out.display().to_string();
+    reporter.event(Event::Planned { items: 1, bytes: None });
+    reporter.event(Event::Started { name: &name });
+    reporter.event(Event::Sized { bytes: tree_bytes(dir) });
+    let written = (|| {
+        let f = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let mut tar = tar::Builder::new(Counted { inner: std::io::BufWriter::new(f), progress: reporter });
+        tar.append_dir_all(".", dir)?;
+        tar.into_inner()?.inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(())
+    })();
+    match &written {
+        Ok(()) => reporter.event(Event::Finished { name: &name }),
+        Err(e) => reporter.event(Event::Failed { name: &name, error: e }),
+    }
+    written
+}
+
+/// The bytes of the files under `dir` (for a progress estimate: unreadable entries count 0).
+fn tree_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// A fresh directory beside `target`, for staging.
@@ -485,34 +586,65 @@ fn tempfile_dir(target: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn import(path: &Path, as_repo: Option<&str>, loc: &Location) -> anyhow::Result<()> {
+fn import(
+    path: &Path,
+    as_repo: Option<&str>,
+    loc: &Location,
+    progress: &cli::progress::ProgressArgs,
+) -> anyhow::Result<()> {
     let pt = writer(loc, "import")?;
+    let reporter = progress.reporter("import");
     let (layout, staged) = if path.is_file() {
         // In this process's own temp directory: nobody else removes it while we run.
         let stage = tempfile_dir(&pt.store().temp_dir().join("import"))?;
-        let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        tar::Archive::new(f).unpack(&stage).with_context(|| format!("{} is not a tar archive", path.display()))?;
+        if let Err(e) = unpack_tar(path, &stage, &reporter) {
+            let _ = std::fs::remove_dir_all(&stage);
+            return Err(e);
+        }
         (stage.clone(), Some(stage))
     } else {
         (path.to_path_buf(), None)
     };
-    let result = pt.import_layout(&layout, as_repo);
+    let result = pt.import_layout(&layout, as_repo, &reporter);
     if let Some(s) = staged {
         let _ = std::fs::remove_dir_all(s);
     }
     let report = result?;
     for i in &report.images {
-        println!("imported {i}");
+        reporter.result(&format!("imported {i}"), serde_json::json!({"command": "import", "image": i}));
     }
     // Blobs already in the cache are verified but not written again: the count is of every
     // blob the images reference, the bytes of what was written.
-    println!(
-        "{} images, {} blobs verified; {} written to the cache (blobs it had already are not written again)",
-        report.images.len(),
-        report.blobs,
-        human_bytes(report.bytes)
+    reporter.finish(
+        &format!(
+            "{} images, {} blobs verified; {} written to the cache (blobs it had already are not written again)",
+            report.images.len(),
+            report.blobs,
+            human_bytes(report.bytes)
+        ),
+        serde_json::json!({"command": "import", "images": report.images.len(), "blobs": report.blobs,
+                           "written_bytes": report.bytes}),
     );
     Ok(())
+}
+
+/// Unpack the tar file `path` into `stage`, as the first item of an import's run.
+fn unpack_tar(path: &Path, stage: &Path, reporter: &cli::progress::Reporter) -> anyhow::Result<()> {
+    use pullthrough::core::progress::{Counted, Event, Progress as _};
+    let name = path.display().to_string();
+    reporter.event(Event::Planned { items: 1, bytes: None });
+    reporter.event(Event::Started { name: &name });
+    let unpacked = (|| {
+        let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        reporter.event(Event::Sized { bytes: f.metadata()?.len() });
+        let read = Counted { inner: std::io::BufReader::new(f), progress: reporter };
+        tar::Archive::new(read).unpack(stage).with_context(|| format!("{} is not a tar archive", path.display()))
+    })();
+    match &unpacked {
+        Ok(()) => reporter.event(Event::Finished { name: &name }),
+        Err(e) => reporter.event(Event::Failed { name: &name, error: e }),
+    }
+    unpacked
 }
 
 fn prune(loc: &Location, dry_run: bool, json: bool, shared: bool) -> anyhow::Result<()> {
@@ -565,9 +697,9 @@ fn prune(loc: &Location, dry_run: bool, json: bool, shared: bool) -> anyhow::Res
 fn ls(loc: &Location, json: bool) -> anyhow::Result<()> {
     let (pt, _) = offline(loc, "ls", "reading")?;
     let images = pt.list_images()?;
-    let index = &pt.store().cas.index;
+    let stats = pt.store().stats();
     if json {
-        let v = serde_json::json!({"images": images, "blobs": index.len(), "bytes": index.total()});
+        let v = serde_json::json!({"images": images, "blobs": stats.blobs, "bytes": stats.bytes});
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -587,7 +719,7 @@ fn ls(loc: &Location, json: bool) -> anyhow::Result<()> {
             humantime::format_duration(std::time::Duration::from_secs(ago.as_secs()))
         );
     }
-    println!("{} images; {} blobs, {} in the cache", images.len(), index.len(), human_bytes(index.total()));
+    println!("{} images; {} blobs, {} in the cache", images.len(), stats.blobs, human_bytes(stats.bytes));
     Ok(())
 }
 

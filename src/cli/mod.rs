@@ -1,9 +1,11 @@
 //! The command line's own parts, beside `main.rs` (which declares the subcommands): where a
-//! command finds its configuration and cache ([`location`]), and `pullthrough doctor`
-//! ([`doctor`]). The library knows nothing of these.
+//! command finds its configuration and cache ([`location`]), `pullthrough doctor`
+//! ([`doctor`]), and the progress the long commands show ([`progress`]). The library knows
+//! nothing of these.
 
 pub mod doctor;
 pub mod location;
+pub mod progress;
 
 /// An error and its causes on one line, each cause once: a message that already quotes
 /// its cause (e.g. "cannot read config file x: No such file or directory") is not followed

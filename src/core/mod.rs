@@ -10,6 +10,7 @@ pub mod lifecycle;
 mod memory;
 mod policy;
 mod prefetch;
+pub mod progress;
 mod pull;
 mod pulls;
 mod referrers;

@@ -2,13 +2,17 @@
 //! platforms' children of an index, configs and layers — through the same verified fills
 //! that serve clients. Used by `pullthrough prefetch` and the config's `[[prefetch]]` list.
 
-use super::error::CoreError;
-use super::pull::{BlobBody, PullThrough};
+use super::error::{CoreError, NotCached};
+use super::fill::{self, FillState};
+use super::progress::{Event, Progress, Silent};
+use super::pull::{BlobBody, Manifest, PullThrough};
 use crate::oci::media::{self, AcceptList};
 use crate::oci::{manifest, Digest, ImageRef, Reference};
 use crate::upstream::Route;
 use futures_util::StreamExt;
 use serde::Serialize;
+use std::collections::HashMap;
+use tokio::sync::watch;
 
 /// Which platforms of a multi-platform image to fetch.
 #[derive(Debug, Clone)]
@@ -42,9 +46,10 @@ pub struct PrefetchReport {
 impl PullThrough {
     /// The route for an operator-written image reference.
     pub fn route_image(&self, image: &ImageRef) -> Result<Route, CoreError> {
-        let up = self.upstreams.by_host(&image.host).ok_or_else(|| {
-            CoreError::NameUnknownMsg(format!("registry {:?} is not a configured upstream", image.host))
-        })?;
+        let up = self
+            .upstreams
+            .by_host(&image.host)
+            .ok_or_else(|| CoreError::UnknownRegistry { host: image.host.to_string() })?;
         Ok(Route { upstream: up.clone(), name: up.normalize(image.name.clone()) })
     }
 
@@ -55,30 +60,31 @@ impl PullThrough {
         platforms: &Platforms,
         concurrency: usize,
     ) -> Result<PrefetchReport, CoreError> {
+        self.prefetch_with(image, platforms, concurrency, &Silent).await
+    }
+
+    /// [`prefetch`](Self::prefetch), reporting to `progress` the bytes the image will fetch
+    /// (`Sized`, once its manifests are read) and the bytes as they arrive. The caller, who
+    /// loops over the images, reports their start and end.
+    pub async fn prefetch_with(
+        &self,
+        image: &ImageRef,
+        platforms: &Platforms,
+        concurrency: usize,
+        progress: &dyn Progress,
+    ) -> Result<PrefetchReport, CoreError> {
         let route = self.route_image(image)?;
-        let any = AcceptList::default();
-        let top = self.manifest(&route, &image.reference, &any).await?;
-        let mut manifests = vec![top.clone()];
+        let (top, manifests) = self.image_manifests(&route, image, platforms).await?;
         let is_index = top.media_type == media::OCI_INDEX || top.media_type == media::DOCKER_LIST;
-        if is_index {
-            manifests.clear();
-            for (child, platform) in manifest::index_children(&top.bytes) {
-                if platforms.wants(platform.as_deref()) {
-                    manifests.push(self.manifest(&route, &Reference::Digest(child), &any).await?);
-                }
-            }
-            if manifests.is_empty() {
-                return Err(CoreError::ManifestUnknown(format!("{image}: no manifest for the requested platforms")));
-            }
-        }
-        let mut blobs: Vec<Digest> = manifests.iter().flat_map(|m| manifest::references(&m.bytes)).collect();
-        blobs.sort();
-        blobs.dedup();
+        let blobs = blobs_of(&manifests);
+        // An estimate for the bar: the daemon may fill some of these meanwhile.
+        let store = &self.store;
+        progress.event(Event::Sized { bytes: blobs.iter().filter(|(d, _)| !store.is_indexed(d)).map(|(_, n)| n).sum() });
         let count = blobs.len();
         let results: Vec<Result<u64, CoreError>> = futures_util::stream::iter(blobs)
-            .map(|d| {
+            .map(|(d, _)| {
                 let route = route.clone();
-                async move { self.ensure_blob(&route, &d).await }
+                async move { self.ensure_blob(&route, &d, progress).await }
             })
             .buffer_unordered(concurrency.max(1))
             .collect()
@@ -96,26 +102,108 @@ impl PullThrough {
         })
     }
 
+    /// The top-level manifest of an image and the image manifests to fetch: the top one
+    /// itself, or the wanted platforms' children of an index.
+    async fn image_manifests(
+        &self,
+        route: &Route,
+        image: &ImageRef,
+        platforms: &Platforms,
+    ) -> Result<(Manifest, Vec<Manifest>), CoreError> {
+        let any = AcceptList::default();
+        let top = self.manifest_within_budget(route, &image.reference, &any).await?;
+        if top.media_type != media::OCI_INDEX && top.media_type != media::DOCKER_LIST {
+            return Ok((top.clone(), vec![top]));
+        }
+        let mut manifests = Vec::new();
+        for (child, platform) in manifest::index_children(&top.bytes) {
+            if platforms.wants(platform.as_deref()) {
+                manifests.push(self.manifest_within_budget(route, &Reference::Digest(child), &any).await?);
+            }
+        }
+        if manifests.is_empty() {
+            return Err(CoreError::ManifestUnknown(format!("{image}: no manifest for the requested platforms")));
+        }
+        Ok((top, manifests))
+    }
+
     /// Make sure a blob is cached; the bytes fetched for it now.
-    async fn ensure_blob(&self, route: &Route, digest: &Digest) -> Result<u64, CoreError> {
+    async fn ensure_blob(&self, route: &Route, digest: &Digest, progress: &dyn Progress) -> Result<u64, CoreError> {
         let blob = self.blob(route, digest).await?;
         if blob.hit {
             return Ok(0);
         }
         match blob.body {
-            BlobBody::Cached(mut progress) => {
-                let n = self.wait_verified(&mut progress).await?;
+            BlobBody::Cached(mut fill) => {
+                let n = follow_fill(&mut fill, progress).await?;
                 // Prefetch is about the cache: wait for the commit too.
-                match super::fill::settle(&mut progress, |p| p.committed.is_some()).await?.committed {
+                match super::fill::settle(&mut fill, |p| p.committed.is_some()).await?.committed {
                     Some(true) => Ok(n),
-                    _ => Err(CoreError::Store(std::io::Error::other(format!(
-                        "{digest} was verified but could not be written to the cache"
-                    )))),
+                    _ => Err(CoreError::NotCached { digest: digest.clone(), why: NotCached::CommitFailed }),
                 }
             }
-            BlobBody::Uncached { .. } => {
-                Err(CoreError::Store(std::io::Error::other(format!("no room in the cache for {digest}"))))
+            BlobBody::Uncached { .. } => Err(CoreError::NotCached { digest: digest.clone(), why: NotCached::NoRoom }),
+        }
+    }
+}
+
+/// Wait until a fill is verified, reporting its bytes as they land on disk; the bytes
+/// written. The fill publishes its progress anyway (for the clients following it): this
+/// reads it, so reporting adds nothing to the fill's own path.
+async fn follow_fill(fill: &mut watch::Receiver<fill::Progress>, progress: &dyn Progress) -> Result<u64, CoreError> {
+    let mut reported = 0;
+    loop {
+        let (written, state) = {
+            let p = fill.borrow_and_update();
+            (p.written, p.state.clone())
+        };
+        progress.bytes(written.saturating_sub(reported));
+        reported = reported.max(written);
+        match state {
+            FillState::Failed(e) => return Err(CoreError::from_fill(&e)),
+            FillState::Verified => return Ok(written),
+            FillState::Connecting | FillState::Streaming => {}
+        }
+        if fill.changed().await.is_err() {
+            return Err(CoreError::FillEnded);
+        }
+    }
+}
+
+/// The blobs (configs, layers) of image manifests, each once, with the sizes their
+/// descriptors declare (0 where a descriptor has none: only the progress estimate uses it).
+fn blobs_of(manifests: &[Manifest]) -> Vec<(Digest, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Desc {
+        digest: String,
+        #[serde(default)]
+        size: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        config: Option<Desc>,
+        #[serde(default)]
+        layers: Vec<Desc>,
+    }
+    let mut sizes: HashMap<Digest, u64> = HashMap::new();
+    for m in manifests {
+        if let Ok(doc) = serde_json::from_slice::<Doc>(&m.bytes) {
+            for d in doc.config.into_iter().chain(doc.layers) {
+                if let Ok(digest) = d.digest.parse() {
+                    sizes.insert(digest, d.size);
+                }
             }
         }
     }
+    let mut blobs: Vec<(Digest, u64)> = manifests
+        .iter()
+        .flat_map(|m| manifest::references(&m.bytes))
+        .map(|d| {
+            let n = sizes.get(&d).copied().unwrap_or(0);
+            (d, n)
+        })
+        .collect();
+    blobs.sort();
+    blobs.dedup();
+    blobs
 }
