@@ -367,17 +367,28 @@ class Lab:
 
 def bench_warm(lab, results, big_path, nginx_url, size, rounds):
     urls = lab.urls(big_path)
-    curl(urls["pullthrough"])
-    curl(urls["peer"])
-    times = {"nginx": [], "pullthrough": [], "peer": []}
-    order = ["nginx", "pullthrough", "peer"]
-    for r in range(rounds):
-        for name in order[r % 3:] + order[: r % 3]:
-            url = nginx_url if name == "nginx" else urls[name]
-            got, secs = curl(url)
-            assert got == size, (name, got)
-            times[name].append(size / secs / 1e9)
+    # The same binary with [cache] verify_on_read = true (a cache of its own), in the same
+    # rotation: its cost is the ratio to plain pullthrough measured side by side.
+    vor_port = free_port()
+    vor = pullthrough(lab.binary, os.path.join(lab.work, "pullthrough-vor"), vor_port, lab.up_url,
+                      "verify_on_read = true")
+    urls["pullthrough_verify_on_read"] = f"http://127.0.0.1:{vor_port}{big_path}"
+    try:
+        curl(urls["pullthrough"])
+        curl(urls["peer"])
+        curl(urls["pullthrough_verify_on_read"])
+        times = {"nginx": [], "pullthrough": [], "peer": [], "pullthrough_verify_on_read": []}
+        order = ["nginx", "pullthrough", "peer", "pullthrough_verify_on_read"]
+        for r in range(rounds):
+            for name in order[r % 4:] + order[: r % 4]:
+                url = nginx_url if name == "nginx" else urls[name]
+                got, secs = curl(url)
+                assert got == size, (name, got)
+                times[name].append(size / secs / 1e9)
+    finally:
+        vor.stop()
     med = {k: median(v) for k, v in times.items()}
+    results["warm_ratio_verify_on_read"] = med["pullthrough_verify_on_read"] / med["pullthrough"]
     results["warm_throughput_GBps"] = med
     results["warm_ratio_vs_nginx"] = med["pullthrough"] / med["nginx"]
     results["warm_ratio_vs_peer"] = med["pullthrough"] / med["peer"]
@@ -575,6 +586,7 @@ def main():
         ("warm blob GB/s (pt / nginx / peer)", f"{r['warm_throughput_GBps']['pullthrough']:.2f} / {r['warm_throughput_GBps']['nginx']:.2f} / {r['warm_throughput_GBps']['peer']:.2f}"),
         ("warm ratio pt/nginx (target >= 1.0)", f"{r['warm_ratio_vs_nginx']:.2f}x"),
         ("warm ratio pt/peer (target >= 1.5)", f"{r['warm_ratio_vs_peer']:.2f}x"),
+        ("warm GB/s with verify_on_read, ratio to without", f"{r['warm_throughput_GBps']['pullthrough_verify_on_read']:.2f}, {r['warm_ratio_verify_on_read']:.2f}x"),
         ("cold s (direct / pt / peer / nginx-cache)", f"{cs['direct']:.2f} / {cs['pullthrough']:.2f} / {cs['peer']:.2f} / {cs['nginx_cache']:.2f}"),
         ("cold ratio pt/direct (target <= 1.25)", f"{r['cold_ratio_pullthrough_vs_direct']:.2f}x (peer {r['cold_ratio_peer_vs_direct']:.2f}x, nginx-cache {r['cold_ratio_nginx_cache_vs_direct']:.2f}x)"),
         ("cold ratio pt/peer, pt/nginx-cache (target <= 1.0)", f"{r['cold_ratio_pullthrough_vs_peer']:.2f}x, {r['cold_ratio_pullthrough_vs_nginx_cache']:.2f}x"),

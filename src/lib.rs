@@ -62,6 +62,14 @@ pub fn shared_settings(s: &config::S3Config) -> shared::S3Settings {
     }
 }
 
+/// Verify on read and the background scrub, from `[cache]`.
+pub fn integrity_settings(c: &config::CacheConfig) -> core::integrity::IntegritySettings {
+    core::integrity::IntegritySettings {
+        verify_on_read: c.verify_on_read,
+        scrub_rate: core::integrity::Rate::bytes_per_second(c.scrub_rate.0),
+    }
+}
+
 /// The pull-through service alone (for the CLI's offline commands and for `build_app`).
 pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::Result<core::PullThrough> {
     let budget = settings::store_budget(&cfg.cache);
@@ -86,5 +94,6 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
     let cluster = cfg.cluster.as_ref().map(|c| cluster::Cluster::new(settings::cluster_settings(c)));
     Ok(core::PullThrough::new(Arc::new(store), upstreams, pins, cfg.cache.max_concurrent_fills, shared, cluster)
         .with_memory(cfg.cache.memory.0)
+        .with_integrity(integrity_settings(&cfg.cache))
         .with_tag_policies(settings::tag_policies(&cfg.upstreams)))
 }

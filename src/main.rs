@@ -142,6 +142,10 @@ enum Command {
         #[command(flatten)]
         progress: cli::progress::ProgressArgs,
     },
+    /// Re-hash every cached blob and manifest; report and quarantine those that no longer
+    /// match their digest (with --repair, fetch them again). Exits non-zero when corruption
+    /// remains. Runs beside a daemon.
+    Verify(cli::verify::VerifyArgs),
     /// List cached images: repositories, tags, digests, sizes, last pull.
     Ls {
         #[command(flatten)]
@@ -189,6 +193,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Prune { loc, dry_run, json, shared } => prune(&loc, dry_run, json, shared),
         Command::Ls { loc, json } => ls(&loc, json),
+        Command::Verify(args) => cli::verify::run(&args),
         Command::HostsToml { config, mirror, out } => hosts_toml(&config, &mirror, &out),
         Command::Prefetch {
             images,
@@ -299,6 +304,7 @@ fn serve(
             cfg.cache.housekeeping_interval,
             cfg.cache.lifecycle_interval,
         );
+        pullthrough::core::integrity::spawn_scrub(app.pull.clone());
         let listeners = pullthrough::http::Listeners { main, admin, tls };
         let drained =
             pullthrough::http::serve(listeners, app.clone(), shutdown_signal(), cfg.server.shutdown_grace).await;

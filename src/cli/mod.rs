@@ -6,6 +6,7 @@
 pub mod doctor;
 pub mod location;
 pub mod progress;
+pub mod verify;
 
 /// An error and its causes on one line, each cause once: a message that already quotes
 /// its cause (e.g. "cannot read config file x: No such file or directory") is not followed

@@ -1,7 +1,7 @@
 //! `[cache]`: where the cache lives, its budget, eviction and background intervals.
 
 use super::serde_util::duration;
-use super::size::{ByteSize, SpaceAmount};
+use super::size::{ByteRate, ByteSize, SpaceAmount};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +42,14 @@ pub struct CacheConfig {
     /// manifest requests do no file IO; `0` turns it off.
     #[serde(default = "default_memory")]
     pub memory: ByteSize,
+    /// Hash cached blobs while they are served, holding the last chunk back until the blob
+    /// verifies (whole-blob reads; see README, "Integrity").
+    #[serde(default)]
+    pub verify_on_read: bool,
+    /// Speed of the background scrub that re-hashes every cached file (`"50MiB/s"`);
+    /// `"0"`: off.
+    #[serde(default)]
+    pub scrub_rate: ByteRate,
 }
 
 impl Default for CacheConfig {

@@ -35,7 +35,7 @@ pub use error::{ConfigError, Invalid, Problem};
 pub use prefetch::PrefetchConfig;
 pub use server::ServerConfig;
 pub use shared::{S3Config, SharedConfig};
-pub use size::{ByteSize, SpaceAmount};
+pub use size::{ByteRate, ByteSize, SpaceAmount};
 pub use upstream::{AuthConfig, EcrAuthConfig, RepositoryRule, UpstreamConfig};
 
 use serde::Deserialize;

@@ -78,3 +78,30 @@ impl<'de> Deserialize<'de> for SpaceAmount {
         }
     }
 }
+
+/// A speed in bytes per second, written `"50MiB/s"` (any size unit, then `/s`); `"0"` (or
+/// `0`) means off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ByteRate(pub u64);
+
+impl ByteRate {
+    pub fn parse(s: &str) -> Result<ByteRate, String> {
+        let t = s.trim();
+        if t == "0" {
+            return Ok(ByteRate(0));
+        }
+        let size =
+            t.strip_suffix("/s").ok_or_else(|| format!("{s:?} is not a rate like \"50MiB/s\" (or \"0\": off)"))?;
+        ByteSize::parse(size).map(|b| ByteRate(b.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteRate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::Integer(0) => Ok(ByteRate(0)),
+            toml::Value::String(s) => ByteRate::parse(&s).map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!("{other} is not a rate like \"50MiB/s\" (or \"0\": off)"))),
+        }
+    }
+}

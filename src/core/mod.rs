@@ -5,6 +5,7 @@ mod error;
 pub mod fill;
 pub mod follow;
 mod housekeeping;
+pub mod integrity;
 mod layout;
 pub mod lifecycle;
 mod memory;

@@ -48,6 +48,8 @@ pub struct PullThrough {
     pub(super) memory: Memory,
     /// Image records' pull times, written in batches (see `pulls`).
     pub(super) pulls: Pulls,
+    /// Verify on read, background scrub (see `integrity`).
+    pub(super) integrity: super::integrity::IntegritySettings,
     /// Each upstream's tag TTL, immutable tags and lifecycle policies (see `policy`).
     pub(super) tag_policies: super::policy::TagPolicies,
 }
@@ -113,6 +115,7 @@ impl PullThrough {
             turns: Default::default(),
             memory: Memory::new(DEFAULT_MEMORY),
             pulls: Pulls::default(),
+            integrity: Default::default(),
             tag_policies: Default::default(),
         }
     }
