@@ -40,6 +40,8 @@ pub const USER_AGENT: &str = concat!("pullthrough/", env!("CARGO_PKG_VERSION"));
 /// Assemble the service from a validated configuration: open (and clean) the cache
 /// directory and build a client per upstream.
 pub fn build_app(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::Result<Arc<http::App>> {
+    // Before anything can happen that is reported (fills, eviction, outages).
+    events::install(events::Events::start(settings::events_settings(&cfg.events)));
     let pt = build_pull_through(cfg, cache_dir)?;
     Ok(Arc::new(http::App {
         pull: Arc::new(pt),

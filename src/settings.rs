@@ -2,7 +2,7 @@
 //! settings: the layers below never import `config`, so a schema change stops here.
 
 use crate::config::{self, AuthConfig, CacheConfig, ClusterConfig, UpstreamConfig};
-use crate::{cluster, core, oci, store, upstream};
+use crate::{cluster, core, events, oci, store, upstream};
 
 /// The store's budget from `[cache]`.
 pub fn store_budget(c: &CacheConfig) -> store::Budget {
@@ -99,4 +99,39 @@ pub fn prefetch_list(list: &[config::PrefetchConfig]) -> Vec<(oci::ImageRef, cor
             Some((image, platforms))
         })
         .collect()
+}
+
+/// The webhooks' settings from `[events]` (validated: URLs parse, kinds are known).
+pub fn events_settings(c: &config::EventsConfig) -> events::EventsSettings {
+    let webhooks = c
+        .webhooks
+        .iter()
+        .filter_map(|w| {
+            let url: ::http::Uri = w.url.parse().ok()?;
+            let kinds = match &w.kinds {
+                Some(k) => k.iter().filter_map(|k| k.parse().ok()).collect(),
+                None => events::Kinds::all(),
+            };
+            let headers = w
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.parse::<::http::HeaderName>().ok()?, v.parse().ok()?)))
+                .collect();
+            Some(events::WebhookSettings {
+                name: w.name.clone().unwrap_or_else(|| url.authority().map(|a| a.to_string()).unwrap_or_default()),
+                url,
+                kinds,
+                mode: match w.mode {
+                    config::WebhookMode::Binary => events::Mode::Binary,
+                    config::WebhookMode::Structured => events::Mode::Structured,
+                },
+                timeout: w.timeout,
+                queue: w.queue,
+                max_attempts: w.attempts,
+                backoff: w.backoff,
+                headers,
+            })
+        })
+        .collect();
+    events::EventsSettings { source: c.source.clone(), webhooks }
 }

@@ -14,6 +14,7 @@ mod access;
 mod cache;
 mod cluster;
 mod credentials;
+mod events;
 mod derive;
 mod ecr_host;
 mod error;
@@ -29,6 +30,7 @@ pub use crate::secret::Secret;
 pub use access::{AccessConfig, UserConfig};
 pub use cache::{default_cache_dir, CacheConfig};
 pub use cluster::ClusterConfig;
+pub use events::{EventsConfig, WebhookConfig, WebhookMode, EVENT_KINDS};
 pub use credentials::CredentialError;
 pub use ecr_host::parse_ecr_host;
 pub use error::{ConfigError, Invalid, Problem};
@@ -64,6 +66,9 @@ pub struct Config {
     pub shared: SharedConfig,
     /// Cluster-wide single flight: each digest's owner among the peers fills it once.
     pub cluster: Option<ClusterConfig>,
+    /// CloudEvents sent to webhooks: fills, failures, eviction, expiry, outages, rate limits.
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 impl Config {

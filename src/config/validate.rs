@@ -26,7 +26,8 @@ impl Config {
         }
         self.validate_images()?;
         validate_access(&self.access)?;
-        validate_upstreams(&self.upstreams)
+        validate_upstreams(&self.upstreams)?;
+        self.events.validate()
     }
 
     /// Pins and prefetch entries name images on configured upstreams.

@@ -76,7 +76,7 @@ fn repo_images(pt: &PullThrough, up: &str, name: &RepoName) -> io::Result<Vec<(I
     let mut children = HashSet::new();
     for (img, mt) in by_digest.values() {
         if mt == media::OCI_INDEX || mt == media::DOCKER_LIST {
-            if let Some((bytes, _)) = store.cas.read_manifest(&img.digest, media::MAX_MANIFEST_BYTES)? {
+            if let Some((bytes, _)) = store.read_manifest(&img.digest, media::MAX_MANIFEST_BYTES)? {
                 children.extend(manifest::index_children(&bytes).into_iter().map(|(d, _)| d));
             }
         }
@@ -178,6 +178,10 @@ impl PullThrough {
                     }
                     self.store.records.remove_image(&up, &name, &img.digest)?;
                     self.pulls.forget(&up, &name, &img.digest);
+                    let expired = crate::events::Event::new(crate::events::EventKind::Expired);
+                    crate::events::emit(
+                        expired.upstream(&up).repository(&name).digest(&img.digest).tags(img.tags.clone()),
+                    );
                 }
                 report.expired.push(ExpiredImage {
                     upstream: up.clone(),
@@ -194,12 +198,12 @@ impl PullThrough {
                 if keep.contains(&d) {
                     continue;
                 }
-                let size = std::fs::metadata(self.store.cas.blob_path(&d)).map(|m| m.len()).unwrap_or(0);
-                if size == 0 && !self.store.cas.contains(&d) {
+                let size = std::fs::metadata(self.store.blob_path(&d)).map(|m| m.len()).unwrap_or(0);
+                if size == 0 && !self.store.contains(&d) {
                     continue;
                 }
                 if !dry_run {
-                    self.store.cas.remove_blob(&d)?;
+                    self.store.remove_blob(&d)?;
                     self.memory.forget_manifest(&d);
                 }
                 report.blobs_removed += 1;
@@ -212,8 +216,7 @@ impl PullThrough {
     /// Every image in the cache with its tags and size. Blocking.
     pub fn list_images(&self) -> io::Result<Vec<CachedImage>> {
         self.flush_pulls();
-        let sizes: HashMap<Digest, u64> =
-            self.store.cas.index.snapshot().into_iter().map(|b| (b.digest, b.size)).collect();
+        let sizes: HashMap<Digest, u64> = self.store.blobs().into_iter().map(|b| (b.digest, b.size)).collect();
         let mut out = Vec::new();
         for (up, name) in self.store.records.repositories()? {
             for (mut img, media_type) in repo_images(self, &up, &name)? {
@@ -272,7 +275,7 @@ pub fn spawn(pt: Arc<PullThrough>, interval: Duration, lifecycle_interval: Durat
             }
             let p = p.clone();
             let r = tokio::task::spawn_blocking(move || {
-                p.store.cas.flush_last_use();
+                p.store.flush_last_use();
                 p.flush_pulls();
                 // A prefetch or import killed while the daemon runs leaves its temp files.
                 match p.store.clean_dead_temp() {

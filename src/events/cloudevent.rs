@@ -56,7 +56,7 @@ pub fn request(mode: Mode, url: &Uri, extra: &HeaderMap, source: &str, event: &E
     *req.method_mut() = Method::POST;
     *req.uri_mut() = url.clone();
     *req.headers_mut() = headers;
-    req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static(crate::USER_AGENT));
+    req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static(crate::oci::USER_AGENT));
     req
 }
 

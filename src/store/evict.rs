@@ -99,8 +99,12 @@ impl Store {
             if report.bytes >= need {
                 break;
             }
-            report.bytes += self.cas.remove_blob(&b.digest)?;
+            let freed = self.cas.remove_blob(&b.digest)?;
+            report.bytes += freed;
             report.removed += 1;
+            crate::events::emit(
+                crate::events::Event::new(crate::events::EventKind::Evicted).digest(&b.digest).size(freed),
+            );
         }
         if report.bytes < need {
             tracing::warn!(need, freed = report.bytes, "eviction could not free enough: the rest is pinned");

@@ -1,0 +1,292 @@
+//! Events (issue 18, item 4): CloudEvents reach a webhook receiver, in order, for fills from
+//! a real docker-registry upstream, an eviction and an upstream outage, in binary and
+//! structured mode; a dead webhook never slows a pull, and its drops are counted.
+
+mod common;
+
+use bytes::Bytes;
+use common::image::{self, Built};
+use common::*;
+use http_body_util::{BodyExt, Full};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Hit {
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Hit {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// A webhook receiver on loopback: answers 200 to every request and records it. Serves
+/// until dropped.
+struct Receiver {
+    addr: SocketAddr,
+    hits: Arc<Mutex<Vec<Hit>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+        let h = hits.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let h = h.clone();
+                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let h = h.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        h.lock().unwrap().push(Hit { headers: parts.headers, body });
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                // The connections end with this task (JoinSet aborts them on drop).
+                conns.spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                });
+            }
+        });
+        Receiver { addr, hits, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    /// Wait (bounded) until `n` requests have arrived; return them.
+    async fn wait_for(&self, n: usize, what: &str) -> Vec<Hit> {
+        wait_until(what, Duration::from_secs(15), async || self.hits.lock().unwrap().len() >= n).await;
+        self.hits()
+    }
+}
+
+/// A listener that accepts connections and never answers: the worst webhook there is.
+struct Blackhole {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Blackhole {
+    async fn start() -> Blackhole {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        Blackhole { addr, task }
+    }
+}
+
+fn push_tag(layout: &Path, layout_tag: &str, registry: &Registry, name_tag: &str) {
+    let src = format!("oci:{}:{layout_tag}", layout.display());
+    let dst = format!("docker://{}/{name_tag}", registry.addr);
+    skopeo(&["copy", "--preserve-digests", "--dest-tls-verify=false", &src, &dst]);
+}
+
+/// A registry with `test/app:v1` (layers of `sizes`), and the image.
+async fn registry_with(sizes: &[usize]) -> (Registry, Built, tempfile::TempDir) {
+    let registry = Registry::start(None).await;
+    let src = tempfile::tempdir().unwrap();
+    let app = image::manifest(src.path(), 18, sizes, "amd64");
+    image::finish_layout(src.path(), &[(&app.top, "v1")]);
+    push_tag(src.path(), "v1", &registry, "test/app:v1");
+    (registry, app, src)
+}
+
+async fn pull_blob(proxy: &Proxy, digest: &str) {
+    let url = format!("{}/v2/test/app/blobs/{digest}?ns=up.test", proxy.url());
+    let (status, _, hex) = get_hashed(&url, &[]).await.unwrap();
+    assert_eq!((status, format!("sha256:{hex}")), (200, digest.to_string()), "pull of {digest}");
+}
+
+/// The CloudEvents attributes every binary-mode request must carry.
+fn assert_binary(hit: &Hit, kind: &str) {
+    assert_eq!(hit.header("ce-specversion"), "1.0", "{hit:?}");
+    assert_eq!(hit.header("ce-type"), format!("io.pullthrough.{kind}"), "{hit:?}");
+    assert_eq!(hit.header("ce-source"), "//pullthrough/test", "{hit:?}");
+    assert!(!hit.header("ce-id").is_empty(), "{hit:?}");
+    assert!(humantime::parse_rfc3339(hit.header("ce-time")).is_ok(), "ce-time is RFC 3339: {hit:?}");
+    assert_eq!(hit.header("content-type"), "application/json", "{hit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fills_an_eviction_and_an_outage_reach_the_webhooks_in_order() {
+    let (registry, app, _src) = registry_with(&[600_000, 600_000]).await;
+    let (a, b) = (app.layers[0].digest.clone(), app.layers[1].digest.clone());
+    let all = Receiver::start().await;
+    let fills = Receiver::start().await;
+    let events = format!(
+        "[events]\nsource = \"//pullthrough/test\"\n\
+         [[events.webhook]]\nurl = \"{}\"\n\
+         [[events.webhook]]\nurl = \"{}\"\nmode = \"structured\"\nkinds = [\"fill.completed\"]\n\
+         headers = {{ Authorization = \"Bearer hook-token\" }}\n",
+        all.url(),
+        fills.url()
+    );
+    // Two ~600 kB layers in a 1 MiB cache: the second fill pushes the first out.
+    let proxy =
+        Proxy::start_with("max_size = \"1MiB\"", &format!("{}{events}", upstream_toml("up.test", &registry.url(), "")))
+            .await;
+
+    pull_blob(&proxy, &a).await;
+    all.wait_for(1, "fill.completed of the first layer").await;
+    pull_blob(&proxy, &b).await;
+    all.wait_for(3, "fill.completed of the second layer and the eviction of the first").await;
+
+    // The outage: the upstream stops, a pull fails, the upstream comes back, a pull works.
+    let manifest = format!("{}/v2/test/app/manifests/v1?ns=up.test", proxy.url());
+    let accept = [("Accept", image::OCI_MANIFEST)];
+    let (dir, port) = registry.stop();
+    let r = get(&manifest, &accept).await.unwrap();
+    assert!(r.status >= 500, "no upstream, nothing cached: {}", r.status);
+    all.wait_for(4, "upstream.down").await;
+    let registry = Registry::start_at(dir, port, "").await;
+    assert_eq!(get(&manifest, &accept).await.unwrap().status, 200);
+    let hits = all.wait_for(5, "upstream.up").await;
+
+    let kinds: Vec<&str> = hits.iter().map(|h| h.header("ce-type")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "io.pullthrough.fill.completed",
+            "io.pullthrough.fill.completed",
+            "io.pullthrough.evicted",
+            "io.pullthrough.upstream.down",
+            "io.pullthrough.upstream.up"
+        ],
+        "{}",
+        proxy.proc.log_text()
+    );
+    for (hit, kind) in hits.iter().zip(["fill.completed", "fill.completed", "evicted", "upstream.down", "upstream.up"])
+    {
+        assert_binary(hit, kind);
+    }
+    let ids: std::collections::HashSet<&str> = hits.iter().map(|h| h.header("ce-id")).collect();
+    assert_eq!(ids.len(), hits.len(), "ids are unique");
+    // What each is about, in the subject and the data.
+    for (hit, digest, size) in [(&hits[0], &a, app.layers[0].size), (&hits[1], &b, app.layers[1].size)] {
+        assert_eq!(hit.header("ce-subject"), format!("up.test/test/app@{digest}"));
+        let data = hit.json();
+        assert_eq!(data["digest"], digest.as_str());
+        assert_eq!(data["size"], size);
+        assert_eq!(data["tier"], "upstream");
+        assert_eq!(data["upstream"], "up.test");
+    }
+    assert_eq!(hits[2].header("ce-subject"), a.as_str(), "the least recently used layer is evicted");
+    assert_eq!(hits[2].json()["size"], app.layers[0].size);
+    for h in &hits[3..] {
+        assert_eq!(h.header("ce-subject"), "up.test");
+    }
+    assert_eq!(
+        proxy.metric(&format!("pullthrough_events_sent_total{{kind=\"evicted\",webhook=\"{}\"}}", all.addr)).await,
+        1.0
+    );
+
+    // Structured mode, filtered by kind: only the two fills, each a whole CloudEvent.
+    let structured = fills.wait_for(2, "the structured webhook's two fills").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fills.hits().len(), 2, "only fill.completed is sent to it");
+    for (hit, digest) in structured.iter().zip([&a, &b]) {
+        assert_eq!(hit.header("content-type"), "application/cloudevents+json");
+        assert_eq!(hit.header("authorization"), "Bearer hook-token");
+        assert!(hit.headers.get("ce-type").is_none(), "structured mode has no ce- headers");
+        let ev = hit.json();
+        assert_eq!(ev["specversion"], "1.0");
+        assert_eq!(ev["type"], "io.pullthrough.fill.completed");
+        assert_eq!(ev["source"], "//pullthrough/test");
+        assert_eq!(ev["subject"], format!("up.test/test/app@{digest}"));
+        assert_eq!(ev["datacontenttype"], "application/json");
+        assert!(ev["id"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(humantime::parse_rfc3339(ev["time"].as_str().unwrap()).is_ok());
+        assert_eq!(ev["data"]["digest"], digest.as_str());
+    }
+    // The same event keeps its id across webhooks.
+    assert_eq!(structured[0].json()["id"], hits[0].header("ce-id"));
+    drop(registry);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_webhook_never_slows_a_pull_and_its_drops_are_counted() {
+    let (registry, app, _src) = registry_with(&[20_000, 20_000, 20_000, 20_000, 20_000]).await;
+    let hole = Blackhole::start().await;
+    let events = format!(
+        "[[events.webhook]]\nurl = \"http://{}/hook\"\ntimeout = \"2s\"\nqueue = 1\nattempts = 2\nbackoff = \"100ms\"\n",
+        hole.addr
+    );
+    let proxy = Proxy::start(&format!("{}{events}", upstream_toml("up.test", &registry.url(), ""))).await;
+
+    // Five fills while the webhook hangs: one event in delivery, one queued, the rest dropped.
+    for l in &app.layers {
+        let started = Instant::now();
+        pull_blob(&proxy, &l.digest).await;
+        // Sending waits on nothing: a pull that waited for the webhook would take >= 2 s.
+        assert!(started.elapsed() < Duration::from_secs(1), "pull took {:?}", started.elapsed());
+    }
+    let series = |reason: &str| {
+        format!(
+            "pullthrough_events_dropped_total{{kind=\"fill.completed\",reason=\"{reason}\",webhook=\"{}\"}}",
+            hole.addr
+        )
+    };
+    wait_until("the queue-full drops to be counted", Duration::from_secs(10), async || {
+        proxy.metric(&series("queue_full")).await >= 3.0
+    })
+    .await;
+    // Each event is tried a bounded number of times (2 attempts of 2 s), then dropped.
+    wait_until("an undelivered event to be counted", Duration::from_secs(15), async || {
+        proxy.metric(&series("undelivered")).await >= 1.0
+    })
+    .await;
+    assert!(proxy.metric(&format!("pullthrough_events_retries_total{{webhook=\"{}\"}}", hole.addr)).await >= 1.0);
+    assert_eq!(
+        proxy
+            .metric(&format!("pullthrough_events_sent_total{{kind=\"fill.completed\",webhook=\"{}\"}}", hole.addr))
+            .await,
+        0.0
+    );
+}
+
+/// The config schema lists the kinds by name (it does not import the events module): the
+/// two lists must stay the same.
+#[test]
+fn the_config_knows_every_event_kind() {
+    let names: Vec<&str> = pullthrough::events::EventKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(names, pullthrough::config::EVENT_KINDS);
+}
