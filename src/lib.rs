@@ -4,9 +4,46 @@
 //! `http` (routing, parsing into typed values, OCI errors) → `core` (pull-through policy,
 //! single-flight fills) → `store` (content-addressed disk cache) and `upstream` (registry
 //! clients, auth, routing rules), plus `shared` (an S3-compatible bucket shared by every
-//! node). The sources (`store`, `shared`, `upstream`) never call each other; `core` composes
-//! them, reading local disk, then the shared tier, then the upstream. Nothing below `http`
-//! knows about client requests.
+//! node) and `cluster` (the peers that share single flight). The sources (`store`, `shared`,
+//! `upstream`, `cluster`) never call each other; `core` composes them, reading local disk,
+//! then the peers and the shared tier, then the upstream. Nothing below `http` knows about
+//! client requests.
+//!
+//! # Layer rules
+//!
+//! Configuration is parsed and validated at the edge (`config`), and [`settings`] maps it
+//! into each layer's own settings type (`upstream::UpstreamSettings`, `store::Budget`,
+//! `core::TagPolicies`, …): no layer below `http` imports the serde schema, and nothing
+//! imports from this file (the crate root) but the binary. Leaves (`oci`, `pattern`,
+//! `secret`, `error_text`, `metrics`, `aws`, `tls_client`, `lifecycle_policy`, `events`)
+//! are vocabulary and plumbing any layer may use; they import no layer.
+//!
+//! What each top-level module may import (`use crate::…` or a `crate::…::` path), besides
+//! itself. `tests/layers.rs` reads every `src/**/*.rs` and holds the code to this table (and
+//! this table to its own copy), and checks there is no import circle between modules:
+//!
+//! | module | may import |
+//! |---|---|
+//! | `settings` | `config`, `http`, `core`, `store`, `upstream`, `shared`, `cluster`, `oci`, leaves |
+//! | `hosts_toml` | `config`, `oci` |
+//! | `http` | `config`, `core`, `store`, `upstream`, `shared`, `cluster`, `oci`, leaves |
+//! | `core` | `store`, `upstream`, `shared`, `cluster`, `oci`, leaves |
+//! | `store` | `oci`, leaves |
+//! | `upstream` | `oci`, leaves |
+//! | `shared` | `oci`, leaves |
+//! | `cluster` | `oci`, leaves |
+//! | `config` | `oci`, `pattern`, `secret`, `lifecycle_policy` |
+//! | `events` | `oci`, `error_text`, `metrics`, `tls_client` |
+//! | `lifecycle_policy` | `oci`, `pattern` |
+//! | `aws` | `oci` |
+//! | `error_text` | `oci` |
+//! | `metrics` | `oci` |
+//! | `pattern` | `oci` |
+//! | `secret` | `oci` |
+//! | `tls_client` | `oci` |
+//! | `oci` | |
+//!
+//! (`http` keeps one import of `config`: the access rules, which are the edge's own.)
 
 // The connection task's future (TLS handshake, client-certificate identity, hyper's auto
 // builder) nests deeply enough that layout computation under the fuzzing build's flags
@@ -34,8 +71,7 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-/// Sent upstream on every request, so registry operators can tell who is calling.
-pub const USER_AGENT: &str = concat!("pullthrough/", env!("CARGO_PKG_VERSION"));
+pub use oci::USER_AGENT;
 
 /// Assemble the service from a validated configuration: open (and clean) the cache
 /// directory and build a client per upstream.

@@ -140,7 +140,7 @@ async fn pull_blob(proxy: &Proxy, digest: &str) {
 fn assert_binary(hit: &Hit, kind: &str) {
     assert_eq!(hit.header("ce-specversion"), "1.0", "{hit:?}");
     assert_eq!(hit.header("ce-type"), format!("io.pullthrough.{kind}"), "{hit:?}");
-    assert_eq!(hit.header("ce-source"), "//pullthrough/test", "{hit:?}");
+    assert!(["//pullthrough/test", "/pullthrough"].contains(&hit.header("ce-source")), "{hit:?}");
     assert!(!hit.header("ce-id").is_empty(), "{hit:?}");
     assert!(humantime::parse_rfc3339(hit.header("ce-time")).is_ok(), "ce-time is RFC 3339: {hit:?}");
     assert_eq!(hit.header("content-type"), "application/json", "{hit:?}");
@@ -289,4 +289,62 @@ async fn a_dead_webhook_never_slows_a_pull_and_its_drops_are_counted() {
 fn the_config_knows_every_event_kind() {
     let names: Vec<&str> = pullthrough::events::EventKind::ALL.iter().map(|k| k.as_str()).collect();
     assert_eq!(names, pullthrough::config::EVENT_KINDS);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lifecycle_expiry_is_an_event() {
+    let (registry, v1, src) = registry_with(&[1000]).await;
+    let v2 = image::manifest(src.path(), 19, &[1000], "amd64");
+    image::finish_layout(src.path(), &[(&v2.top, "v2")]);
+    push_tag(src.path(), "v2", &registry, "test/app:v2");
+    let policy = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"tagged","tagPrefixList":["v"],"countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#;
+    let hook = Receiver::start().await;
+    let upstream = upstream_toml(
+        "up.test",
+        &registry.url(),
+        &format!("[[upstream.repository]]\nmatch = \"test/*\"\nlifecycle_policy = '''{policy}'''"),
+    );
+    let events = format!("[[events.webhook]]\nurl = \"{}\"\nkinds = [\"expired\"]\n", hook.url());
+    let proxy = Proxy::start_with("lifecycle_interval = \"300ms\"", &format!("{upstream}{events}")).await;
+    // v1 cached first, v2 a while later: the policy keeps one image, the newer.
+    for tag in ["v1", "v2"] {
+        let r = get(&format!("{}/v2/test/app/manifests/{tag}?ns=up.test", proxy.url()), &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let hits = hook.wait_for(1, "the expired event").await;
+    assert_binary(&hits[0], "expired");
+    assert_eq!(hits[0].header("ce-subject"), format!("up.test/test/app@{}", v1.top.digest));
+    assert_eq!(hits[0].json()["tags"], serde_json::json!(["v1"]));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(hook.hits().len(), 1, "v2 is kept, and v1 expires once");
+}
+
+/// Bytes that do not match their digest: the fill is refused, and both the corruption and
+/// the failed fill are reported with their cause (the fake upstream: a real registry does
+/// not flip bits on demand).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fill_that_fails_verification_is_reported_with_its_cause() {
+    let fake = common::fake::FakeUpstream::start().await;
+    let bytes = image::pseudo_random(7, 100_000);
+    let digest = format!("sha256:{}", sha256_hex(&bytes));
+    fake.set_blob(&digest, bytes, common::fake::Fault::FlipBit);
+    let hook = Receiver::start().await;
+    let events = format!("[[events.webhook]]\nurl = \"{}\"\nmode = \"structured\"\n", hook.url());
+    let proxy = Proxy::start(&format!("{}{events}", upstream_toml("fake.test", &fake.url(), ""))).await;
+    let url = format!("{}/v2/r/blobs/{digest}?ns=fake.test", proxy.url());
+    let got = get_hashed(&url, &[]).await;
+    assert!(
+        !matches!(&got, Ok((200, _, hex)) if format!("sha256:{hex}") == digest),
+        "the corrupt blob must not arrive whole: {got:?}"
+    );
+    let hits = hook.wait_for(2, "blob.corrupt and fill.failed").await;
+    let evs: Vec<serde_json::Value> = hits.iter().map(Hit::json).collect();
+    let types: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["io.pullthrough.blob.corrupt", "io.pullthrough.fill.failed"]);
+    for e in &evs {
+        assert_eq!(e["subject"], format!("fake.test/r@{digest}"));
+        assert!(e["data"]["cause"].as_str().is_some_and(|c| c.contains("hashes to")), "{e}");
+    }
+    assert_eq!(evs[0]["data"]["tier"], "upstream");
 }

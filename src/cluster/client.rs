@@ -63,7 +63,7 @@ impl PeerClient {
         let mut token = HeaderValue::from_str(token)
             .map_err(|_| PeerError::Connect { peer: peer.to_string(), message: "token is not header text".into() })?;
         token.set_sensitive(true);
-        let mut req = Request::get(&url).header(header::USER_AGENT, crate::USER_AGENT).header(TOKEN_HEADER, token);
+        let mut req = Request::get(&url).header(header::USER_AGENT, crate::oci::USER_AGENT).header(TOKEN_HEADER, token);
         if what == Fetch::Manifest {
             req = req.header(header::ACCEPT, media::MANIFEST_ACCEPT);
         }

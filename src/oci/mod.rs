@@ -18,3 +18,8 @@ pub use image_ref::{ImageRef, ImageRefError};
 pub use name::{NameError, RepoName};
 pub use pagination::{query_pairs, TagsPageOf, TagsQuery, TagsQueryError};
 pub use reference::{Reference, ReferenceError, Tag, TagError};
+
+/// How pullthrough names itself on the wire (`User-Agent` of every request it makes to
+/// upstreams, peers and webhooks), so operators can tell who is calling. Here, at the bottom,
+/// because every layer that talks to another server sends it.
+pub const USER_AGENT: &str = concat!("pullthrough/", env!("CARGO_PKG_VERSION"));

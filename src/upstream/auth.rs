@@ -442,7 +442,7 @@ impl Auth {
         }
         let sep = if realm.query().is_some() { '&' } else { '?' };
         let url = format!("{realm}{sep}{query}");
-        let mut req = Request::get(&url).header(header::USER_AGENT, crate::USER_AGENT);
+        let mut req = Request::get(&url).header(header::USER_AGENT, crate::oci::USER_AGENT);
         if let Some(v) = credentials {
             req = req.header(header::AUTHORIZATION, v);
         }

@@ -253,7 +253,7 @@ impl Registry {
             let mut req = Request::builder()
                 .method(method.clone())
                 .uri(url.clone())
-                .header(header::USER_AGENT, crate::USER_AGENT);
+                .header(header::USER_AGENT, crate::oci::USER_AGENT);
             if let Some(a) = accept {
                 req = req.header(header::ACCEPT, a);
             }
