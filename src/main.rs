@@ -368,9 +368,9 @@ impl Command {
     /// The log level without RUST_LOG: lower for a command whose progress is on show.
     fn log_level(&self) -> &'static str {
         match self {
-            Command::Prefetch { progress, .. } | Command::Export { progress, .. } | Command::Import { progress, .. } => {
-                progress.log_level()
-            }
+            Command::Prefetch { progress, .. }
+            | Command::Export { progress, .. }
+            | Command::Import { progress, .. } => progress.log_level(),
             _ => "info",
         }
     }
@@ -542,7 +542,10 @@ fn export(images: &[String], out: &Path, loc: &Location, progress: &cli::progres
     if is_tar {
         let _ = std::fs::remove_dir_all(&dir); // the staging directory, not --out
     }
-    let n = written?;
+    let n = match written {
+        Ok(n) => n,
+        Err(e) => return Err(reporter.abort(e)),
+    };
     reporter.finish(
         &format!("exported {} images ({n} blobs) to {}", refs.len(), out.display()),
         serde_json::json!({"command": "export", "images": refs.len(), "blobs": n, "out": out}),
@@ -564,9 +567,8 @@ fn write_tar(dir: &Path, out: &Path, reporter: &cli::progress::Reporter) -> anyh
         tar.into_inner()?.inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         Ok(())
     })();
-    match &written {
-        Ok(()) => reporter.event(Event::Finished { name: &name }),
-        Err(e) => reporter.event(Event::Failed { name: &name, error: e }),
+    if written.is_ok() {
+        reporter.event(Event::Finished { name: &name });
     }
     written
 }
@@ -605,7 +607,7 @@ fn import(
         let stage = tempfile_dir(&pt.store().temp_dir().join("import"))?;
         if let Err(e) = unpack_tar(path, &stage, &reporter) {
             let _ = std::fs::remove_dir_all(&stage);
-            return Err(e);
+            return Err(reporter.abort(e));
         }
         (stage.clone(), Some(stage))
     } else {
@@ -615,7 +617,10 @@ fn import(
     if let Some(s) = staged {
         let _ = std::fs::remove_dir_all(s);
     }
-    let report = result?;
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return Err(reporter.abort(e.into())),
+    };
     for i in &report.images {
         reporter.result(&format!("imported {i}"), serde_json::json!({"command": "import", "image": i}));
     }
@@ -646,9 +651,8 @@ fn unpack_tar(path: &Path, stage: &Path, reporter: &cli::progress::Reporter) -> 
         let read = Counted { inner: std::io::BufReader::new(f), progress: reporter };
         tar::Archive::new(read).unpack(stage).with_context(|| format!("{} is not a tar archive", path.display()))
     })();
-    match &unpacked {
-        Ok(()) => reporter.event(Event::Finished { name: &name }),
-        Err(e) => reporter.event(Event::Failed { name: &name, error: e }),
+    if unpacked.is_ok() {
+        reporter.event(Event::Finished { name: &name });
     }
     unpacked
 }

@@ -330,3 +330,31 @@ async fn quiet_prints_errors_and_the_summary_only() {
     assert!(!stderr.contains("[1/2]"), "{stderr}");
     assert!(text(&out.stdout).starts_with("prefetched 1 of 2 images"), "{}", text(&out.stdout));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_import_says_why_once_and_json_ends_with_a_failed_line() {
+    let lab = Lab::start().await;
+    let out = run(&["prefetch", "-q", "lab.test/test/small:v1"], &lab.cfg);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = lab.dir.path().join("export");
+    let out = run(&["export", "-q", "lab.test/test/small:v1", "--out", dir.to_str().unwrap()], &lab.cfg);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // One bit of the layer flipped: the import stops, and says so.
+    let layer = dir.join("blobs/sha256").join(lab.small.layers[0].digest.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&layer).unwrap();
+    std::fs::remove_file(&layer).unwrap(); // a hard link to the cache's copy: leave that alone
+    bytes[1000] ^= 1;
+    std::fs::write(&layer, bytes).unwrap();
+    let site = lab.second_config("site");
+    let out = run(&["import", dir.to_str().unwrap()], &site);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.matches("does not match its digest").count(), 1, "{stderr}");
+    let out = run(&["import", "--json", dir.to_str().unwrap()], &site);
+    assert!(!out.status.success());
+    let lines = json_lines(&out.stdout);
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "failed", "{lines:?}");
+    assert!(last["error"].as_str().unwrap().contains("does not match its digest"), "{last}");
+    assert!(events(&lines, "summary").is_empty(), "{lines:?}");
+}

@@ -217,6 +217,16 @@ impl Reporter {
         }
     }
 
+    /// End a run that failed as a whole (the command prints the error, once): stop the
+    /// clock and clear the bars; with --json, a last `failed` line with the error.
+    pub fn abort(mut self, error: anyhow::Error) -> anyhow::Error {
+        self.stop();
+        if self.inner.mode == Mode::Json {
+            self.inner.json_line("failed", json!({"command": self.inner.command, "error": super::error_text(&error)}));
+        }
+        error
+    }
+
     fn stop(&mut self) {
         if let Some((stop, thread)) = self.clock.take() {
             let _ = stop.send(());
@@ -441,6 +451,10 @@ impl Inner {
                     Some(t) if b.item.length() != Some(t) => {
                         b.item.set_style(style(ITEM_SIZED));
                         b.item.set_length(t);
+                        b.item.set_position(now - item.base);
+                        // Once per item: the size shows at once, however quick the item
+                        // (redraws are otherwise limited to 20 a second).
+                        b.item.force_draw();
                     }
                     _ => {}
                 }

@@ -119,10 +119,8 @@ impl PullThrough {
                     entries.push(entry);
                     progress.event(Event::Finished { name: &name });
                 }
-                Err(e) => {
-                    progress.event(Event::Failed { name: &name, error: &e });
-                    return Err(e);
-                }
+                // The run ends here: the caller reports the error, once.
+                Err(e) => return Err(e),
             }
         }
         let index = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": entries});
@@ -238,10 +236,8 @@ impl PullThrough {
                     report.images.push(name.clone());
                     progress.event(Event::Finished { name: &name });
                 }
-                Err(e) => {
-                    progress.event(Event::Failed { name: &name, error: &e });
-                    return Err(e);
-                }
+                // The run ends here: the caller reports the error, once.
+                Err(e) => return Err(e),
             }
         }
         Ok(report)
