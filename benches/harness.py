@@ -504,15 +504,40 @@ def bench_startup(binary, work, results, n):
     results["startup"] = {"blobs": n, "ready_s": ready}
 
 
+SECTIONS = ("warm", "cold", "concurrency", "small", "image", "startup")
+
+
+def computable(row):
+    """Whether a result row's figures were measured in this run (see --only)."""
+    try:
+        row()
+        return True
+    except (KeyError, TypeError):
+        return False
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small blobs, few rounds")
     ap.add_argument("--work", help="work directory (default: a temp dir, removed after)")
     ap.add_argument("--binary", help="pullthrough binary to measure (default: build this tree's)")
     ap.add_argument("--out", help="JSON results file (default: benches/results.json)")
+    ap.add_argument("--big-mib", type=int, help="size of the warm/cold blob in MiB (default 1024; quick 64)")
+    ap.add_argument("--conc-mib", type=int, help="size of the concurrency blob in MiB (default 256; quick 32)")
+    ap.add_argument("--clients", type=int, default=64, help="clients on the concurrency blob (default 64)")
+    ap.add_argument("--rounds", type=int, help="rounds per measurement (default 5; quick 3)")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
     args = ap.parse_args()
     big, conc, rounds, small_secs, layers, startup_n = (
         (64 * MIB, 32 * MIB, 3, 2, 50, 10_000) if args.quick else (1024 * MIB, 256 * MIB, 5, 5, 200, 100_000))
+    big = args.big_mib * MIB if args.big_mib else big
+    conc = args.conc_mib * MIB if args.conc_mib else conc
+    rounds = args.rounds or rounds
+    only = set(args.only.split(","))
+    unknown = only - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections: {sorted(unknown)}")
 
     ensure_tools()
     if args.binary:
@@ -552,21 +577,28 @@ def main():
         nginx_url = f"http://127.0.0.1:{ngx_port}/{big_digest.split(':')[1]}"
         nginx_manifest_url = f"http://127.0.0.1:{ngx_port}/{many_manifest.split(':')[1]}"
 
-        log("1. warm throughput ...")
-        bench_warm(lab, results, f"/v2/bench/big/blobs/{big_digest}", nginx_url, big, rounds)
-        log("2. cold pulls ...")
-        bench_cold(lab, results, f"/v2/bench/big/blobs/{big_digest}", big, max(3, rounds - 2))
-        log("3. concurrency ...")
-        bench_concurrency(lab, results, f"/v2/bench/conc/blobs/{conc_digest}", conc, 64)
-        log("4. small requests ...")
-        lab.start_pt()
-        lab.start_peer()
-        lab.start_ngc()
-        bench_small(lab, results, f"/v2/bench/many/manifests/{many_manifest}", nginx_manifest_url, small_secs)
-        log("5. whole-image pulls ...")
-        bench_image(lab, results, "bench/many:many", 3 if not args.quick else 1)
-        log("6. start-up ...")
-        bench_startup(binary, work, results, startup_n)
+        if "warm" in only:
+            log("1. warm throughput ...")
+            bench_warm(lab, results, f"/v2/bench/big/blobs/{big_digest}", nginx_url, big, rounds)
+        if "cold" in only:
+            log("2. cold pulls ...")
+            bench_cold(lab, results, f"/v2/bench/big/blobs/{big_digest}", big,
+                       args.rounds or max(3, rounds - 2))
+        if "concurrency" in only:
+            log("3. concurrency ...")
+            bench_concurrency(lab, results, f"/v2/bench/conc/blobs/{conc_digest}", conc, args.clients)
+        if "small" in only:
+            log("4. small requests ...")
+            lab.start_pt()
+            lab.start_peer()
+            lab.start_ngc()
+            bench_small(lab, results, f"/v2/bench/many/manifests/{many_manifest}", nginx_manifest_url, small_secs)
+        if "image" in only:
+            log("5. whole-image pulls ...")
+            bench_image(lab, results, "bench/many:many", 3 if not args.quick else 1)
+        if "startup" in only:
+            log("6. start-up ...")
+            bench_startup(binary, work, results, startup_n)
     finally:
         if ngx:
             ngx.stop()
@@ -578,32 +610,34 @@ def main():
     out_path = args.out or os.path.join(ROOT, "benches", "results.json")
     json.dump(results, open(out_path, "w"), indent=2)
     r = results
-    c = r["concurrency"]
-    s = r["small_requests"]
-    i = r["image_pull"]
-    cs = r["cold_seconds"]
+    c = r.get("concurrency")
+    s = r.get("small_requests")
+    i = r.get("image_pull")
+    cs = r.get("cold_seconds")
+    n = args.clients
     rows = [
-        ("warm blob GB/s (pt / nginx / peer)", f"{r['warm_throughput_GBps']['pullthrough']:.2f} / {r['warm_throughput_GBps']['nginx']:.2f} / {r['warm_throughput_GBps']['peer']:.2f}"),
-        ("warm ratio pt/nginx (target >= 1.0)", f"{r['warm_ratio_vs_nginx']:.2f}x"),
-        ("warm ratio pt/peer (target >= 1.5)", f"{r['warm_ratio_vs_peer']:.2f}x"),
-        ("warm GB/s with verify_on_read, ratio to without", f"{r['warm_throughput_GBps']['pullthrough_verify_on_read']:.2f}, {r['warm_ratio_verify_on_read']:.2f}x"),
-        ("cold s (direct / pt / peer / nginx-cache)", f"{cs['direct']:.2f} / {cs['pullthrough']:.2f} / {cs['peer']:.2f} / {cs['nginx_cache']:.2f}"),
-        ("cold ratio pt/direct (target <= 1.25)", f"{r['cold_ratio_pullthrough_vs_direct']:.2f}x (peer {r['cold_ratio_peer_vs_direct']:.2f}x, nginx-cache {r['cold_ratio_nginx_cache_vs_direct']:.2f}x)"),
-        ("cold ratio pt/peer, pt/nginx-cache (target <= 1.0)", f"{r['cold_ratio_pullthrough_vs_peer']:.2f}x, {r['cold_ratio_pullthrough_vs_nginx_cache']:.2f}x"),
-        ("64 clients: upstream bytes / blob (pt, peer, nginx-cache)", f"{c['pullthrough']['upstream_bytes_x_blob']:.2f}x, {c['peer']['upstream_bytes_x_blob']:.2f}x, {c['nginx_cache']['upstream_bytes_x_blob']:.2f}x"),
-        ("64 clients: wall s (pt, peer, nginx-cache)", f"{c['pullthrough']['wall_s']:.2f}, {c['peer']['wall_s']:.2f}, {c['nginx_cache']['wall_s']:.2f}"),
-        ("64 clients: wall vs one client (pt, peer, nginx-cache)", f"{c['pullthrough']['wall_vs_single']:.2f}x, {c['peer']['wall_vs_single']:.2f}x, {c['nginx_cache']['wall_vs_single']:.2f}x"),
-        ("64 clients: peak RSS MiB (pt, peer; target <= 64)", f"{c['pullthrough']['peak_rss_MiB']:.0f}, {c['peer']['peak_rss_MiB']:.0f}"),
-        ("64 clients: peak anonymous RSS MiB (pt, peer)", f"{c['pullthrough']['peak_anon_rss_MiB']:.0f}, {c['peer']['peak_anon_rss_MiB']:.0f}"),
-        ("manifest GET rps (pt / peer)", f"{s['pullthrough_GET']['rps']:.0f} / {s['peer_GET']['rps']:.0f} = {s['ratio_GET']:.2f}x (target >= 3)"),
-        ("manifest GET rps (pt / nginx-cache)", f"{s['pullthrough_GET']['rps']:.0f} / {s['nginx_cache_GET']['rps']:.0f} = {s['ratio_GET_vs_nginx_cache']:.2f}x (target >= 1)"),
-        ("manifest GET rps (pt / nginx static)", f"{s['pullthrough_GET']['rps']:.0f} / {s['nginx_static_GET']['rps']:.0f} = {s['ratio_GET_vs_nginx_static']:.2f}x"),
-        ("manifest GET p50/p99 ms (pt; peer; nginx-cache)", f"{s['pullthrough_GET']['p50_ms']:.2f}/{s['pullthrough_GET']['p99_ms']:.2f}; {s['peer_GET']['p50_ms']:.2f}/{s['peer_GET']['p99_ms']:.2f}; {s['nginx_cache_GET']['p50_ms']:.2f}/{s['nginx_cache_GET']['p99_ms']:.2f}"),
-        (f"skopeo {layers}-layer pull cold s (direct / pt / peer / nginx-cache)", f"{i['direct']['cold_s']:.2f} / {i['pullthrough']['cold_s']:.2f} / {i['peer']['cold_s']:.2f} / {i['nginx_cache']['cold_s']:.2f}"),
-        (f"skopeo {layers}-layer pull warm s (direct / pt / peer / nginx-cache)", f"{i['direct']['warm_s']:.2f} / {i['pullthrough']['warm_s']:.2f} / {i['peer']['warm_s']:.2f} / {i['nginx_cache']['warm_s']:.2f}"),
-        (f"start-up with {r['startup']['blobs']} blobs", f"{r['startup']['ready_s']:.2f} s (target < 2)"),
+        ("warm blob GB/s (pt / nginx / peer)", lambda: f"{r['warm_throughput_GBps']['pullthrough']:.2f} / {r['warm_throughput_GBps']['nginx']:.2f} / {r['warm_throughput_GBps']['peer']:.2f}"),
+        ("warm ratio pt/nginx (target >= 1.0)", lambda: f"{r['warm_ratio_vs_nginx']:.2f}x"),
+        ("warm ratio pt/peer (target >= 1.5)", lambda: f"{r['warm_ratio_vs_peer']:.2f}x"),
+        ("warm GB/s with verify_on_read, ratio to without", lambda: f"{r['warm_throughput_GBps']['pullthrough_verify_on_read']:.2f}, {r['warm_ratio_verify_on_read']:.2f}x"),
+        ("cold s (direct / pt / peer / nginx-cache)", lambda: f"{cs['direct']:.2f} / {cs['pullthrough']:.2f} / {cs['peer']:.2f} / {cs['nginx_cache']:.2f}"),
+        ("cold ratio pt/direct (target <= 1.25)", lambda: f"{r['cold_ratio_pullthrough_vs_direct']:.2f}x (peer {r['cold_ratio_peer_vs_direct']:.2f}x, nginx-cache {r['cold_ratio_nginx_cache_vs_direct']:.2f}x)"),
+        ("cold ratio pt/peer, pt/nginx-cache (target <= 1.0)", lambda: f"{r['cold_ratio_pullthrough_vs_peer']:.2f}x, {r['cold_ratio_pullthrough_vs_nginx_cache']:.2f}x"),
+        (f"{n} clients: upstream bytes / blob (pt, peer, nginx-cache)", lambda: f"{c['pullthrough']['upstream_bytes_x_blob']:.2f}x, {c['peer']['upstream_bytes_x_blob']:.2f}x, {c['nginx_cache']['upstream_bytes_x_blob']:.2f}x"),
+        (f"{n} clients: wall s (pt, peer, nginx-cache)", lambda: f"{c['pullthrough']['wall_s']:.2f}, {c['peer']['wall_s']:.2f}, {c['nginx_cache']['wall_s']:.2f}"),
+        (f"{n} clients: wall vs one client (pt, peer, nginx-cache)", lambda: f"{c['pullthrough']['wall_vs_single']:.2f}x, {c['peer']['wall_vs_single']:.2f}x, {c['nginx_cache']['wall_vs_single']:.2f}x"),
+        (f"{n} clients: peak RSS MiB (pt, peer; target <= 64)", lambda: f"{c['pullthrough']['peak_rss_MiB']:.0f}, {c['peer']['peak_rss_MiB']:.0f}"),
+        (f"{n} clients: peak anonymous RSS MiB (pt, peer)", lambda: f"{c['pullthrough']['peak_anon_rss_MiB']:.0f}, {c['peer']['peak_anon_rss_MiB']:.0f}"),
+        ("manifest GET rps (pt / peer)", lambda: f"{s['pullthrough_GET']['rps']:.0f} / {s['peer_GET']['rps']:.0f} = {s['ratio_GET']:.2f}x (target >= 3)"),
+        ("manifest GET rps (pt / nginx-cache)", lambda: f"{s['pullthrough_GET']['rps']:.0f} / {s['nginx_cache_GET']['rps']:.0f} = {s['ratio_GET_vs_nginx_cache']:.2f}x (target >= 1)"),
+        ("manifest GET rps (pt / nginx static)", lambda: f"{s['pullthrough_GET']['rps']:.0f} / {s['nginx_static_GET']['rps']:.0f} = {s['ratio_GET_vs_nginx_static']:.2f}x"),
+        ("manifest GET p50/p99 ms (pt; peer; nginx-cache)", lambda: f"{s['pullthrough_GET']['p50_ms']:.2f}/{s['pullthrough_GET']['p99_ms']:.2f}; {s['peer_GET']['p50_ms']:.2f}/{s['peer_GET']['p99_ms']:.2f}; {s['nginx_cache_GET']['p50_ms']:.2f}/{s['nginx_cache_GET']['p99_ms']:.2f}"),
+        (f"skopeo {layers}-layer pull cold s (direct / pt / peer / nginx-cache)", lambda: f"{i['direct']['cold_s']:.2f} / {i['pullthrough']['cold_s']:.2f} / {i['peer']['cold_s']:.2f} / {i['nginx_cache']['cold_s']:.2f}"),
+        (f"skopeo {layers}-layer pull warm s (direct / pt / peer / nginx-cache)", lambda: f"{i['direct']['warm_s']:.2f} / {i['pullthrough']['warm_s']:.2f} / {i['peer']['warm_s']:.2f} / {i['nginx_cache']['warm_s']:.2f}"),
+        (f"start-up with {r['startup']['blobs']} blobs", lambda: f"{r['startup']['ready_s']:.2f} s (target < 2)"),
     ]
-    w = max(len(a) for a, _ in rows)
+    rows = [(a, b()) for a, b in rows if computable(b)]
+    w = max((len(a) for a, _ in rows), default=0)
     for a, b in rows:
         print(f"{a:<{w}}  {b}")
     log(f"results: {out_path}")

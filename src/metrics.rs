@@ -20,6 +20,7 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub fill_verification_failures: IntCounterVec,
     pub fills_joined: IntCounter,
+    pub follow_bytes: IntCounterVec,
     pub fills_in_flight: IntGauge,
     pub uncached_blobs: IntCounterVec,
     pub evictions: IntCounter,
@@ -128,6 +129,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "pullthrough_fill_verification_failures_total",
             "Blob fills discarded because the bytes did not match the digest or size.",
             &["upstream"],
+        ),
+        follow_bytes: counter(
+            &r,
+            "pullthrough_follow_bytes_total",
+            "Blob bytes sent to clients, by where they were read: memory (a running fill's recent chunks), fill_file (a running fill's temp file, for a client behind them), blob (a verified blob's file).",
+            &["from"],
         ),
         fills_joined: plain_counter(
             &r,
@@ -285,6 +292,7 @@ impl Metrics {
             &self.upstream_errors,
             &self.fill_verification_failures,
             &self.fills_joined,
+            &self.follow_bytes,
             &self.fills_in_flight,
             &self.uncached_blobs,
             &self.evictions,

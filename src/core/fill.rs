@@ -1,22 +1,28 @@
-//! Single-flight blob fills: one upstream fetch per digest, however many clients ask.
+//! Single-flight blob fills: one fetch per digest, however many clients ask.
 //!
-//! A fill runs as its own task, independent of the clients that asked for it: bytes go to
-//! a temp file (hashed as written, on a blocking thread) and every client follows that file
-//! as it grows, late joiners starting from what is already on disk. When the stream ends the
-//! blob is verified and committed, or discarded. A client that disconnects does not stop the
-//! fill: the next pull of that blob is then a cache hit (see README, "Fill policy").
+//! A fill runs as its own task, independent of the clients that asked for it, in named
+//! stages: `open` (the first tier that has the blob, room in the cache, a temp file),
+//! `receive` (the body through the one pipeline: per-chunk timeout, hash on its own thread,
+//! last chunk held back until it verifies; each chunk appended to the temp file and handed,
+//! without copying, to the followers' in-memory window), `commit` (fsync and rename) and
+//! `publish` (metrics, the shared tier's copy). Clients follow the fill (see `follow`): from
+//! the window while they keep up, from the temp file once they fall behind it, late joiners
+//! starting from what is already on disk. A client that disconnects does not stop the fill:
+//! the next pull of that blob is then a cache hit (see README, "Fill policy").
 
+use super::pipeline::{DiskWriter, Mismatch, VerifiedBody, Window};
 use super::source::{self, Tier, Tiers, Via};
-use crate::cluster::{Cluster, PeerError};
-use crate::oci::{Digest, Hasher};
+use crate::cluster::PeerError;
+use crate::events::{Event, EventKind};
+use crate::oci::Digest;
 use crate::shared::{SharedError, SharedTier};
-use crate::store::{blocking, Store};
+use crate::store::{Reservation, Store, TempBlob};
 use crate::upstream::{Route, UpstreamError};
-use bytes::Bytes;
 use std::collections::HashMap;
 use std::fs::File;
+use std::io;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Where a blob's bytes stand, shared by the filler and every reader.
 #[derive(Clone)]
@@ -30,6 +36,8 @@ pub struct Progress {
     pub total: Option<u64>,
     /// Whether the verified blob became a cache entry: `None` while pending.
     pub committed: Option<bool>,
+    /// The fill's latest chunks in memory, while it runs.
+    pub window: Option<Arc<Window>>,
 }
 
 #[derive(Clone, Debug)]
@@ -52,13 +60,26 @@ pub enum FillError {
     Shared(#[from] SharedError),
     #[error(transparent)]
     Peer(#[from] PeerError),
-    #[error("fill of {digest} from the {} tier failed verification: {message}", tier.as_str())]
-    Verification { digest: Digest, tier: Tier, message: String },
-    #[error("fill of {digest} failed: {message}")]
-    Io { digest: Digest, message: String },
+    #[error("fill of {digest} from the {} tier failed verification", tier.as_str())]
+    Verification {
+        digest: Digest,
+        tier: Tier,
+        #[source]
+        mismatch: Mismatch,
+    },
+    #[error("fill of {digest} failed in the cache's storage")]
+    Io {
+        digest: Digest,
+        #[source]
+        source: io::Error,
+    },
     /// The cache has no room for this blob; it must be served without caching.
-    #[error("not caching {digest}: {message}")]
-    NoSpace { digest: Digest, message: String },
+    #[error("not caching {digest}")]
+    NoSpace {
+        digest: Digest,
+        #[source]
+        source: crate::store::NoSpace,
+    },
 }
 
 /// Wait until `progress` satisfies `done`, and return that state; an error if the filler
@@ -69,7 +90,7 @@ pub async fn settle(
 ) -> Result<Progress, super::CoreError> {
     match progress.wait_for(done).await {
         Ok(p) => Ok(p.clone()),
-        Err(_) => Err(super::CoreError::Store(std::io::Error::other("blob fill ended unexpectedly"))),
+        Err(_) => Err(super::CoreError::FillEnded),
     }
 }
 
@@ -81,6 +102,7 @@ pub fn complete(file: File, len: u64) -> watch::Receiver<Progress> {
         written: len,
         total: Some(len),
         committed: Some(true),
+        window: None,
     });
     rx
 }
@@ -96,18 +118,19 @@ pub struct Fills {
     /// The shared tier, read before the upstream and written back to after a fill.
     shared: Option<Arc<SharedTier>>,
     /// The peers that own digests, asked before the upstream by a client's fill.
-    cluster: Option<Arc<Cluster>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
-/// Chunks queued between the network task and the disk writer: bounds memory per fill.
-const WRITE_QUEUE: usize = 16;
-/// Network reads are gathered into writes of at least this size.
-const COALESCE: usize = 256 * 1024;
-/// Progress is published to followers after at least this many new bytes.
-const PUBLISH_EVERY: u64 = 256 * 1024;
+/// Bytes of recent chunks a fill keeps in memory for its followers: a follower further
+/// behind reads the temp file (page cache). Bounds memory per fill, not per follower.
+const WINDOW: usize = 4 * 1024 * 1024;
 
 impl Fills {
-    pub fn new(max_concurrent: usize, shared: Option<Arc<SharedTier>>, cluster: Option<Arc<Cluster>>) -> Fills {
+    pub fn new(
+        max_concurrent: usize,
+        shared: Option<Arc<SharedTier>>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Fills {
         Fills {
             limit: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
             inflight: Mutex::default(),
@@ -137,6 +160,7 @@ impl Fills {
             written: 0,
             total: None,
             committed: None,
+            window: None,
         });
         map.insert(digest.clone(), rx.clone());
         drop(map);
@@ -145,30 +169,11 @@ impl Fills {
         tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
             let tiers = Tiers { shared: fills.shared.as_deref(), cluster: fills.cluster.as_deref(), via };
-            match run(&store, fills.shared.as_ref(), tiers, &route, &digest, &tx).await {
-                Ok(()) => {
-                    let b = store.budget();
-                    if b.max_size.is_some_and(|m| store.cas.index.total() as f64 > m as f64 * b.high_watermark) {
-                        fills.housekeeping.notify_one();
-                    }
-                }
-                Err(e) => {
-                    let m = &crate::metrics::METRICS;
-                    match &e {
-                        FillError::NoSpace { .. } => m.uncached_blobs.with_label_values(&[route.upstream.host()]).inc(),
-                        FillError::Verification { tier: Tier::Upstream, .. } => {
-                            m.fill_verification_failures.with_label_values(&[route.upstream.host()]).inc()
-                        }
-                        _ => {}
-                    }
-                    if matches!(e, FillError::NoSpace { .. }) {
-                        tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %digest, reason = %e, "cache full: serving this blob without caching it");
-                        fills.housekeeping.notify_one();
-                    } else {
-                        tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %digest, error = %e, "blob fill failed; nothing was cached");
-                    }
-                    tx.send_modify(|p| p.state = FillState::Failed(Arc::new(e)));
-                }
+            let fill =
+                Fill { store: &store, shared: fills.shared.as_ref(), tiers, route: &route, digest: &digest, tx: &tx };
+            match fill.run().await {
+                Ok(()) => fills.succeeded(&store),
+                Err(e) => fills.failed(&route, &digest, e, &tx),
             }
             fills.inflight.lock().expect("fills lock").remove(&digest);
         });
@@ -178,201 +183,243 @@ impl Fills {
     pub fn in_flight(&self) -> usize {
         self.inflight.lock().expect("fills lock").len()
     }
+
+    /// Past the high watermark: evict now rather than at the housekeeper's next tick.
+    fn succeeded(&self, store: &Store) {
+        let b = store.budget();
+        if b.max_size.is_some_and(|m| store.stats().bytes as f64 > m as f64 * b.high_watermark) {
+            self.housekeeping.notify_one();
+        }
+    }
+
+    /// Count and log the failure, and abort every follower.
+    fn failed(&self, route: &Route, digest: &Digest, e: FillError, tx: &watch::Sender<Progress>) {
+        let m = &crate::metrics::METRICS;
+        let host = route.upstream.host();
+        let error = crate::error_text::error_chain(&e);
+        match &e {
+            FillError::NoSpace { .. } => {
+                m.uncached_blobs.with_label_values(&[host]).inc();
+                tracing::warn!(upstream = %host, repo = %route.name, %digest, reason = %error, "cache full: serving this blob without caching it");
+                self.housekeeping.notify_one();
+            }
+            FillError::Verification { tier: Tier::Upstream, .. } => {
+                m.fill_verification_failures.with_label_values(&[host]).inc();
+                tracing::warn!(upstream = %host, repo = %route.name, %digest, %error, "blob fill failed; nothing was cached");
+            }
+            _ => {
+                tracing::warn!(upstream = %host, repo = %route.name, %digest, %error, "blob fill failed; nothing was cached")
+            }
+        }
+        if !matches!(e, FillError::NoSpace { .. }) {
+            crate::events::emit(
+                Event::new(EventKind::FillFailed).upstream(host).repository(&route.name).digest(digest).cause(&e),
+            );
+        }
+        tx.send_modify(|p| {
+            p.state = FillState::Failed(Arc::new(e));
+            release(p);
+        });
+    }
 }
 
-async fn run(
-    store: &Arc<Store>,
-    shared: Option<&Arc<SharedTier>>,
-    tiers: Tiers<'_>,
-    route: &Route,
-    digest: &Digest,
-    tx: &watch::Sender<Progress>,
-) -> Result<(), FillError> {
-    let io_err = |e: std::io::Error| FillError::Io { digest: digest.clone(), message: e.to_string() };
+/// Drop the fill's window: followers read the file from here on.
+fn release(p: &mut Progress) {
+    if let Some(w) = p.window.take() {
+        w.clear();
+    }
+}
 
-    // Another fill may have committed this blob between the caller's cache check and ours.
-    let s = store.clone();
-    let d = digest.clone();
-    if let Some((f, len)) = blocking(move || s.cas.open_blob(&d)).await.map_err(io_err)? {
-        tx.send_modify(|p| {
+/// What the open stage hands to the rest of the fill.
+struct Opened {
+    body: VerifiedBody,
+    temp: TempBlob,
+    /// The room the blob takes until it is committed (or dropped).
+    reservation: Reservation,
+    window: Arc<Window>,
+}
+
+/// One fill's inputs, for its stages.
+struct Fill<'a> {
+    store: &'a Arc<Store>,
+    shared: Option<&'a Arc<SharedTier>>,
+    tiers: Tiers<'a>,
+    route: &'a Route,
+    digest: &'a Digest,
+    tx: &'a watch::Sender<Progress>,
+}
+
+impl Fill<'_> {
+    async fn run(&self) -> Result<(), FillError> {
+        if self.already_cached().await? {
+            return Ok(());
+        }
+        let Opened { body, temp, reservation, window } = self.open().await?;
+        let tier = body.tier();
+        let (temp, received) = self.receive(body, temp, window).await?;
+        self.commit(temp, reservation).await;
+        self.publish(tier, received);
+        Ok(())
+    }
+
+    /// An event about this fill's blob, in its repository and upstream.
+    fn event(&self, kind: EventKind) -> Event {
+        Event::new(kind).upstream(self.route.upstream.host()).repository(&self.route.name).digest(self.digest)
+    }
+
+    fn io_err(&self, source: io::Error) -> FillError {
+        FillError::Io { digest: self.digest.clone(), source }
+    }
+
+    /// Another fill may have committed this blob between the caller's cache check and ours.
+    async fn already_cached(&self) -> Result<bool, FillError> {
+        let Some((f, len)) = self.store.open_blob_async(self.digest).await.map_err(|e| self.io_err(e))? else {
+            return Ok(false);
+        };
+        self.tx.send_modify(|p| {
             *p = Progress {
                 state: FillState::Verified,
                 file: Some(Arc::new(f)),
                 written: len,
                 total: Some(len),
                 committed: Some(true),
+                window: None,
             }
         });
-        return Ok(());
+        Ok(true)
     }
 
-    let mut body = source::open(tiers, route, digest).await?;
-    let peer = body.peer();
-    let total = body.total;
-
-    // Room first: with none, the waiters are told to relay from upstream uncached.
-    let s = store.clone();
-    let reservation = tokio::task::spawn_blocking(move || s.reserve(total))
-        .await
-        .map_err(|e| io_err(std::io::Error::other(e)))?
-        .map_err(|e| FillError::NoSpace { digest: digest.clone(), message: e.to_string() })?;
-
-    let s = store.clone();
-    let d = digest.clone();
-    let (temp, reader) = blocking(move || {
-        let t = s.cas.begin(&d)?;
-        let r = t.reader()?;
-        Ok((t, r))
-    })
-    .await
-    .map_err(|e| {
-        if e.raw_os_error() == Some(28) {
-            FillError::NoSpace { digest: digest.clone(), message: e.to_string() }
-        } else {
-            io_err(e)
-        }
-    })?;
-    tx.send_modify(|p| {
-        p.state = FillState::Streaming;
-        p.file = Some(Arc::new(reader));
-        p.total = total;
-    });
-
-    // The disk writer appends on a blocking thread and hands each chunk to a hashing thread,
-    // so writing and hashing overlap on two cores. Progress is published after the write, so
-    // readers never see a byte that is not yet in the file.
-    let (chunks, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-    let writer_tx = tx.clone();
-    // Verified with the algorithm of the digest it was asked by (sha256 or sha512).
-    let algorithm = digest.algorithm();
-    let writer = tokio::task::spawn_blocking(move || {
-        let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<Bytes>(WRITE_QUEUE);
-        let hasher = std::thread::Builder::new().name("pullthrough-hash".into()).spawn(move || {
-            let mut h = Hasher::new(algorithm);
-            for chunk in hash_rx {
-                h.update(&chunk);
-            }
-            h.finish()
-        })?;
-        let mut temp = temp;
-        let mut published = 0;
-        let mut failed = None;
-        while let Some(chunk) = queue.blocking_recv() {
-            if let Err(e) = temp.append(&chunk) {
-                failed = Some(e);
-                break;
-            }
-            let _ = to_hash.send(chunk);
-            let written = temp.written();
-            // Publish in batches (or when caught up): every publish wakes every follower.
-            if written - published >= PUBLISH_EVERY || queue.is_empty() {
-                writer_tx.send_modify(|p| p.written = written);
-                published = written;
-            }
-        }
-        drop(to_hash);
-        let actual = hasher.join().map_err(|_| std::io::Error::other("hashing thread panicked"))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let written = temp.written();
-        writer_tx.send_modify(|p| p.written = written);
-        Ok::<_, std::io::Error>((temp, actual))
-    });
-
-    let tier = body.tier;
-    let mut received: u64 = 0;
-    let mut pending = bytes::BytesMut::new();
-    let result: Result<(), FillError> = async {
-        loop {
-            let Some(data) = body.next_chunk().await? else { break };
-            {
-                received += data.len() as u64;
-                if total.is_some_and(|t| received > t) {
-                    return Err(FillError::Verification {
-                        digest: digest.clone(),
-                        tier,
-                        message: "the source sent more bytes than announced".into(),
-                    });
-                }
-                // Coalesce small network reads into larger writes: fewer syscalls, fewer
-                // wake-ups, fewer hash calls.
-                if pending.is_empty() && data.len() >= COALESCE {
-                    if chunks.send(data).await.is_err() {
-                        break; // the writer failed; its error is reported below
-                    }
-                    continue;
-                }
-                pending.extend_from_slice(&data);
-                if pending.len() >= COALESCE && chunks.send(pending.split().freeze()).await.is_err() {
-                    break;
-                }
-            }
-        }
-        if !pending.is_empty() {
-            let _ = chunks.send(pending.split().freeze()).await;
-        }
-        Ok(())
+    /// Open stage: the body from the first tier that has it, room in the cache (with none,
+    /// the waiters are told to relay from upstream uncached), and the temp file followers read.
+    async fn open(&self) -> Result<Opened, FillError> {
+        let body = VerifiedBody::new(source::open(self.tiers, self.route, self.digest).await?, self.digest)?;
+        let total = body.total();
+        let no_space = |source| FillError::NoSpace { digest: self.digest.clone(), source };
+        let s = self.store.clone();
+        let reservation = tokio::task::spawn_blocking(move || s.reserve(total))
+            .await
+            .map_err(|e| self.io_err(io::Error::other(e)))?
+            .map_err(no_space)?;
+        let d = self.digest.clone();
+        let (temp, reader) = self
+            .store
+            .run(move |s| {
+                let t = s.begin(&d)?;
+                let r = t.reader()?;
+                Ok((t, r))
+            })
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::StorageFull => no_space(crate::store::NoSpace::Io(e)),
+                _ => self.io_err(e),
+            })?;
+        let window = Arc::new(Window::new(WINDOW));
+        self.tx.send_modify(|p| {
+            p.state = FillState::Streaming;
+            p.file = Some(Arc::new(reader));
+            p.total = total;
+            p.window = Some(window.clone());
+        });
+        Ok(Opened { body, temp, reservation, window })
     }
-    .await;
-    drop(chunks);
-    let (temp, actual) = writer.await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
-    if let (Err(_), Some(p), Some(c)) = (&result, &peer, tiers.cluster) {
-        // A peer that broke off mid-transfer (killed, overloaded): skip it for a while, so
-        // the clients' retry goes to the next peer or the upstream.
-        c.failed(p);
-    }
-    result?;
-    crate::metrics::METRICS.tier_bytes.with_label_values(&[tier.as_str()]).inc_by(received);
 
-    // Verify first, and release the held-back bytes to the clients as soon as the hash and
-    // size are right: durability (fsync of a large file) is the cache's concern, not theirs.
-    let mismatch = if actual != *digest {
-        Some(format!("content hashes to {actual}"))
-    } else {
-        total
-            .filter(|t| *t != temp.written())
-            .map(|t| format!("size mismatch: announced {t} bytes, got {}", temp.written()))
-    };
-    if let Some(message) = mismatch {
+    /// Receive stage: every chunk of the verified body to the disk writer, which hands it
+    /// on to the followers' window. Ends verified (the state says so) with the temp file and
+    /// the bytes received.
+    async fn receive(
+        &self,
+        mut body: VerifiedBody,
+        temp: TempBlob,
+        window: Arc<Window>,
+    ) -> Result<(TempBlob, u64), FillError> {
+        let tx = self.tx.clone();
+        let writer = DiskWriter::spawn(temp, window, move |written| tx.send_modify(|p| p.written = written));
+        let received = async {
+            while let Some(chunk) = body.next().await? {
+                if writer.write(chunk).await.is_err() {
+                    break; // the writer failed; finish() says why
+                }
+            }
+            Ok(body.received())
+        }
+        .await;
+        let temp = writer.finish().await;
+        let received = match received {
+            Ok(n) => n,
+            Err(e) => {
+                self.rejected(&e, body.peer());
+                return Err(e);
+            }
+        };
+        let temp = temp.map_err(|e| self.io_err(e))?;
+        // Verified: the held-back bytes go to the clients now; durability (fsync of a large
+        // file) is the cache's concern, not theirs.
+        self.tx.send_modify(|p| {
+            p.state = FillState::Verified;
+            p.total = Some(p.written);
+        });
+        Ok((temp, received))
+    }
+
+    /// A source that broke off or sent bad bytes: skip that peer for a while, drop a bad
+    /// object from the bucket, so the clients' retry goes elsewhere.
+    fn rejected(&self, e: &FillError, peer: Option<crate::cluster::Peer>) {
+        let FillError::Verification { tier, .. } = e else {
+            if let (Some(p), Some(c)) = (&peer, self.tiers.cluster) {
+                c.failed(p);
+            }
+            return;
+        };
         crate::metrics::METRICS.tier_verification_failures.with_label_values(&[tier.as_str()]).inc();
-        if let (Some(p), Some(c)) = (&peer, tiers.cluster) {
-            tracing::warn!(%p, %digest, "a peer sent bytes that failed verification; ignoring that peer for a while");
+        crate::events::emit(self.event(EventKind::BlobCorrupt).tier(tier.as_str()).cause(e));
+        if let (Some(p), Some(c)) = (&peer, self.tiers.cluster) {
+            tracing::warn!(%p, digest = %self.digest, "a peer sent bytes that failed verification; ignoring that peer for a while");
             c.failed(p);
         }
-        if let (Tier::Shared, Some(s)) = (tier, shared) {
-            // Never trust the bucket: drop the bad object so the next fill goes upstream
-            // and its verified bytes replace it.
-            let (s, d) = (s.clone(), digest.clone());
+        if let (Tier::Shared, Some(s)) = (tier, self.shared) {
+            // Never trust the bucket: the next fill goes upstream and its verified bytes
+            // replace the bad object.
+            let (s, d) = (s.clone(), self.digest.clone());
             tokio::spawn(async move { s.remove_corrupt(&d).await });
         }
-        return Err(FillError::Verification { digest: digest.clone(), tier, message });
     }
-    tx.send_modify(|p| {
-        p.state = FillState::Verified;
-        p.total = Some(p.written);
-    });
-    // Then make it a cache entry: fsync, rename, fsync the directory. Until the rename,
-    // new requests join this fill and read the verified temp file.
-    let s = store.clone();
-    let committed = tokio::task::spawn_blocking(move || temp.commit(&s.cas, actual, total))
-        .await
-        .map_err(|e| io_err(std::io::Error::other(e)))?;
-    drop(reservation);
-    tx.send_modify(|p| p.committed = Some(committed.is_ok()));
-    match committed {
-        Ok(()) => {
-            tracing::debug!(%digest, bytes = received, tier = tier.as_str(), "blob fill verified and committed");
-            // Bytes from a peer: the owner uploads what it filled, so this node need not.
-            if let (Tier::Upstream, Some(s)) = (tier, shared) {
-                s.upload_blob(digest, store.cas.blob_path(digest), received);
+
+    /// Commit stage: fsync, rename, fsync the directory. Until the rename, new requests join
+    /// this fill and read the verified temp file. The clients already have their verified
+    /// bytes, so a failure here only means the blob is not cached.
+    async fn commit(&self, temp: TempBlob, reservation: Reservation) {
+        let (s, d) = (self.store.clone(), self.digest.clone());
+        let total = self.tx.borrow().total;
+        let committed = tokio::task::spawn_blocking(move || s.commit(temp, d, total)).await;
+        drop(reservation);
+        let ok = matches!(committed, Ok(Ok(())));
+        self.tx.send_modify(|p| {
+            p.committed = Some(ok);
+            release(p);
+        });
+        match committed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let error = crate::error_text::error_chain(&e);
+                tracing::warn!(digest = %self.digest, %error, "verified blob could not be committed to the cache");
             }
-            Ok(())
+            Err(e) => {
+                tracing::warn!(digest = %self.digest, error = %e, "verified blob could not be committed to the cache")
+            }
         }
-        Err(e) => {
-            // The clients already have their (verified) bytes; only caching failed.
-            tracing::warn!(%digest, error = %e, "verified blob could not be committed to the cache");
-            Ok(())
+    }
+
+    /// Publish stage: count the bytes, and upload what came from the upstream to the shared
+    /// tier (a peer's owner uploads what it filled, so this node need not).
+    fn publish(&self, tier: Tier, received: u64) {
+        crate::metrics::METRICS.tier_bytes.with_label_values(&[tier.as_str()]).inc_by(received);
+        tracing::debug!(digest = %self.digest, bytes = received, tier = tier.as_str(), "blob fill verified");
+        if !self.tx.borrow().committed.unwrap_or(false) {
+            return;
+        }
+        crate::events::emit(self.event(EventKind::FillCompleted).size(received).tier(tier.as_str()));
+        if let (Tier::Upstream, Some(s)) = (tier, self.shared) {
+            s.upload_blob(self.digest, self.store.blob_path(self.digest), received);
         }
     }
 }

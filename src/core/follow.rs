@@ -4,6 +4,12 @@
 //! never receives a complete response whose bytes failed verification: if the hash does not
 //! match, the stream ends with an error and the client sees a broken transfer.
 //!
+//! While a fill runs, a follower that keeps up takes the fill's chunks from its in-memory
+//! window (`pipeline::Window`: the network's own `Bytes`, sliced, not copied); a follower
+//! that fell further behind than the window reads the temp file (page cache) until it
+//! catches up. Which path served how many bytes is counted by
+//! `pullthrough_follow_bytes_total{from}`.
+//!
 //! Reads run on the blocking pool, one chunk ahead of the socket: while hyper writes chunk
 //! N, chunk N+1 is already being read, so disk and network overlap.
 //!
@@ -29,6 +35,28 @@ const CHUNK: u64 = 256 * 1024;
 const MAP_CHUNK: u64 = 4 * 1024 * 1024;
 /// While a fill is running, wait for at least this much new data before reading.
 const MIN_BATCH: u64 = 256 * 1024;
+
+/// Where a follower's bytes came from: a metric label.
+#[derive(Clone, Copy)]
+enum Served {
+    /// The fill's window of recent chunks.
+    Memory,
+    /// The temp file of a fill still running (a follower behind the window).
+    FillFile,
+    /// The verified blob's file (a cache hit, or the end of a fill).
+    Blob,
+}
+
+impl Served {
+    fn count(self, bytes: usize) {
+        let label = match self {
+            Served::Memory => "memory",
+            Served::FillFile => "fill_file",
+            Served::Blob => "blob",
+        };
+        crate::metrics::METRICS.follow_bytes.with_label_values(&[label]).inc_by(bytes as u64);
+    }
+}
 
 /// A slice of a memory-mapped blob, owned by the `Bytes` handed to hyper.
 struct MapSlice {
@@ -135,7 +163,7 @@ impl Follow {
         loop {
             let p = self.rx.borrow_and_update().clone();
             let verified = match &p.state {
-                FillState::Failed(e) => return self.fail(io::Error::other(e.to_string())),
+                FillState::Failed(e) => return self.fail(io::Error::other(e.clone())),
                 FillState::Verified => true,
                 FillState::Connecting | FillState::Streaming => false,
             };
@@ -149,6 +177,15 @@ impl Follow {
                 Some(e) => p.written.min(e.saturating_sub(1)),
                 None => p.written,
             };
+            // A follower that keeps up takes the chunk from memory, as it arrived.
+            if let Some(chunk) = p.window.as_ref().and_then(|w| w.get(self.pos, limit)) {
+                if let Some((_, h)) = self.ahead.take() {
+                    h.abort();
+                }
+                self.pos += chunk.len() as u64;
+                Served::Memory.count(chunk.len());
+                return Some((Ok(chunk), self));
+            }
             // While filling, read only once a batch has accumulated (or at the hold-back
             // boundary, which the next progress will move).
             let batch_ready = verified || limit - self.pos.min(limit) >= MIN_BATCH;
@@ -188,6 +225,7 @@ impl Follow {
                     Err(e) => return self.fail(io::Error::other(e)),
                 };
                 self.pos += chunk.len() as u64;
+                (if verified { Served::Blob } else { Served::FillFile }).count(chunk.len());
                 // Read ahead only what is already final; a follower at the tail of a fill
                 // would otherwise hold two buffers per client.
                 if self.pos < limit && verified {

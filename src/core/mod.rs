@@ -9,6 +9,7 @@ pub mod integrity;
 mod layout;
 pub mod lifecycle;
 mod memory;
+mod pipeline;
 mod policy;
 mod prefetch;
 pub mod progress;
@@ -29,4 +30,4 @@ pub use pull::{Blob, BlobBody, Manifest, PullThrough, TagsPage};
 pub use referrers::ReferrersAnswer;
 pub use source::{Tier, Via};
 
-pub use relay::stream as relay_stream;
+pub use relay::Relay;

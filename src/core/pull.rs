@@ -87,7 +87,7 @@ pub enum BlobBody {
     /// From the cache: a committed file, or one being filled (follow its progress).
     Cached(watch::Receiver<Progress>),
     /// Straight from upstream, verified but not cached (the cache has no room).
-    Uncached { body: Incoming, digest: Digest, idle_timeout: std::time::Duration },
+    Uncached(super::relay::Relay),
 }
 
 /// One page of a tag list (JSON), with the query for the next page when tags remain.
@@ -620,11 +620,8 @@ impl PullThrough {
             .blob(&route.name, digest, Method::GET)
             .await
             .map_err(|e| CoreError::from_upstream(e, CoreError::BlobUnknown))?;
-        let size =
-            resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        let body =
-            BlobBody::Uncached { body: resp.into_body(), digest: digest.clone(), idle_timeout: registry.read_timeout };
-        Ok(Blob { body, size, hit: false })
+        let relay = super::relay::Relay::new(super::source::SourceBody::upstream(resp, registry), digest.clone());
+        Ok(Blob { size: relay.size(), body: BlobBody::Uncached(relay), hit: false })
     }
 
     /// Wait until the blob behind `progress` is complete and verified; its final size.

@@ -8,7 +8,7 @@ use super::fill::FillError;
 use crate::cluster::{Cluster, Fetch, PeerError, PeerResponse};
 use crate::oci::Digest;
 use crate::shared::{SharedBlob, SharedError, SharedTier};
-use crate::upstream::{error_chain, Route, UpstreamError};
+use crate::upstream::{error_chain, Registry, Route, UpstreamError};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
@@ -93,6 +93,11 @@ impl SourceBody {
         }
     }
 
+    /// An upstream registry's blob response, read with its read timeout between chunks.
+    pub fn upstream(resp: http::Response<hyper::body::Incoming>, registry: &Registry) -> SourceBody {
+        SourceBody::from_upstream(resp, registry.host(), registry.read_timeout)
+    }
+
     fn from_upstream(resp: http::Response<hyper::body::Incoming>, host: &str, idle_timeout: Duration) -> SourceBody {
         let total = content_length(resp.headers());
         let h = host.to_string();
@@ -154,7 +159,7 @@ pub async fn open(tiers: Tiers<'_>, route: &Route, digest: &Digest) -> Result<So
     }
     let registry = &route.upstream.registry;
     let resp = registry.blob(&route.name, digest, Method::GET).await?;
-    Ok(SourceBody::from_upstream(resp, registry.host(), registry.read_timeout))
+    Ok(SourceBody::upstream(resp, registry))
 }
 
 impl SourceBody {
