@@ -80,7 +80,8 @@ pub fn build_app(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::R
     events::install(events::Events::start(settings::events_settings(&cfg.events)));
     let pt = build_pull_through(cfg, cache_dir)?;
     Ok(Arc::new(http::App {
-        pull: Arc::new(pt),
+        // With a handle on itself, for background work (stale-while-revalidate refreshes).
+        pull: pt.into_shared(),
         access: Arc::new(http::access::Access::new(&cfg.access)),
         max_connections_per_client: cfg.access.max_connections_per_client,
         idle_timeout: cfg.server.idle_timeout,
@@ -121,7 +122,11 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
     for c in &cfg.upstreams {
         let s = settings::upstream_settings(c);
         let tls = upstream::tls_config_for(&s)?;
-        list.push(upstream::Upstream { registry: upstream::Registry::new(&s, &tls, cfg.server.offline), settings: s });
+        list.push(upstream::Upstream {
+            registry: upstream::Registry::new(&s, &tls, cfg.server.offline)
+                .with_budget(upstream::BudgetSettings { reserve: c.rate_limit_reserve }),
+            settings: s,
+        });
     }
     let upstreams = upstream::Upstreams::new(list);
     let mut pins = cfg.cache.pins.iter().map(|p| p.parse()).collect::<Result<Vec<_>, _>>()?;

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub stale_serves: IntCounterVec,
     pub vouch_checks: IntCounterVec,
     pub upstream_up: IntGaugeVec,
+    pub upstream_ratelimit_remaining: IntGaugeVec,
+    pub upstream_ratelimit_reset: IntGaugeVec,
+    pub upstream_ratelimit_held: IntCounterVec,
+    pub tag_refreshes: IntCounterVec,
     pub tier_requests: IntCounterVec,
     pub tier_bytes: IntCounterVec,
     pub tier_verification_failures: IntCounterVec,
@@ -64,6 +68,12 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
 }
@@ -203,6 +213,30 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             r.register(Box::new(g.clone())).expect("unique metric");
             g
         },
+        upstream_ratelimit_remaining: gauge_vec(
+            &r,
+            "pullthrough_upstream_ratelimit_remaining",
+            "Requests left in the upstream's rate-limit window, as its last answer said (RateLimit-Remaining); absent until known.",
+            &["upstream"],
+        ),
+        upstream_ratelimit_reset: gauge_vec(
+            &r,
+            "pullthrough_upstream_ratelimit_reset_timestamp_seconds",
+            "When the upstream's rate limit is expected to let counted requests through again (Unix time; 0 when unknown).",
+            &["upstream"],
+        ),
+        upstream_ratelimit_held: counter(
+            &r,
+            "pullthrough_upstream_ratelimit_held_total",
+            "Requests not sent to an upstream because its rate-limit budget was spent or its Retry-After ran (answered 429, or a cached tag served stale).",
+            &["upstream"],
+        ),
+        tag_refreshes: counter(
+            &r,
+            "pullthrough_tag_background_revalidations_total",
+            "Tags answered from the cache within stale_while_revalidate and revalidated in the background, by result (unchanged, moved, failed).",
+            &["upstream", "result"],
+        ),
         tier_requests: counter(
             &r,
             "pullthrough_tier_requests_total",
@@ -283,6 +317,10 @@ impl Metrics {
         use prometheus::core::Collector;
         let collectors: Vec<&dyn Collector> = vec![
             &self.upstream_up,
+            &self.upstream_ratelimit_remaining,
+            &self.upstream_ratelimit_reset,
+            &self.upstream_ratelimit_held,
+            &self.tag_refreshes,
             &self.http_requests,
             &self.http_duration,
             &self.cache_requests,

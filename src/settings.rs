@@ -69,10 +69,15 @@ pub fn tag_policies(upstreams: &[UpstreamConfig]) -> core::TagPolicies {
             .map(|r| core::RepositoryPolicy {
                 pattern: r.pattern.clone(),
                 immutable_tags: r.immutable_tags.clone(),
+                stale_while_revalidate: r.stale_while_revalidate,
                 lifecycle: r.lifecycle_policy.as_ref().map(|p| p.0.clone()),
             })
             .collect();
-        (u.host.clone(), core::TagPolicy { tag_ttl: u.tag_ttl, repositories })
+        (u.host.clone(), core::TagPolicy {
+            tag_ttl: u.tag_ttl,
+            stale_while_revalidate: u.stale_while_revalidate,
+            repositories,
+        })
     }))
 }
 

@@ -25,6 +25,14 @@ pub struct UpstreamConfig {
     /// How long a tag→digest answer is trusted before it is revalidated upstream.
     #[serde(default = "default_tag_ttl", deserialize_with = "duration")]
     pub tag_ttl: Duration,
+    /// After `tag_ttl`, for how long more a cached tag is answered at once and revalidated
+    /// in the background (stale-while-revalidate). `"0"` (the default): off.
+    #[serde(default, deserialize_with = "duration")]
+    pub stale_while_revalidate: Duration,
+    /// Requests of the upstream's rate-limit budget (`RateLimit-Remaining`) kept back for
+    /// content the cache does not have: below it, cached tags are revalidated with HEAD only.
+    #[serde(default = "default_rate_limit_reserve")]
+    pub rate_limit_reserve: u64,
     /// Time allowed to establish a TCP (and TLS) connection.
     #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
     pub connect_timeout: Duration,
@@ -70,12 +78,18 @@ pub struct RepositoryRule {
     /// cache's side): globs like `"v*"`.
     #[serde(default)]
     pub immutable_tags: Vec<Pattern>,
+    /// Overrides the upstream's `stale_while_revalidate` for these repositories.
+    #[serde(default, deserialize_with = "option_duration")]
+    pub stale_while_revalidate: Option<Duration>,
     /// An ECR lifecycle policy: its JSON text, or the same fields as a TOML table.
     pub lifecycle_policy: Option<LifecyclePolicy>,
 }
 
 fn default_tag_ttl() -> Duration {
     Duration::from_secs(60)
+}
+fn default_rate_limit_reserve() -> u64 {
+    10
 }
 fn default_auth_cooldown() -> Duration {
     Duration::from_secs(30)

@@ -1,6 +1,7 @@
-//! Core's tag policy, per upstream: how long a tag's answer is trusted (`tag_ttl`), which
-//! tags never change once cached (`immutable_tags`), and which lifecycle policy prunes a
-//! repository. Built by `crate::settings` from `[[upstream]]` and its
+//! Core's tag policy, per upstream: how long a tag's answer is trusted (`tag_ttl`), for how
+//! long more it is answered while revalidated in the background (`stale_while_revalidate`),
+//! which tags never change once cached (`immutable_tags`), and which lifecycle policy prunes
+//! a repository. Built by `crate::settings` from `[[upstream]]` and its
 //! `[[upstream.repository]]` rules; core reads it by the route's upstream host.
 
 use super::lifecycle::Policy;
@@ -21,6 +22,9 @@ pub struct TagPolicies {
 pub struct TagPolicy {
     /// How long a tag→digest answer is trusted before it is revalidated upstream.
     pub tag_ttl: Duration,
+    /// After `tag_ttl`, how long a cached answer is still given at once while the tag is
+    /// revalidated in the background (zero: off; see `revalidate`).
+    pub stale_while_revalidate: Duration,
     /// Per-repository settings, in configuration order: the first whose pattern matches applies.
     pub repositories: Vec<RepositoryPolicy>,
 }
@@ -31,6 +35,8 @@ pub struct RepositoryPolicy {
     pub pattern: Pattern,
     /// Tags that, once cached, are never revalidated upstream.
     pub immutable_tags: Vec<Pattern>,
+    /// Overrides the upstream's `stale_while_revalidate`.
+    pub stale_while_revalidate: Option<Duration>,
     pub lifecycle: Option<Policy>,
 }
 
@@ -46,6 +52,15 @@ impl TagPolicies {
 
     fn repository(&self, upstream: &str, name: &str) -> Option<&RepositoryPolicy> {
         self.by_upstream.get(upstream)?.repositories.iter().find(|r| r.pattern.matches(name))
+    }
+
+    /// The stale-while-revalidate window of repository `name`: its rule's, else the
+    /// upstream's; zero (off) for an upstream without a policy.
+    pub fn stale_while_revalidate(&self, upstream: &str, name: &RepoName) -> Duration {
+        match self.repository(upstream, name.as_str()).and_then(|r| r.stale_while_revalidate) {
+            Some(w) => w,
+            None => self.by_upstream.get(upstream).map_or(Duration::ZERO, |p| p.stale_while_revalidate),
+        }
     }
 
     /// Whether `tag` of repository `name` never changes once cached.

@@ -8,7 +8,7 @@
 //!   or failing, the last known digest is served stale and that is logged.
 //! - blobs: filled once per digest (see `fill`), verified before they enter the cache.
 
-use super::error::CoreError;
+use super::error::{CoreError, ManifestMismatch};
 use super::fill::{self, FillError, FillState, Fills, Progress};
 use super::memory::Memory;
 use super::pulls::Pulls;
@@ -18,8 +18,8 @@ use crate::cluster::{Cluster, Fetch};
 use crate::oci::media::{self, AcceptList};
 use crate::oci::{Digest, ImageRef, Reference, RepoName, Tag, TagsQuery};
 use crate::shared::{SharedTag, SharedTier};
-use crate::store::{blocking, Store, TagRecord};
-use crate::upstream::{Route, RouteError, UpstreamError, Upstreams};
+use crate::store::{Store, TagRecord};
+use crate::upstream::{Route, RouteError, Standing, UpstreamError, Upstreams};
 use bytes::Bytes;
 use http::{header, HeaderMap, Method};
 use hyper::body::Incoming;
@@ -50,6 +50,11 @@ pub struct PullThrough {
     pub(super) pulls: Pulls,
     /// Verify on read, background scrub (see `integrity`).
     pub(super) integrity: super::integrity::IntegritySettings,
+    /// The tags being refreshed in the background (see `revalidate`).
+    pub(super) refreshes: super::revalidate::Refreshes,
+    /// This service's own `Arc`, for background work (see `revalidate`); empty unless built
+    /// with `into_shared`.
+    pub(super) me: std::sync::Weak<PullThrough>,
     /// Each upstream's tag TTL, immutable tags and lifecycle policies (see `policy`).
     pub(super) tag_policies: super::policy::TagPolicies,
 }
@@ -117,6 +122,8 @@ impl PullThrough {
             pulls: Pulls::default(),
             integrity: Default::default(),
             tag_policies: Default::default(),
+            refreshes: Default::default(),
+            me: std::sync::Weak::new(),
         }
     }
 
@@ -161,6 +168,11 @@ impl PullThrough {
     /// Each upstream's host and what is known about reaching it.
     pub fn upstream_reachability(&self) -> Vec<(String, crate::upstream::Reachability)> {
         self.upstreams.iter().map(|u| (u.host().to_string(), u.registry.reachability())).collect()
+    }
+
+    /// Each upstream's rate-limit budget as far as its answers told (for `/readyz`).
+    pub fn upstream_budgets(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.upstreams.iter().map(|u| (u.host().to_string(), u.registry.budget().describe())).collect()
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -211,15 +223,13 @@ impl PullThrough {
     }
 
     /// A manifest by digest from memory, else from the local disk (verified as it is read).
-    async fn cached_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, CoreError> {
+    pub(super) async fn cached_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, CoreError> {
         if let Some(m) = self.memory.manifest(digest) {
             // Recency for eviction, as a disk hit counts it (in memory; housekeeping flushes).
-            self.store.cas.index.touch(digest);
+            self.store.touch(digest);
             return Ok(Some(m));
         }
-        let store = self.store.clone();
-        let d = digest.clone();
-        let found = blocking(move || store.cas.read_manifest(&d, media::MAX_MANIFEST_BYTES)).await?;
+        let found = self.store.read_manifest_async(digest, media::MAX_MANIFEST_BYTES).await?;
         let found = found.map(|(bytes, media_type)| Manifest {
             digest: digest.clone(),
             media_type: media_type
@@ -386,11 +396,20 @@ impl PullThrough {
         if let Some(rec) = self.memory.tag(route.upstream.host(), &route.name, tag) {
             if self.tag_fresh(route, tag, &rec) {
                 if let Some(m) = self.memory.manifest(&rec.digest) {
-                    self.store.cas.index.touch(&rec.digest);
+                    self.store.touch(&rec.digest);
                     return Ok(m);
                 }
             }
         }
+        // Past its TTL but within stale-while-revalidate: at once, refreshed in the background.
+        if let Some(m) = self.stale_while_revalidate(route, tag).await? {
+            return Ok(m);
+        }
+        self.refresh_tag(route, tag).await
+    }
+
+    /// Resolve a tag in its turn (see `manifest_by_tag`): revalidated upstream unless fresh.
+    pub(super) async fn refresh_tag(&self, route: &Route, tag: &Tag) -> Result<Manifest, CoreError> {
         let key = TurnKey::Tag(route.upstream.host().to_string(), route.name.clone(), tag.clone());
         self.in_turn(key, self.manifest_by_tag_locked(route, tag)).await
     }
@@ -402,7 +421,7 @@ impl PullThrough {
 
     /// Whether a tag's record may be trusted without asking the upstream: it is immutable
     /// by configuration, or younger than the upstream's `tag_ttl`.
-    fn tag_fresh(&self, route: &Route, tag: &Tag, rec: &TagRecord) -> bool {
+    pub(super) fn tag_fresh(&self, route: &Route, tag: &Tag, rec: &TagRecord) -> bool {
         let host = route.upstream.host();
         self.tag_policies.immutable(host, &route.name, tag.as_str())
             || SystemTime::now().duration_since(rec.checked_at).unwrap_or_default() < self.tag_ttl(route)
@@ -433,9 +452,7 @@ impl PullThrough {
         let mut record = match self.memory.tag(&host, &route.name, tag) {
             Some(rec) if fresh(&rec) => Some(TagRecord::clone(&rec)),
             _ => {
-                let store = self.store.clone();
-                let (h, n, t) = (host.clone(), route.name.clone(), tag.clone());
-                let rec = blocking(move || store.records.get_tag(&h, &n, &t)).await?;
+                let rec = self.store.get_tag(&host, &route.name, tag).await?;
                 if let Some(r) = &rec {
                     self.memory.put_tag(&host, &route.name, tag, r.clone());
                 }
@@ -474,6 +491,18 @@ impl PullThrough {
                 Ok(resp) if header_digest(resp.headers()).as_ref() == Some(&m.digest) => {
                     self.record_tag(route, tag, &m).await?;
                     return Ok(m);
+                }
+                // Moved, while the rate-limit budget is low or spent: the new manifest only if
+                // it costs nothing (cached already), else the cached answer, keeping what is
+                // left of the budget for content the cache does not have.
+                Ok(resp) if !matches!(up.registry.budget().standing(), Standing::Open) => {
+                    if let Some(new) = header_digest(resp.headers()) {
+                        if let Some(n) = self.tiered_manifest(&new).await? {
+                            self.record_tag(route, tag, &n).await?;
+                            return Ok(n);
+                        }
+                    }
+                    return Ok(serve_stale_for_budget(route, tag, m, up.registry.budget().standing()));
                 }
                 Ok(_) => {} // moved, or no digest header: fetch it
                 Err(e) if e.is_unavailable() => return Ok(serve_stale(route, tag, m, &e)),
@@ -522,19 +551,14 @@ impl PullThrough {
     }
 
     async fn put_local_tag(&self, route: &Route, tag: &Tag, rec: TagRecord) -> Result<(), CoreError> {
-        let store = self.store.clone();
-        let (h, n, t) = (route.upstream.host().to_string(), route.name.clone(), tag.clone());
-        let r = rec.clone();
-        blocking(move || store.records.put_tag(&h, &n, &t, &r)).await?;
+        self.store.put_tag(route.upstream.host(), &route.name, tag, rec.clone()).await?;
         self.memory.put_tag(route.upstream.host(), &route.name, tag, rec);
         Ok(())
     }
 
     /// Store a verified manifest on disk, and keep it in memory.
     async fn store_manifest(&self, m: &Manifest) -> Result<(), CoreError> {
-        let store = self.store.clone();
-        let m2 = m.clone();
-        blocking(move || store.cas.put_manifest(&m2.digest, &m2.media_type, &m2.bytes)).await?;
+        self.store.put_manifest_async(&m.digest, &m.media_type, m.bytes.clone()).await?;
         self.memory.put_manifest(m);
         Ok(())
     }
@@ -563,10 +587,12 @@ impl PullThrough {
         for want in expected.into_iter().chain(announced.as_ref()) {
             if !want.verifies(&body) {
                 let got = Digest::of_bytes_with(want.algorithm(), &body);
-                return Err(CoreError::Verification(format!(
-                    "manifest from {host} for {} hashes to {got}, expected {want}",
-                    route.name
-                )));
+                return Err(CoreError::ManifestMismatch(ManifestMismatch {
+                    host,
+                    name: route.name.clone(),
+                    got,
+                    want: want.clone(),
+                }));
             }
         }
         let generic =
@@ -596,9 +622,7 @@ impl PullThrough {
         if via == Via::Client {
             self.vouch(route, digest, Content::Blob).await?;
         }
-        let store = self.store.clone();
-        let d = digest.clone();
-        if let Some((f, len)) = blocking(move || store.cas.open_blob(&d)).await? {
+        if let Some((f, len)) = self.store.open_blob_async(digest).await? {
             return Ok(Blob { body: BlobBody::Cached(fill::complete(f, len)), size: Some(len), hit: true });
         }
         let (mut rx, started) = self.fills.join_or_start(&self.store, route, digest, via);
@@ -635,9 +659,7 @@ impl PullThrough {
 
     /// A blob's size without transferring it: from disk, else a HEAD upstream.
     pub async fn blob_size(&self, route: &Route, digest: &Digest) -> Result<Option<u64>, CoreError> {
-        let store = self.store.clone();
-        let d = digest.clone();
-        if let Some((_, len)) = blocking(move || store.cas.open_blob(&d)).await? {
+        if let Some((_, len)) = self.store.open_blob_async(digest).await? {
             self.vouch(route, digest, Content::Blob).await?;
             return Ok(Some(len));
         }
@@ -647,9 +669,7 @@ impl PullThrough {
             .blob(&route.name, digest, Method::HEAD)
             .await
             .map_err(|e| CoreError::from_upstream(e, CoreError::BlobUnknown))?;
-        let store = self.store.clone();
-        let (h, n, d) = (route.upstream.host().to_string(), route.name.clone(), digest.clone());
-        blocking(move || store.confirm(&h, &n, &d)).await?;
+        self.store.confirm_async(route.upstream.host(), &route.name, digest).await?;
         Ok(resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))
     }
 
@@ -713,8 +733,22 @@ impl PullThrough {
 }
 
 fn serve_stale(route: &Route, tag: &Tag, m: Manifest, e: &UpstreamError) -> Manifest {
-    tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %tag, digest = %m.digest, error = %e,
-        "upstream unavailable; serving the cached digest for this tag (stale)");
+    if let UpstreamError::TooManyRequests { retry_after, .. } = e {
+        tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %tag, digest = %m.digest,
+            retry_after_s = retry_after.map(|d| d.as_secs()), "upstream rate limit: serving the cached digest for this tag without revalidating it (stale)");
+    } else {
+        tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %tag, digest = %m.digest, error = %e,
+            "upstream unavailable; serving the cached digest for this tag (stale)");
+    }
+    crate::metrics::METRICS.stale_serves.with_label_values(&[route.upstream.host()]).inc();
+    m
+}
+
+/// A tag that moved upstream, answered with its cached digest because fetching the new
+/// manifest would spend rate-limit budget kept back (see `upstream::budget`).
+fn serve_stale_for_budget(route: &Route, tag: &Tag, m: Manifest, standing: Standing) -> Manifest {
+    tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %tag, digest = %m.digest, ?standing,
+        "the tag moved upstream, but its rate-limit budget is low: serving the cached digest (stale) until it recovers");
     crate::metrics::METRICS.stale_serves.with_label_values(&[route.upstream.host()]).inc();
     m
 }

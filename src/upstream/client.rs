@@ -2,15 +2,17 @@
 //! redirects, timeouts and a retry on connection failure.
 
 use super::auth::{Attempt, Auth, Credentials, HttpClient, Verdict};
+use super::budget::{Budget, BudgetSettings, Cost};
 use super::challenge::parse_challenges;
 use super::ecr::EcrTokens;
 use super::error::{Advice, UpstreamError};
 use super::guard::Reach;
+use super::reachability::{Reachability, ReachabilityCell};
 use super::settings::{AuthSettings, UpstreamSettings};
 use crate::error_text::error_chain;
 use crate::oci::{media, Digest, Reference, RepoName};
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -31,18 +33,10 @@ pub struct Registry {
     reach: Reach,
     /// Never contact the upstream (air-gapped sites): every request fails as unavailable.
     offline: bool,
-    /// Whether the last request reached the upstream: 0 unknown, 1 yes, 2 no.
-    reachable: std::sync::atomic::AtomicU8,
-}
-
-/// What is known about reaching an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Reachability {
-    Unknown,
-    Reachable,
-    Unreachable,
-    Offline,
+    /// Whether the last request reached the upstream.
+    reachable: ReachabilityCell,
+    /// What the registry's rate limit leaves (see `budget`).
+    budget: Budget,
 }
 
 impl Registry {
@@ -81,8 +75,29 @@ impl Registry {
             client,
             read_timeout: cfg.read_timeout,
             offline,
-            reachable: std::sync::atomic::AtomicU8::new(0),
+            reachable: ReachabilityCell::new(Reachability::Unknown),
+            budget: Budget::new(&cfg.host, BudgetSettings::default()),
         }
+    }
+
+    /// This registry with its rate-limit budget's settings.
+    pub fn with_budget(mut self, settings: BudgetSettings) -> Registry {
+        self.budget = Budget::new(&self.host, settings);
+        self
+    }
+
+    /// What the registry's rate limit leaves (see `budget`).
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Fail at once, without asking, when the rate-limit budget holds this request back.
+    fn admit(&self, cost: Cost) -> Result<(), UpstreamError> {
+        self.budget.admit(cost).map_err(|left| {
+            crate::metrics::METRICS.upstream_ratelimit_held.with_label_values(&[&self.host]).inc();
+            tracing::debug!(upstream = %self.host, ?cost, retry_after_s = left.as_secs(), "rate-limit budget: request not sent");
+            UpstreamError::TooManyRequests { host: self.host.clone(), retry_after: Some(left) }
+        })
     }
 
     pub fn host(&self) -> &str {
@@ -93,15 +108,18 @@ impl Registry {
         if self.offline {
             return Reachability::Offline;
         }
-        match self.reachable.load(std::sync::atomic::Ordering::Relaxed) {
-            1 => Reachability::Reachable,
-            2 => Reachability::Unreachable,
-            _ => Reachability::Unknown,
-        }
+        self.reachable.get()
     }
 
     fn note_reachable(&self, yes: bool) {
-        self.reachable.store(if yes { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
+        let before = self.reachable.swap(if yes { Reachability::Reachable } else { Reachability::Unreachable });
+        // Transitions only: down when it stops answering (or never did), up when it is back.
+        let kind = match (before, yes) {
+            (Reachability::Reachable | Reachability::Unknown, false) => crate::events::EventKind::UpstreamDown,
+            (Reachability::Unreachable, true) => crate::events::EventKind::UpstreamUp,
+            _ => return,
+        };
+        crate::events::emit(crate::events::Event::new(kind).upstream(&self.host));
     }
 
     /// Start what runs for this upstream in the background (ECR token refresh). Must be
@@ -120,6 +138,7 @@ impl Registry {
         method: Method,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let path = format!("/v2/{name}/manifests/{reference}");
+        self.admit(if method == Method::GET { Cost::Counted } else { Cost::Uncounted })?;
         self.send(method, &path, name, Some(media::MANIFEST_ACCEPT)).await
     }
 
@@ -131,6 +150,7 @@ impl Registry {
         method: Method,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let path = format!("/v2/{name}/blobs/{digest}");
+        self.admit(Cost::Uncounted)?;
         self.send(method, &path, name, None).await
     }
 
@@ -141,6 +161,7 @@ impl Registry {
             path.push('?');
             path.push_str(query);
         }
+        self.admit(Cost::Uncounted)?;
         self.send(Method::GET, &path, name, None).await
     }
 
@@ -154,6 +175,7 @@ impl Registry {
     /// every referrer and filters per request. Registries without the API answer 404.
     pub async fn referrers(&self, name: &RepoName, subject: &Digest) -> Result<Response<Incoming>, UpstreamError> {
         let path = format!("/v2/{name}/referrers/{subject}");
+        self.admit(Cost::Counted)?;
         self.send(Method::GET, &path, name, Some(media::OCI_INDEX)).await
     }
 
@@ -194,6 +216,7 @@ impl Registry {
         loop {
             let authz = self.auth.authorization(scope).await?;
             let resp = self.follow(method.clone(), url.clone(), accept, authz.header().cloned()).await?;
+            self.budget.observe(resp.status(), resp.headers());
             if resp.status() != StatusCode::UNAUTHORIZED {
                 self.auth.accepted(scope, &authz);
                 return self.check_status(resp);
@@ -223,7 +246,12 @@ impl Registry {
                 Err(UpstreamError::Denied { host, status, advice: Advice::CheckAuth })
             }
             StatusCode::TOO_MANY_REQUESTS => {
-                Err(UpstreamError::TooManyRequests { host, retry_after: retry_after(resp.headers()) })
+                // The registry's own Retry-After, else how long the budget now holds.
+                Err(UpstreamError::TooManyRequests {
+                    host,
+                    retry_after: super::budget::parse_retry_after(resp.headers(), std::time::SystemTime::now())
+                        .or_else(|| self.budget.admit(Cost::Uncounted).err()),
+                })
             }
             _ => Err(UpstreamError::Status { host, status }),
         }
@@ -295,10 +323,12 @@ impl Registry {
             return Err(UpstreamError::Offline { host: self.host.clone() });
         }
         let m = &crate::metrics::METRICS;
-        let error = |kind: &str, e: UpstreamError| {
-            m.upstream_errors.with_label_values(&[&self.host, kind]).inc();
-            if kind != "transfer" {
-                self.note_reachable(false);
+        let error = |e: UpstreamError| {
+            if let Some(kind) = e.failure_kind() {
+                m.upstream_errors.with_label_values(&[&self.host, kind.as_str()]).inc();
+                if kind.means_unreachable() {
+                    self.note_reachable(false);
+                }
             }
             Err(e)
         };
@@ -307,12 +337,7 @@ impl Registry {
             let req = Request::from_parts(parts.clone(), Empty::new());
             let started = std::time::Instant::now();
             match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
-                Err(_) => {
-                    return error(
-                        "timeout",
-                        UpstreamError::Timeout { host: self.host.clone(), after: self.read_timeout },
-                    )
-                }
+                Err(_) => return error(UpstreamError::Timeout { host: self.host.clone(), after: self.read_timeout }),
                 Ok(Ok(resp)) => {
                     self.note_reachable(true);
                     m.upstream_duration.with_label_values(&[&self.host]).observe(started.elapsed().as_secs_f64());
@@ -327,16 +352,10 @@ impl Registry {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Ok(Err(e)) if e.is_connect() => {
-                    return error(
-                        "connect",
-                        UpstreamError::Connect { host: self.host.clone(), message: error_chain(&e) },
-                    )
+                    return error(UpstreamError::Connect { host: self.host.clone(), message: error_chain(&e) })
                 }
                 Ok(Err(e)) => {
-                    return error(
-                        "transfer",
-                        UpstreamError::Transfer { host: self.host.clone(), message: error_chain(&e) },
-                    )
+                    return error(UpstreamError::Transfer { host: self.host.clone(), message: error_chain(&e) })
                 }
             }
         }
@@ -363,10 +382,6 @@ fn resolve_location(current: &Uri, location: &str) -> Result<Uri, String> {
     };
     parts.path_and_query = Some(pq.parse().map_err(|_| format!("unparseable Location {location:?}"))?);
     Uri::from_parts(parts).map_err(|e| e.to_string())
-}
-
-fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    h.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! Nothing here knows about pullthrough's clients or its cache.
 
 mod auth;
+pub mod budget;
 pub mod challenge;
 mod client;
 mod cooldown;
@@ -10,6 +11,7 @@ mod ecr;
 mod error;
 pub mod guard;
 mod helper;
+mod reachability;
 mod refusal;
 mod route;
 mod settings;
@@ -17,9 +19,11 @@ mod settings;
 pub use crate::error_text::error_chain;
 pub use crate::tls_client::config as tls_config;
 use crate::tls_client::{provider, system_roots};
-pub use client::{Reachability, Registry};
+pub use budget::{BudgetSettings, Standing};
+pub use client::Registry;
 pub use ecr::EcrTokens;
 pub use error::UpstreamError;
+pub use reachability::Reachability;
 pub use route::{Route, RouteError, Upstream, Upstreams};
 pub use settings::{AuthSettings, EcrSettings, UpstreamSettings};
 

@@ -1,12 +1,17 @@
 //! A fault-injecting fake upstream, for what no real registry does on demand: flipped bits,
-//! connection resets and truncation mid-blob, redirects to another host. Raw TCP, one
-//! response per connection, serving until dropped.
+//! connection resets and truncation mid-blob, redirects to another host, Docker Hub's
+//! rate limit (its `ratelimit-limit`/`ratelimit-remaining: 98;w=21600` headers, manifest GETs
+//! counted and HEADs free, 429 with `Retry-After` once spent), and slow manifests. Raw TCP,
+//! one response per connection, serving until dropped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// The OCI image manifest media type.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 #[derive(Clone, Debug)]
 pub enum Fault {
@@ -35,9 +40,32 @@ pub struct Seen {
     pub authorization: Option<String>,
 }
 
+/// A manifest served by path (`/v2/<name>/manifests/<reference>`).
+#[derive(Clone, Debug)]
+struct Manifest {
+    bytes: Vec<u8>,
+    media_type: String,
+    digest: String,
+}
+
+/// Docker Hub's pull limit: manifest GETs spend it, HEADs are free, both announce it.
+#[derive(Clone, Copy, Debug)]
+struct RateLimit {
+    limit: u64,
+    remaining: u64,
+    /// The window announced in `w=` (seconds).
+    window: u64,
+    /// `Retry-After` on the 429 once spent (seconds); `None`: no `Retry-After` header.
+    retry_after: Option<u64>,
+}
+
 #[derive(Default)]
 struct State {
     blobs: HashMap<String, (Vec<u8>, Fault)>,
+    manifests: HashMap<String, Manifest>,
+    rate: Option<RateLimit>,
+    /// Paths answered only after this long.
+    delays: HashMap<String, std::time::Duration>,
     seen: Vec<Seen>,
     /// When set, every /v2/ request without exactly this Authorization gets a Basic 401.
     require_auth: Option<String>,
@@ -97,6 +125,105 @@ impl FakeUpstream {
     pub fn hits(&self, suffix: &str) -> usize {
         self.seen().iter().filter(|s| s.path.ends_with(suffix)).count()
     }
+
+    /// Requests with `method` (`GET`, `HEAD`) for paths ending in `suffix`.
+    pub fn count(&self, method: &str, suffix: &str) -> usize {
+        self.seen().iter().filter(|s| s.method == method && s.path.ends_with(suffix)).count()
+    }
+
+    /// Requests with `method` for paths containing `part` (e.g. `/manifests/`).
+    pub fn count_containing(&self, method: &str, part: &str) -> usize {
+        self.seen().iter().filter(|s| s.method == method && s.path.contains(part)).count()
+    }
+
+    /// Serve `bytes` as the manifest `name:reference` (a tag or a digest), with its media type
+    /// and `Docker-Content-Digest`; HEAD answers the headers alone.
+    pub fn set_manifest(&self, name: &str, reference: &str, bytes: &[u8], media_type: &str) {
+        let digest = format!("sha256:{}", super::sha256_hex(bytes));
+        let m = Manifest { bytes: bytes.to_vec(), media_type: media_type.to_string(), digest };
+        self.state.lock().unwrap().manifests.insert(format!("/v2/{name}/manifests/{reference}"), m);
+    }
+
+    /// A small single-platform OCI image (a config and one layer of `seed`-random bytes) as
+    /// `name:tag` and by its digest; the manifest's digest and the layer's.
+    pub fn put_image(&self, name: &str, tag: &str, seed: u64) -> (String, String) {
+        let mut descs = Vec::new();
+        let types = ["application/vnd.oci.image.config.v1+json", "application/vnd.oci.image.layer.v1.tar+gzip"];
+        for (i, mt) in types.iter().enumerate() {
+            let b = super::image::pseudo_random(seed * 10 + i as u64, 10_000);
+            let d = format!("sha256:{}", super::sha256_hex(&b));
+            descs.push(serde_json::json!({"mediaType": mt, "digest": d, "size": b.len()}));
+            self.set_blob(&d, b, Fault::Good);
+        }
+        let layer = descs[1]["digest"].as_str().unwrap_or_default().to_string();
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descs[0],
+            "layers": [descs[1]],
+        })
+        .to_string();
+        let digest = format!("sha256:{}", super::sha256_hex(m.as_bytes()));
+        self.set_manifest(name, tag, m.as_bytes(), OCI_MANIFEST);
+        self.set_manifest(name, &digest, m.as_bytes(), OCI_MANIFEST);
+        (digest, layer)
+    }
+
+    /// Forget the manifest `name:reference` (404 from now on).
+    pub fn remove_manifest(&self, name: &str, reference: &str) {
+        self.state.lock().unwrap().manifests.remove(&format!("/v2/{name}/manifests/{reference}"));
+    }
+
+    /// Limit manifest GETs as Docker Hub does: `limit` per `window_s` window, announced in
+    /// `ratelimit-limit: 100;w=21600` and `ratelimit-remaining: 98;w=21600` on every manifest
+    /// answer (HEADs too, which are not counted); once spent, GETs get 429 with `Retry-After:
+    /// retry_after_s` (none when `None`).
+    pub fn rate_limit(&self, limit: u64, window_s: u64, retry_after_s: Option<u64>) {
+        self.state.lock().unwrap().rate =
+            Some(RateLimit { limit, remaining: limit, window: window_s, retry_after: retry_after_s });
+    }
+
+    /// Set what is left of the rate-limit budget (a window reset: the limit again).
+    pub fn set_remaining(&self, remaining: u64) {
+        if let Some(r) = self.state.lock().unwrap().rate.as_mut() {
+            r.remaining = remaining;
+        }
+    }
+
+    /// Answer requests for `path` only after `delay` (e.g. a slow manifest).
+    pub fn delay(&self, path: &str, delay: std::time::Duration) {
+        self.state.lock().unwrap().delays.insert(path.to_string(), delay);
+    }
+}
+
+/// What the fake answers for a manifest path, decided under the lock.
+enum ManifestAnswer {
+    Found(Manifest, Vec<(String, String)>),
+    Limited(Vec<(String, String)>),
+}
+
+/// A manifest request: counted against the rate limit (GETs), with its headers.
+fn manifest_answer(s: &mut State, method: &str, path: &str) -> Option<ManifestAnswer> {
+    let m = s.manifests.get(path).cloned();
+    let mut headers = Vec::new();
+    if let Some(r) = s.rate.as_mut() {
+        if method == "GET" && m.is_some() {
+            if r.remaining == 0 {
+                let mut h = vec![
+                    ("ratelimit-limit".to_string(), format!("{};w={}", r.limit, r.window)),
+                    ("ratelimit-remaining".to_string(), format!("0;w={}", r.window)),
+                ];
+                if let Some(ra) = r.retry_after {
+                    h.push(("Retry-After".to_string(), ra.to_string()));
+                }
+                return Some(ManifestAnswer::Limited(h));
+            }
+            r.remaining -= 1;
+        }
+        headers.push(("ratelimit-limit".to_string(), format!("{};w={}", r.limit, r.window)));
+        headers.push(("ratelimit-remaining".to_string(), format!("{};w={}", r.remaining, r.window)));
+    }
+    m.map(|m| ManifestAnswer::Found(m, headers))
 }
 
 async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()> {
@@ -118,18 +245,39 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
         .map(|(_, v)| v.trim().to_string());
-    let (blob, required) = {
+    let (blob, required, manifest, delay) = {
         let mut s = st.lock().unwrap();
         s.seen.push(Seen { method: method.clone(), path: path.clone(), authorization: authorization.clone() });
         let digest = path.rsplit('/').next().unwrap_or("");
-        (s.blobs.get(digest).cloned(), s.require_auth.clone())
+        let manifest = manifest_answer(&mut s, &method, &path);
+        (s.blobs.get(digest).cloned(), s.require_auth.clone(), manifest, s.delays.get(&path).copied())
     };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let is_api = path.starts_with("/v2/");
     if is_api && required.is_some() && authorization != required {
         return respond(&mut sock, "401 Unauthorized", &[("WWW-Authenticate", "Basic realm=\"fake\"")], b"").await;
     }
     if path == "/v2/" {
         return respond(&mut sock, "200 OK", &[], b"{}").await;
+    }
+    match manifest {
+        Some(ManifestAnswer::Found(m, extra)) => {
+            let mut h: Vec<(&str, &str)> = vec![("Content-Type", &m.media_type), ("Docker-Content-Digest", &m.digest)];
+            h.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            return if method == "HEAD" {
+                respond_head(&mut sock, "200 OK", &h, m.bytes.len()).await
+            } else {
+                respond(&mut sock, "200 OK", &h, &m.bytes).await
+            };
+        }
+        Some(ManifestAnswer::Limited(extra)) => {
+            let h: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#;
+            return respond(&mut sock, "429 Too Many Requests", &h, body).await;
+        }
+        None => {}
     }
     let Some((bytes, fault)) = blob else {
         return respond(&mut sock, "404 Not Found", &[], br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#).await;
@@ -187,6 +335,17 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
             sock.shutdown().await
         }
     }
+}
+
+/// A HEAD answer: the headers of a `len`-byte body, and no body.
+async fn respond_head(sock: &mut TcpStream, status: &str, headers: &[(&str, &str)], len: usize) -> std::io::Result<()> {
+    let mut h = format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        h.push_str(&format!("{k}: {v}\r\n"));
+    }
+    h.push_str("\r\n");
+    sock.write_all(h.as_bytes()).await?;
+    sock.shutdown().await
 }
 
 async fn respond(sock: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<()> {

@@ -1,0 +1,45 @@
+//! Patience with an upstream's rate limit, for work that is not a client waiting: prefetch
+//! waits (bounded) for the budget to come back instead of failing on the first 429.
+//!
+//! A client's pull never waits here: it gets 429 `TOOMANYREQUESTS` with `Retry-After` at once
+//! (see `upstream::budget`), which containerd and the rest retry on their own.
+
+use super::error::CoreError;
+use super::pull::{Manifest, PullThrough};
+use crate::oci::media::AcceptList;
+use crate::oci::Reference;
+use crate::upstream::{Route, UpstreamError};
+use std::time::{Duration, Instant};
+
+/// Longest a prefetch waits in all for one manifest's budget before it fails.
+const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
+/// The wait when a 429 did not say how long.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+impl PullThrough {
+    /// A manifest, waiting out the upstream's rate limit (up to `MAX_WAIT`) when it holds the
+    /// request back.
+    pub(super) async fn manifest_within_budget(
+        &self,
+        route: &Route,
+        reference: &Reference,
+        accept: &AcceptList,
+    ) -> Result<Manifest, CoreError> {
+        let deadline = Instant::now() + MAX_WAIT;
+        loop {
+            match self.manifest(route, reference, accept).await {
+                Err(CoreError::Upstream(UpstreamError::TooManyRequests { host, retry_after })) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(CoreError::Upstream(UpstreamError::TooManyRequests { host, retry_after }));
+                    }
+                    let wait = retry_after.unwrap_or(DEFAULT_WAIT).clamp(Duration::from_secs(1), left);
+                    tracing::info!(upstream = %host, repo = %route.name, %reference, wait_s = wait.as_secs(),
+                        "prefetch waits for the upstream's rate-limit budget");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}

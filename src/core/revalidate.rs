@@ -1,0 +1,155 @@
+//! Stale-while-revalidate for mutable tags.
+//!
+//! After a tag's `tag_ttl` and within its upstream's (or repository rule's)
+//! `stale_while_revalidate` window, the cached answer is given at once and the tag is
+//! revalidated in the background, one refresh per tag however many requests arrive: a pod
+//! never waits on a slow or rate-limited upstream for a tag it has an answer for. A refresh
+//! that finds the tag moved fetches the new manifest (and, for a single-platform image, starts
+//! fills of its blobs through the ordinary fill path), so the next pull is warm. Beyond the
+//! window a request revalidates in the foreground as before (serving stale only when the
+//! upstream fails).
+//!
+//! Background work needs an owned handle on the service: [`PullThrough::into_shared`] builds
+//! the `Arc` with a weak reference to itself. A service not built that way (the CLI's
+//! offline commands) has no background refresh and revalidates in the foreground.
+
+use super::error::CoreError;
+use super::pull::{Manifest, PullThrough};
+use crate::oci::{manifest, media, RepoName, Tag};
+use crate::store::TagRecord;
+use crate::upstream::{Route, Standing};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// What a background refresh found, for the metric and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refreshed {
+    Unchanged,
+    Moved,
+    Failed,
+}
+
+impl Refreshed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refreshed::Unchanged => "unchanged",
+            Refreshed::Moved => "moved",
+            Refreshed::Failed => "failed",
+        }
+    }
+}
+
+type TagKey = (String, RepoName, Tag);
+
+/// The tags being refreshed in the background: one refresh per tag at a time.
+#[derive(Default)]
+pub(super) struct Refreshes {
+    running: Mutex<HashSet<TagKey>>,
+}
+
+impl Refreshes {
+    /// Claim `key`; false when a refresh of it runs already.
+    fn claim(&self, key: &TagKey) -> bool {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone())
+    }
+
+    fn release(&self, key: &TagKey) {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+/// Releases a claimed tag when the refresh ends, however it ends.
+struct Claim {
+    pull: Arc<PullThrough>,
+    key: TagKey,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.pull.refreshes.release(&self.key);
+    }
+}
+
+impl PullThrough {
+    /// The service behind an `Arc` that its background work can hold (see the module docs).
+    pub fn into_shared(self) -> Arc<PullThrough> {
+        Arc::new_cyclic(|me| {
+            let mut pt = self;
+            pt.me = me.clone();
+            pt
+        })
+    }
+
+    /// A tag's cached manifest when its record is past `tag_ttl` but within the
+    /// stale-while-revalidate window: returned at once, with a background refresh started.
+    /// `None`: answer the usual way.
+    pub(super) async fn stale_while_revalidate(&self, route: &Route, tag: &Tag) -> Result<Option<Manifest>, CoreError> {
+        let up = &route.upstream;
+        let window = self.tag_policies.stale_while_revalidate(up.host(), &route.name);
+        if window.is_zero() {
+            return Ok(None);
+        }
+        let Some(me) = self.me.upgrade() else { return Ok(None) };
+        let rec = match self.memory.tag(up.host(), &route.name, tag) {
+            Some(rec) => Some(TagRecord::clone(&rec)),
+            None => self.store.get_tag(up.host(), &route.name, tag).await?,
+        };
+        let Some(rec) = rec else { return Ok(None) };
+        let age = SystemTime::now().duration_since(rec.checked_at).unwrap_or_default();
+        if self.tag_fresh(route, tag, &rec) || age >= self.tag_ttl(route).saturating_add(window) {
+            return Ok(None);
+        }
+        let Some(m) = self.cached_manifest(&rec.digest).await? else { return Ok(None) };
+        tracing::debug!(upstream = %up.host(), repo = %route.name, %tag, digest = %m.digest, age_s = age.as_secs(),
+            "tag past tag_ttl, within stale_while_revalidate: answered from the cache, revalidating in the background");
+        self.spawn_refresh(me, route, tag, &m);
+        Ok(Some(m))
+    }
+
+    /// Revalidate `tag` in the background unless a refresh of it runs already.
+    fn spawn_refresh(&self, me: Arc<PullThrough>, route: &Route, tag: &Tag, answered: &Manifest) {
+        let key = (route.upstream.host().to_string(), route.name.clone(), tag.clone());
+        if !self.refreshes.claim(&key) {
+            return;
+        }
+        let claim = Claim { pull: me, key };
+        let (route, tag, old) = (route.clone(), tag.clone(), answered.digest.clone());
+        tokio::spawn(async move {
+            let pull = &claim.pull;
+            let result = match pull.refresh_tag(&route, &tag).await {
+                Ok(m) if m.digest == old => Refreshed::Unchanged,
+                Ok(m) => {
+                    tracing::info!(upstream = %route.upstream.host(), repo = %route.name, %tag, from = %old, to = %m.digest,
+                        "tag moved upstream (background revalidation); the new manifest is cached");
+                    pull.warm_blobs(&route, &m).await;
+                    Refreshed::Moved
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %tag, error = %e,
+                        "background revalidation of a tag failed; the cached answer stands");
+                    Refreshed::Failed
+                }
+            };
+            crate::metrics::METRICS.tag_refreshes.with_label_values(&[route.upstream.host(), result.as_str()]).inc();
+        });
+    }
+
+    /// Start fills of a single-platform image's blobs, so the next pull is warm. Not for an
+    /// index: which platforms will be pulled is not known, and each child manifest would be
+    /// a counted request on a rate-limited upstream.
+    async fn warm_blobs(&self, route: &Route, m: &Manifest) {
+        if m.media_type == media::OCI_INDEX || m.media_type == media::DOCKER_LIST {
+            return;
+        }
+        if !matches!(route.upstream.registry.budget().standing(), Standing::Open) {
+            return;
+        }
+        for digest in manifest::references(&m.bytes) {
+            // A fill runs to its end without a reader; dropping the answer leaves it running.
+            if let Err(e) = self.blob(route, &digest).await {
+                tracing::debug!(repo = %route.name, %digest, error = %e, "warming a blob of a moved tag failed");
+            }
+        }
+    }
+}

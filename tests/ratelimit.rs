@@ -1,0 +1,169 @@
+//! Rate-limit budgets (issue 18, item 1), against the project's fake upstream playing Docker
+//! Hub's pull limit (no real registry runs out of budget on demand): manifest GETs spend it,
+//! HEADs are free, every manifest answer says what is left (`ratelimit-remaining: 2;w=21600`),
+//! and once spent a GET gets 429.
+
+mod common;
+
+use common::fake::{FakeUpstream, OCI_MANIFEST};
+use common::*;
+use std::time::Duration;
+
+const HOST: &str = "hub.test";
+
+async fn pull(proxy: &Proxy, name: &str, reference: &str) -> Resp {
+    let url = format!("{}/v2/{name}/manifests/{reference}?ns={HOST}", proxy.url());
+    get(&url, &[("accept", OCI_MANIFEST)]).await.unwrap()
+}
+
+/// The digest a pull answered, failing the test unless it is a 200.
+async fn pulled(proxy: &Proxy, name: &str, reference: &str) -> String {
+    let r = pull(proxy, name, reference).await;
+    assert_eq!(r.status, 200, "{name}:{reference}: {}", r.text());
+    r.header("docker-content-digest").unwrap().to_string()
+}
+
+fn manifest_gets(fake: &FakeUpstream) -> usize {
+    fake.count_containing("GET", "/manifests/")
+}
+
+/// Past the 1 s `tag_ttl` of the proxies below.
+async fn past_ttl() {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spent_budget_serves_cached_tags_and_answers_uncached_with_429_until_it_is_back() {
+    let fake = FakeUpstream::start().await;
+    fake.rate_limit(3, 21600, Some(2));
+    let (a, _) = fake.put_image("lib/a", "latest", 1);
+    let (b, _) = fake.put_image("lib/b", "latest", 2);
+    let (c, _) = fake.put_image("lib/c", "latest", 3);
+    let (d, _) = fake.put_image("lib/d", "latest", 4);
+    let proxy = Proxy::start(&upstream_toml(HOST, &fake.url(), "tag_ttl = \"1s\"\nrate_limit_reserve = 1")).await;
+
+    // Three pulls spend the budget of three.
+    assert_eq!(pulled(&proxy, "lib/a", "latest").await, a);
+    assert_eq!(pulled(&proxy, "lib/b", "latest").await, b);
+    assert_eq!(pulled(&proxy, "lib/c", "latest").await, c);
+    assert_eq!(proxy.metric("pullthrough_upstream_ratelimit_remaining{upstream=\"hub.test\"}").await, 0.0);
+    let gets = manifest_gets(&fake);
+
+    // Cached tags are still served after their TTL: revalidated with a free HEAD.
+    past_ttl().await;
+    assert_eq!(pulled(&proxy, "lib/a", "latest").await, a);
+    // A tag that moved upstream is served as cached: the new manifest would cost a GET.
+    let (b2, _) = fake.put_image("lib/b", "latest", 22);
+    assert_eq!(pulled(&proxy, "lib/b", "latest").await, b, "a moved tag was fetched with the budget spent");
+    // Uncached content: 429 with Retry-After, and the upstream is not asked.
+    let r = pull(&proxy, "lib/d", "latest").await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.error_code().as_deref(), Some("TOOMANYREQUESTS"));
+    let retry: u64 = r.header("retry-after").expect("Retry-After on the 429").parse().unwrap();
+    assert!(retry >= 1, "{retry}");
+    assert_eq!(fake.hits("/v2/lib/d/manifests/latest"), 0, "the upstream was asked with the budget spent");
+    assert_eq!(manifest_gets(&fake), gets, "a manifest GET reached the upstream with the budget spent");
+    assert!(proxy.metric("pullthrough_upstream_ratelimit_held_total{upstream=\"hub.test\"}").await >= 1.0);
+    let ready = get(&format!("http://{}/readyz", proxy.admin), &[]).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(v["rate_limits"][HOST]["state"], "spent", "{v}");
+
+    // The window resets: the next HEAD says so, and pulls go through again.
+    fake.set_remaining(3);
+    assert_eq!(pulled(&proxy, "lib/b", "latest").await, b2, "the moved tag was not fetched once budget was back");
+    assert_eq!(pulled(&proxy, "lib/d", "latest").await, d);
+    assert_eq!(manifest_gets(&fake), gets + 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_holds_every_request_until_it_ends() {
+    let fake = FakeUpstream::start().await;
+    let (a, _) = fake.put_image("lib/a", "latest", 5);
+    let (d, _) = fake.put_image("lib/d", "latest", 6);
+    let proxy = Proxy::start(&upstream_toml(HOST, &fake.url(), "tag_ttl = \"1s\"")).await;
+    assert_eq!(pulled(&proxy, "lib/a", "latest").await, a);
+
+    // The upstream starts refusing manifest GETs with 429 and Retry-After: 3.
+    fake.rate_limit(0, 21600, Some(3));
+    let r = pull(&proxy, "lib/d", "latest").await;
+    assert_eq!((r.status, r.header("retry-after")), (429, Some("3")), "{}", r.text());
+    let asked = fake.seen().len();
+
+    // While it runs nothing is sent: not even a HEAD to revalidate a cached tag.
+    past_ttl().await;
+    assert_eq!(pulled(&proxy, "lib/a", "latest").await, a);
+    let r = pull(&proxy, "lib/d", "latest").await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let retry: u64 = r.header("retry-after").expect("Retry-After on the 429").parse().unwrap();
+    assert!((1..=3).contains(&retry), "{retry}");
+    assert_eq!(fake.seen().len(), asked, "the upstream was asked while its Retry-After ran: {:?}", fake.seen());
+    assert!(proxy.metric("pullthrough_stale_manifest_serves_total{upstream=\"hub.test\"}").await >= 1.0);
+
+    // Once it has passed (and the upstream serves again), pulls go through.
+    fake.set_remaining(10);
+    wait_until("the Retry-After to pass", Duration::from_secs(10), async || {
+        pull(&proxy, "lib/d", "latest").await.status == 200
+    })
+    .await;
+    assert_eq!(pulled(&proxy, "lib/d", "latest").await, d);
+    wait_log(&proxy.proc, "upstream rate limit reached").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn below_the_reserve_cached_tags_are_revalidated_with_head_only() {
+    let fake = FakeUpstream::start().await;
+    fake.rate_limit(4, 21600, None);
+    let (a, _) = fake.put_image("lib/a", "latest", 7);
+    let (b, _) = fake.put_image("lib/b", "latest", 8);
+    let (c, _) = fake.put_image("lib/c", "latest", 9);
+    let proxy = Proxy::start(&upstream_toml(HOST, &fake.url(), "tag_ttl = \"1s\"\nrate_limit_reserve = 3")).await;
+    assert_eq!(pulled(&proxy, "lib/a", "latest").await, a);
+    assert_eq!(pulled(&proxy, "lib/b", "latest").await, b);
+    // Two left, below the reserve of three: a moved tag keeps its cached answer...
+    let (a2, _) = fake.put_image("lib/a", "latest", 77);
+    past_ttl().await;
+    let gets = manifest_gets(&fake);
+    assert_eq!(pulled(&proxy, "lib/a", "latest").await, a, "a moved tag was fetched below the reserve");
+    assert_eq!(fake.count("HEAD", "/v2/lib/a/manifests/latest"), 1);
+    assert_eq!(manifest_gets(&fake), gets);
+    // ...while content the cache does not have is fetched: that is what the reserve is for.
+    assert_eq!(pulled(&proxy, "lib/c", "latest").await, c);
+    assert_eq!(manifest_gets(&fake), gets + 1);
+    // A moved tag whose new manifest is cached already costs nothing: it is followed.
+    let by_digest = pulled(&proxy, "lib/a", &a2).await;
+    assert_eq!(by_digest, a2);
+    assert_eq!(pulled(&proxy, "lib/a", "latest").await, a2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefetch_waits_for_the_budget_instead_of_failing() {
+    let fake = std::sync::Arc::new(FakeUpstream::start().await);
+    let (p, layer) = fake.put_image("lib/p", "latest", 10);
+    fake.rate_limit(0, 21600, Some(2));
+    let proxy = Proxy::start(&upstream_toml(HOST, &fake.url(), "")).await;
+    // The budget comes back a moment after the first 429.
+    let refill = tokio::spawn({
+        let fake = fake.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            fake.set_remaining(5);
+        }
+    });
+    let cli = tokio::task::spawn_blocking({
+        let (config, image) = (proxy.config_path(), format!("{HOST}/lib/p:latest"));
+        move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_pullthrough"))
+                .args(["prefetch", &image, "--config"])
+                .arg(config)
+                .output()
+                .unwrap();
+            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    let (ok, err) = tokio::time::timeout(Duration::from_secs(60), cli).await.unwrap().unwrap();
+    refill.await.unwrap();
+    assert!(ok, "prefetch failed instead of waiting for the budget:\n{err}");
+    assert_eq!(fake.count("GET", "/v2/lib/p/manifests/latest"), 2, "one 429, then the fetch");
+    assert!(proxy.cached_blobs().iter().any(|b| b.ends_with(layer.trim_start_matches("sha256:"))));
+    assert_eq!(pulled(&proxy, "lib/p", "latest").await, p);
+}
