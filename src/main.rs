@@ -313,6 +313,8 @@ fn serve(
         while drained && app.pull.fills_in_flight() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        // Events of the last moments (fills that just committed) to the webhooks, briefly.
+        pullthrough::events::flush(std::time::Duration::from_secs(5)).await;
         // Pull times gathered in memory since the last housekeeping tick.
         let pull = app.pull.clone();
         let _ = pullthrough::store::blocking(move || Ok(pull.flush_pulls())).await;

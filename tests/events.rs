@@ -46,6 +46,11 @@ impl Drop for Receiver {
 
 impl Receiver {
     async fn start() -> Receiver {
+        Receiver::start_slow(Duration::ZERO).await
+    }
+
+    /// A receiver that takes `delay` to answer each request.
+    async fn start_slow(delay: Duration) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
@@ -60,6 +65,7 @@ impl Receiver {
                         let (parts, body) = req.into_parts();
                         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                         h.lock().unwrap().push(Hit { headers: parts.headers, body });
+                        tokio::time::sleep(delay).await;
                         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
                     }
                 });
@@ -347,4 +353,33 @@ async fn a_fill_that_fails_verification_is_reported_with_its_cause() {
         assert!(e["data"]["cause"].as_str().is_some_and(|c| c.contains("hashes to")), "{e}");
     }
     assert_eq!(evs[0]["data"]["tier"], "upstream");
+}
+
+/// A clean shutdown delivers what is still queued (bounded): the events of the last
+/// moments before a SIGTERM are not lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_shutdown_delivers_the_queued_events() {
+    let (registry, app, _src) = registry_with(&[20_000, 20_000, 20_000]).await;
+    let hook = Receiver::start_slow(Duration::from_millis(400)).await;
+    let events = format!("[[events.webhook]]\nurl = \"{}\"\nkinds = [\"fill.completed\"]\n", hook.url());
+    let mut proxy = Proxy::start(&format!("{}{events}", upstream_toml("up.test", &registry.url(), ""))).await;
+    for l in &app.layers {
+        pull_blob(&proxy, &l.digest).await;
+        proxy.wait_cached(&l.digest).await;
+    }
+    // Three events take 1.2 s to deliver; the daemon is told to stop at once.
+    proxy.proc.signal("TERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = proxy.proc.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the daemon did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}: {}", proxy.proc.log_text());
+    let got: Vec<String> =
+        hook.hits().iter().map(|h| h.json()["digest"].as_str().unwrap_or_default().to_string()).collect();
+    let want: Vec<String> = app.layers.iter().map(|l| l.digest.clone()).collect();
+    assert_eq!(got, want, "every queued event was delivered before the exit, in order");
 }

@@ -27,7 +27,9 @@ pub use event::Event;
 pub use kind::{EventKind, Kinds, UnknownKind};
 pub use webhook::{Mode, WebhookSettings};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Settings for all webhooks (built by lib.rs from `[events]`).
@@ -48,6 +50,8 @@ struct Hook {
     name: String,
     kinds: Kinds,
     queue: mpsc::Sender<Arc<Event>>,
+    /// Events queued or being delivered (for [`Events::flush`]).
+    pending: Arc<AtomicUsize>,
 }
 
 impl Events {
@@ -67,8 +71,9 @@ impl Events {
             .into_iter()
             .map(|w| {
                 let (tx, rx) = mpsc::channel(w.queue.max(1));
-                let hook = Hook { name: w.name.clone(), kinds: w.kinds, queue: tx };
-                tokio::spawn(webhook::deliver(w, source.clone(), rx));
+                let pending = Arc::new(AtomicUsize::new(0));
+                let hook = Hook { name: w.name.clone(), kinds: w.kinds, queue: tx, pending: pending.clone() };
+                tokio::spawn(webhook::deliver(w, source.clone(), rx, pending));
                 hook
             })
             .collect();
@@ -84,13 +89,26 @@ impl Events {
         let Some(hooks) = &self.hooks else { return };
         let event = Arc::new(event);
         for h in hooks.iter().filter(|h| h.kinds.contains(event.kind)) {
+            // Counted before it is queued, so the worker's decrement never comes first.
+            h.pending.fetch_add(1, Ordering::SeqCst);
             if let Err(e) = h.queue.try_send(event.clone()) {
+                h.pending.fetch_sub(1, Ordering::SeqCst);
                 let reason = match e {
                     mpsc::error::TrySendError::Full(_) => webhook::DropReason::QueueFull,
                     mpsc::error::TrySendError::Closed(_) => webhook::DropReason::Closed,
                 };
                 webhook::count_drop(&h.name, event.kind, reason);
             }
+        }
+    }
+
+    /// Wait until every queued event has been delivered or dropped, or `within` has passed
+    /// (at shutdown: events of the last moments are not lost to a clean exit).
+    pub async fn flush(&self, within: Duration) {
+        let Some(hooks) = &self.hooks else { return };
+        let deadline = tokio::time::Instant::now() + within;
+        while hooks.iter().any(|h| h.pending.load(Ordering::SeqCst) > 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -107,6 +125,13 @@ pub fn install(events: Events) -> bool {
 pub fn emit(event: Event) {
     if let Some(e) = GLOBAL.get() {
         e.emit(event);
+    }
+}
+
+/// [`Events::flush`] on the process-wide handle.
+pub async fn flush(within: Duration) {
+    if let Some(e) = GLOBAL.get() {
+        e.flush(within).await;
     }
 }
 

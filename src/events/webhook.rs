@@ -8,6 +8,7 @@ use crate::metrics::METRICS;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -123,31 +124,42 @@ fn client(timeout: Duration) -> Client {
 
 /// Deliver `queue` to the webhook, one event at a time (so in order), until every sender
 /// is gone.
-pub(super) async fn deliver(w: WebhookSettings, source: Arc<str>, mut queue: mpsc::Receiver<Arc<Event>>) {
+pub(super) async fn deliver(
+    w: WebhookSettings,
+    source: Arc<str>,
+    mut queue: mpsc::Receiver<Arc<Event>>,
+    pending: Arc<AtomicUsize>,
+) {
     let client = client(w.timeout);
     while let Some(event) = queue.recv().await {
-        let mut wait = w.backoff;
-        let mut attempt = 1;
-        loop {
-            let req = cloudevent::request(w.mode, &w.url, &w.headers, &source, &event);
-            match send(&client, req, w.timeout).await {
-                Ok(()) => {
-                    METRICS.events_sent.with_label_values(&[&w.name, event.kind.as_str()]).inc();
-                    break;
-                }
-                Err(e) if e.retryable() && attempt < w.max_attempts => {
-                    METRICS.events_retries.with_label_values(&[&w.name]).inc();
-                    tracing::debug!(webhook = %w.name, kind = %event.kind, attempt, error = %crate::error_text::error_chain(&e), "event delivery failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(MAX_BACKOFF);
-                    attempt += 1;
-                }
-                Err(e) => {
-                    let reason = if e.retryable() { DropReason::Undelivered } else { DropReason::Rejected };
-                    tracing::warn!(webhook = %w.name, kind = %event.kind, id = %event.id, attempts = attempt, error = %crate::error_text::error_chain(&e), "event not delivered; dropped");
-                    count_drop(&w.name, event.kind, reason);
-                    break;
-                }
+        deliver_one(&w, &client, &source, &event).await;
+        pending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Send one event, retrying with backoff; count it as sent or dropped.
+async fn deliver_one(w: &WebhookSettings, client: &Client, source: &str, event: &Event) {
+    let mut wait = w.backoff;
+    let mut attempt = 1;
+    loop {
+        let req = cloudevent::request(w.mode, &w.url, &w.headers, source, event);
+        match send(client, req, w.timeout).await {
+            Ok(()) => {
+                METRICS.events_sent.with_label_values(&[&w.name, event.kind.as_str()]).inc();
+                return;
+            }
+            Err(e) if e.retryable() && attempt < w.max_attempts => {
+                METRICS.events_retries.with_label_values(&[&w.name]).inc();
+                tracing::debug!(webhook = %w.name, kind = %event.kind, attempt, error = %crate::error_text::error_chain(&e), "event delivery failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_BACKOFF);
+                attempt += 1;
+            }
+            Err(e) => {
+                let reason = if e.retryable() { DropReason::Undelivered } else { DropReason::Rejected };
+                tracing::warn!(webhook = %w.name, kind = %event.kind, id = %event.id, attempts = attempt, error = %crate::error_text::error_chain(&e), "event not delivered; dropped");
+                count_drop(&w.name, event.kind, reason);
+                return;
             }
         }
     }
