@@ -487,3 +487,56 @@ fn secs(d: Duration) -> String {
 fn rate(bytes: u64, took: Duration) -> HumanBytes {
     HumanBytes((bytes as f64 / took.as_secs_f64().max(0.001)) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reporter(mode: Mode) -> Reporter {
+        // A long interval: the clock never ticks during a test.
+        Reporter::new("test", mode, Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn a_plain_line_has_bytes_share_rate_eta_and_the_run() {
+        let r = reporter(Mode::Quiet);
+        r.event(Event::Planned { items: 2, bytes: None });
+        r.event(Event::Started { name: "r.io/app:1" });
+        r.event(Event::Sized { bytes: 4 << 20 });
+        r.bytes(1 << 20);
+        let line = r.inner.line(&r.inner.run(), r.total_bytes()).unwrap();
+        assert!(line.starts_with("test: [1/2] r.io/app:1: 1.00 MiB/4.00 MiB (25%), ETA "), "{line}");
+        assert!(line.ends_with("/s; 0 of 2 done, 1.00 MiB in all"), "{line}");
+        assert!(!line.contains('\x1b'), "{line}");
+    }
+
+    #[test]
+    fn plans_add_up_and_each_item_counts_its_own_bytes() {
+        let r = reporter(Mode::Quiet);
+        // A command's own step (unpacking a tar), then the core's two images.
+        r.event(Event::Planned { items: 1, bytes: Some(10) });
+        r.event(Event::Started { name: "a.tar" });
+        r.bytes(10);
+        r.event(Event::Finished { name: "a.tar" });
+        r.event(Event::Planned { items: 2, bytes: None });
+        r.event(Event::Started { name: "r.io/app:1" });
+        r.bytes(5);
+        let run = r.inner.run();
+        assert_eq!((run.items, run.done, run.total), (3, 1, Some(10)));
+        let item = run.item.as_ref().unwrap();
+        assert_eq!((item.index, r.total_bytes() - item.base), (2, 5));
+    }
+
+    #[test]
+    fn a_failed_item_is_counted_and_the_run_goes_on() {
+        let r = reporter(Mode::Quiet);
+        r.event(Event::Planned { items: 2, bytes: None });
+        r.event(Event::Started { name: "r.io/gone:1" });
+        r.event(Event::Failed { name: "r.io/gone:1", error: &"not found" });
+        r.event(Event::Started { name: "r.io/app:1" });
+        r.event(Event::Finished { name: "r.io/app:1" });
+        let run = r.inner.run();
+        assert_eq!((run.started, run.done, run.failed), (2, 1, 1));
+        assert!(run.item.is_none());
+    }
+}
