@@ -220,6 +220,8 @@ async fn fills_an_eviction_and_an_outage_reach_the_webhooks_in_order() {
     for h in &hits[3..] {
         assert_eq!(h.header("ce-subject"), "up.test");
     }
+    let down = hits[3].json();
+    assert!(down["cause"].as_str().is_some_and(|c| !c.is_empty()), "upstream.down says why: {down}");
     assert_eq!(
         proxy.metric(&format!("pullthrough_events_sent_total{{kind=\"evicted\",webhook=\"{}\"}}", all.addr)).await,
         1.0
