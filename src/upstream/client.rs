@@ -111,15 +111,19 @@ impl Registry {
         self.reachable.get()
     }
 
-    fn note_reachable(&self, yes: bool) {
-        let before = self.reachable.swap(if yes { Reachability::Reachable } else { Reachability::Unreachable });
+    /// Record whether the last request reached the upstream (`failure`: why not).
+    fn note_reachable(&self, failure: Option<&UpstreamError>) {
+        let now = if failure.is_none() { Reachability::Reachable } else { Reachability::Unreachable };
+        let before = self.reachable.swap(now);
         // Transitions only: down when it stops answering (or never did), up when it is back.
-        let kind = match (before, yes) {
-            (Reachability::Reachable | Reachability::Unknown, false) => crate::events::EventKind::UpstreamDown,
-            (Reachability::Unreachable, true) => crate::events::EventKind::UpstreamUp,
+        let event = match (before, failure) {
+            (Reachability::Reachable | Reachability::Unknown, Some(e)) => {
+                crate::events::Event::new(crate::events::EventKind::UpstreamDown).cause(e)
+            }
+            (Reachability::Unreachable, None) => crate::events::Event::new(crate::events::EventKind::UpstreamUp),
             _ => return,
         };
-        crate::events::emit(crate::events::Event::new(kind).upstream(&self.host));
+        crate::events::emit(event.upstream(&self.host));
     }
 
     /// Start what runs for this upstream in the background (ECR token refresh). Must be
@@ -327,7 +331,7 @@ impl Registry {
             if let Some(kind) = e.failure_kind() {
                 m.upstream_errors.with_label_values(&[&self.host, kind.as_str()]).inc();
                 if kind.means_unreachable() {
-                    self.note_reachable(false);
+                    self.note_reachable(Some(&e));
                 }
             }
             Err(e)
@@ -339,7 +343,7 @@ impl Registry {
             match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
                 Err(_) => return error(UpstreamError::Timeout { host: self.host.clone(), after: self.read_timeout }),
                 Ok(Ok(resp)) => {
-                    self.note_reachable(true);
+                    self.note_reachable(None);
                     m.upstream_duration.with_label_values(&[&self.host]).observe(started.elapsed().as_secs_f64());
                     m.upstream_requests
                         .with_label_values(&[&self.host, parts.method.as_str(), resp.status().as_str()])
