@@ -161,7 +161,8 @@ impl Reporter {
             Mode::Lines | Mode::Json => Some(interval.max(Duration::from_millis(10))),
             Mode::Quiet => None,
         };
-        let clock = period.map(|period| {
+        // Without a thread of its own (none could be started), events still print and draw.
+        let clock = period.and_then(|period| {
             let (stop, stopped) = mpsc::channel::<()>();
             let inner = inner.clone();
             // Ends when `finish` or drop sends or hangs up: its life is the reporter's.
@@ -172,10 +173,9 @@ impl Reporter {
                         inner.tick();
                     }
                 })
-                .ok();
-            (stop, thread)
+                .ok()?;
+            Some((stop, thread))
         });
-        let clock = clock.and_then(|(stop, thread)| thread.map(|t| (stop, t)));
         Reporter { inner, clock }
     }
 
