@@ -166,13 +166,6 @@ async fn upstream_fault_matrix_gives_clear_errors_caches_nothing_and_leaks_nothi
     assert_eq!((r.status, r.error_code().as_deref()), (502, Some("UNAVAILABLE")));
     assert!(r.text().contains("fake.test"));
 
-    // 429 with Retry-After: passed on, so clients back off.
-    let (d, b) = blob(3);
-    fake.set_blob(&d, b, Fault::Status(429, vec![("Retry-After".into(), "7".into())]));
-    let r = get(&url("blobs", &d), &[]).await.unwrap();
-    assert_eq!((r.status, r.error_code().as_deref()), (429, Some("TOOMANYREQUESTS")));
-    assert_eq!(r.header("retry-after"), Some("7"));
-
     // A redirect loop: cut after a few hops.
     let (d, b) = blob(4);
     fake.set_blob(&d, b, Fault::RedirectTo(format!("{}/v2/r/blobs/{d}", fake.url())));
@@ -203,6 +196,15 @@ async fn upstream_fault_matrix_gives_clear_errors_caches_nothing_and_leaks_nothi
     let (d, b) = blob(7);
     fake.set_blob(&d, b, Fault::Good);
     assert_eq!(get_hashed(&url("blobs", &d), &[]).await.unwrap().0, 200);
+
+    // 429 with Retry-After: passed on, so clients back off. Last, because the proxy then
+    // holds every request to this upstream back until the Retry-After ends (see
+    // `upstream::budget`).
+    let (d, b) = blob(3);
+    fake.set_blob(&d, b, Fault::Status(429, vec![("Retry-After".into(), "7".into())]));
+    let r = get(&url("blobs", &d), &[]).await.unwrap();
+    assert_eq!((r.status, r.error_code().as_deref()), (429, Some("TOOMANYREQUESTS")));
+    assert_eq!(r.header("retry-after"), Some("7"));
     wait_until("file descriptors to return to baseline", Duration::from_secs(15), async || {
         open_fds(pid) <= baseline + 4
     })

@@ -402,10 +402,12 @@ impl PullThrough {
             }
         }
         // Past its TTL but within stale-while-revalidate: at once, refreshed in the background.
-        if let Some(m) = self.stale_while_revalidate(route, tag).await? {
+        // Both futures are large (tiers, upstream, records): boxed, so a debug build's worker
+        // stack does not overflow on them.
+        if let Some(m) = Box::pin(self.stale_while_revalidate(route, tag)).await? {
             return Ok(m);
         }
-        self.refresh_tag(route, tag).await
+        Box::pin(self.refresh_tag(route, tag)).await
     }
 
     /// Resolve a tag in its turn (see `manifest_by_tag`): revalidated upstream unless fresh.
