@@ -10,7 +10,9 @@
 //!
 //! A file evicted or pruned while it is read is still read whole (an unlinked file stays
 //! readable), and then found gone by the quarantine: no false alarm. Reads go through the
-//! page cache like a client's; the rate bounds how much of it a scrub displaces.
+//! page cache like a client's; the rate bounds how much of it a scrub displaces. A scrub's
+//! read is not a use: it opens the file directly, so least-recently-used eviction is not
+//! fooled into keeping what nobody pulls.
 
 use super::rate::{Pace, Rate};
 use super::{take_out, Detector};
