@@ -202,7 +202,7 @@ mod tests {
     }
 
     fn status(r: Result<(), ApiError>) -> Option<(u16, bool)> {
-        r.err().map(|e| (e.status.as_u16(), e.into_response(true).headers().contains_key(header::WWW_AUTHENTICATE)))
+        r.err().map(|e| (e.status.as_u16(), e.into_response().headers().contains_key(header::WWW_AUTHENTICATE)))
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! OCI error responses: every failure a client sees is `{"errors":[{code,message}]}` with
 //! the status the distribution spec gives it.
 
-use super::Body;
+use super::body::Body;
 use crate::core::CoreError;
 use crate::error_text::error_chain;
 use crate::oci::{DigestError, NameError};
@@ -167,7 +167,8 @@ impl ApiError {
         }
     }
 
-    pub fn into_response(self, head: bool) -> Response<Body> {
+    /// The error as a response; for a HEAD the server drops the body (`body::without_body`).
+    pub fn into_response(self) -> Response<Body> {
         let json = serde_json::json!({
             "errors": [{ "code": self.code.as_str(), "message": self.message, "detail": null }]
         });
@@ -185,7 +186,7 @@ impl ApiError {
         if let Some(s) = self.retry_after {
             resp = resp.header(header::RETRY_AFTER, HeaderValue::from(s));
         }
-        resp.body(if head { super::empty() } else { super::full(body) }).expect("valid error response")
+        resp.body(super::body::full(body)).expect("valid error response")
     }
 }
 
@@ -237,5 +238,75 @@ impl ApiError {
             | UpstreamError::Redirect { .. }
             | UpstreamError::BadResponse { .. } => ApiError::unavailable(StatusCode::BAD_GATEWAY, msg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::fill::FillError;
+    use crate::core::NotCached;
+    use crate::oci::Digest;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn digest() -> Digest {
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap()
+    }
+
+    fn answer(e: CoreError) -> (u16, &'static str) {
+        let a = ApiError::from(e);
+        (a.status.as_u16(), a.code.as_str())
+    }
+
+    /// The protocol answers clients and tests rely on, variant by variant.
+    #[test]
+    fn core_errors_keep_their_protocol_answers() {
+        let host = || "up.test".to_string();
+        let fill = |e: FillError| Arc::new(e);
+        assert_eq!(answer(CoreError::ManifestUnknown("x".into())), (404, "MANIFEST_UNKNOWN"));
+        assert_eq!(answer(CoreError::NotAcceptable { media_type: "t".into() }), (404, "MANIFEST_UNKNOWN"));
+        assert_eq!(answer(CoreError::BlobUnknown), (404, "BLOB_UNKNOWN"));
+        assert_eq!(answer(CoreError::NameUnknown), (404, "NAME_UNKNOWN"));
+        assert_eq!(answer(CoreError::UnknownRegistry { host: host() }), (404, "NAME_UNKNOWN"));
+        let io = || FillError::Io { digest: digest(), source: std::io::Error::other("disk on fire") };
+        assert_eq!(answer(CoreError::Fill(fill(io()))), (500, "UNKNOWN"));
+        assert_eq!(answer(CoreError::FillEnded), (500, "UNKNOWN"));
+        let mismatch =
+            crate::core::ManifestMismatch { host: host(), name: "r".parse().unwrap(), got: digest(), want: digest() };
+        assert_eq!(answer(CoreError::ManifestMismatch(mismatch)), (502, "UNKNOWN"));
+        assert_eq!(answer(CoreError::NotCached { digest: digest(), why: NotCached::NoRoom }), (500, "UNKNOWN"));
+        assert_eq!(answer(CoreError::Store(std::io::Error::other("x"))), (500, "UNKNOWN"));
+        assert_eq!(answer(CoreError::NoSharedTier), (500, "UNKNOWN"));
+        let upstream = |u: UpstreamError| answer(CoreError::Upstream(u));
+        assert_eq!(upstream(UpstreamError::NotFound { host: host() }), (404, "NAME_UNKNOWN"));
+        assert_eq!(
+            upstream(UpstreamError::Timeout { host: host(), after: Duration::from_secs(1) }),
+            (504, "UNAVAILABLE")
+        );
+        assert_eq!(upstream(UpstreamError::Connect { host: host(), message: "x".into() }), (503, "UNAVAILABLE"));
+        assert_eq!(upstream(UpstreamError::Offline { host: host() }), (503, "UNAVAILABLE"));
+        assert_eq!(upstream(UpstreamError::Transfer { host: host(), message: "x".into() }), (502, "UNAVAILABLE"));
+        assert_eq!(
+            upstream(UpstreamError::Status { host: host(), status: http::StatusCode::INTERNAL_SERVER_ERROR }),
+            (502, "UNAVAILABLE")
+        );
+        let limited = ApiError::from(CoreError::Upstream(UpstreamError::TooManyRequests {
+            host: host(),
+            retry_after: Some(Duration::from_secs(7)),
+        }))
+        .into_response();
+        assert_eq!(limited.status(), 429);
+        assert_eq!(limited.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap()), Some("7"));
+    }
+
+    /// A cause wrapped in a core error reaches the client's message: a storage failure
+    /// says what failed, not only that something did.
+    #[test]
+    fn the_message_carries_the_whole_cause_chain() {
+        let fill = Arc::new(FillError::Io { digest: digest(), source: std::io::Error::other("disk on fire") });
+        let e = ApiError::from(CoreError::from_fill(&fill));
+        assert!(e.message.contains("disk on fire"), "{}", e.message);
+        assert!(e.message.contains(&digest().to_string()), "{}", e.message);
     }
 }

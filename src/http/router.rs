@@ -54,6 +54,28 @@ impl EndpointKind {
 }
 
 impl Endpoint {
+    /// The repository the request is about; `None` for `/v2/`.
+    pub fn name(&self) -> Option<&RepoName> {
+        match self {
+            Endpoint::Base => None,
+            Endpoint::Manifest { name, .. }
+            | Endpoint::Blob { name, .. }
+            | Endpoint::Tags { name }
+            | Endpoint::Referrers { name, .. } => Some(name),
+        }
+    }
+
+    /// The digest the request names, if it names one (a manifest by digest, a blob, a
+    /// referrers subject).
+    pub fn digest(&self) -> Option<&Digest> {
+        match self {
+            Endpoint::Manifest { reference: Reference::Digest(d), .. }
+            | Endpoint::Blob { digest: d, .. }
+            | Endpoint::Referrers { digest: d, .. } => Some(d),
+            Endpoint::Base | Endpoint::Manifest { .. } | Endpoint::Tags { .. } => None,
+        }
+    }
+
     pub fn kind(&self) -> EndpointKind {
         match self {
             Endpoint::Base => EndpointKind::Base,

@@ -2,6 +2,8 @@
 //! (metrics, health), per-request logging and metrics, closing idle connections, and
 //! graceful shutdown.
 
+use super::body::{self, Body};
+use super::error::ApiError;
 use super::handlers::{handle, Call};
 use super::idle::Activity;
 use super::outcome::Outcome;
@@ -9,7 +11,6 @@ use super::request_log::RequestLog;
 use super::router;
 use super::router::EndpointKind;
 use super::tracked::track;
-use super::Body;
 use crate::core::PullThrough;
 use crate::metrics::METRICS;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -41,30 +42,64 @@ impl App {
     /// Answer one client request (the OCI API, plus /healthz and /readyz).
     pub async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
-        let head = req.method() == Method::HEAD;
         let (parts, _body) = req.into_parts();
-        let path = parts.uri.path();
-        if let Some(resp) = self.health(path).await {
+        if let Some(resp) = self.health(parts.uri.path()).await {
             return resp;
         }
+        let head = parts.method == Method::HEAD;
+        let mut outcome = Outcome::default();
+        let (result, kind) = self.answer(&parts, &mut outcome).await;
+        let mut resp = result.unwrap_or_else(|e| {
+            if e.status.is_server_error() {
+                tracing::warn!(method = %parts.method, path = parts.uri.path(), code = e.code.as_str(), message = %e.message, "request failed");
+            }
+            e.into_response()
+        });
+        // The one place a HEAD loses its body: every answer above is the GET's.
+        if head {
+            resp = body::without_body(resp);
+        }
+        resp.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+        let headers_at = Instant::now();
+        count(kind, head, &parts.method, &outcome, &resp, headers_at - start);
+        // The log line is written when the body ends: time to the last byte, and how it
+        // ended.
+        let log = RequestLog {
+            method: parts.method,
+            uri: parts.uri,
+            kind,
+            upstream: outcome.upstream,
+            status: resp.status().as_u16(),
+            cache: outcome.cache,
+            start,
+            headers_at,
+        };
+        track(resp, log).map(BodyExt::boxed_unsync)
+    }
+
+    /// Who asks, which endpoint, and the handler's answer (or why there is none).
+    async fn answer(
+        &self,
+        parts: &http::request::Parts,
+        outcome: &mut Outcome,
+    ) -> (Result<Response<Body>, ApiError>, EndpointKind) {
         let cert = parts.extensions.get::<super::tls::ClientCert>();
         let who = match self.peer(&parts.headers) {
             Some(peer) => peer,
             None => self.access.identify(&parts.headers, cert).await,
         };
         let from_peer = matches!(who, Ok(super::access::Identity::Peer));
-        let mut outcome = Outcome::default();
-        let (result, kind) = match (router::route(&parts.method, path), who) {
+        let (result, kind) = match (router::route(&parts.method, parts.uri.path()), who) {
             (Ok(ep), Ok(who)) => {
                 let kind = ep.kind();
                 let call = Call {
-                    head,
+                    head: parts.method == Method::HEAD,
                     headers: &parts.headers,
                     query: parts.uri.query().unwrap_or(""),
                     who: &who,
                     access: &self.access,
                 };
-                (handle(&self.pull, ep, &call, &mut outcome).await, kind)
+                (handle(&self.pull, ep, &call, outcome).await, kind)
             }
             (Ok(ep), Err(e)) => (Err(e), ep.kind()),
             (Err(e), _) => (Err(e), EndpointKind::Invalid),
@@ -73,55 +108,16 @@ impl App {
             let result = if result.is_ok() { "ok" } else { "error" };
             METRICS.peer_requests.with_label_values(&["served", result]).inc();
         }
-        let mut resp = match result {
-            Ok(r) => r,
-            Err(e) => {
-                if e.status.is_server_error() {
-                    tracing::warn!(method = %parts.method, path, code = e.code.as_str(), message = %e.message, "request failed");
-                }
-                e.into_response(head)
-            }
-        };
-        resp.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
-        let status = resp.status();
-        let bytes = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let elapsed = start.elapsed();
-        METRICS.http_requests.with_label_values(&[kind.as_str(), parts.method.as_str(), status.as_str()]).inc();
-        METRICS.http_duration.with_label_values(&[kind.as_str()]).observe(elapsed.as_secs_f64());
-        if let (Some(up), Some(cache)) = (&outcome.upstream, outcome.cache) {
-            if status.is_success() {
-                METRICS.cache_requests.with_label_values(&[up, kind.as_str(), cache.as_str()]).inc();
-                if kind == EndpointKind::Blob && !head {
-                    METRICS.cache_bytes.with_label_values(&[up, cache.as_str()]).inc_by(bytes.unwrap_or(0));
-                }
-            }
-        }
-        // The log line is written when the body ends: time to the last byte, and how it
-        // ended.
-        let log = RequestLog {
-            method: parts.method,
-            uri: parts.uri,
-            kind,
-            upstream: outcome.upstream,
-            status: status.as_u16(),
-            cache: outcome.cache,
-            start,
-            headers_at: start + elapsed,
-        };
-        track(resp, log).map(BodyExt::boxed_unsync)
+        (result, kind)
     }
 
     /// A request from a peer node: one carrying the cluster token. A wrong token is refused
     /// outright (a misconfigured node should fail loudly, not fall back to client rules).
-    fn peer(&self, headers: &http::HeaderMap) -> Option<Result<super::access::Identity, super::error::ApiError>> {
+    fn peer(&self, headers: &http::HeaderMap) -> Option<Result<super::access::Identity, ApiError>> {
         let presented = headers.get(crate::cluster::TOKEN_HEADER)?;
         match self.pull.cluster() {
             Some(c) if c.accepts(presented.as_bytes()) => Some(Ok(super::access::Identity::Peer)),
-            _ => Some(Err(super::error::ApiError::unauthorized_no_challenge(
+            _ => Some(Err(ApiError::unauthorized_no_challenge(
                 "invalid cluster token: every node needs the same [cluster] token_env secret",
             ))),
         }
@@ -133,14 +129,13 @@ impl App {
             Response::builder()
                 .status(status)
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(super::full(v.to_string()))
+                .body(body::full(v.to_string()))
                 .expect("valid response")
         };
         match path {
             "/healthz" => Some(json(StatusCode::OK, serde_json::json!({"status": "ok"}))),
             "/readyz" => {
-                let store = self.pull.store().clone();
-                let writable = crate::store::blocking(move || store.probe_writable()).await;
+                let writable = self.pull.store().probe_writable_async().await;
                 let ready = writable.is_ok();
                 let upstreams: serde_json::Map<String, serde_json::Value> = self
                     .pull
@@ -177,13 +172,13 @@ impl App {
             self.update_gauges();
             return Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
-                .body(super::full(crate::metrics::render()))
+                .body(body::full(crate::metrics::render()))
                 .expect("valid response");
         }
         Response::builder()
             .status(StatusCode::NOT_FOUND)
             .header(header::CONTENT_TYPE, "text/plain")
-            .body(super::full("not found: try /metrics, /healthz or /readyz\n"))
+            .body(body::full("not found: try /metrics, /healthz or /readyz\n"))
             .expect("valid response")
     }
 
@@ -201,6 +196,26 @@ impl App {
                 Unknown => {}
             }
         }
+    }
+}
+
+/// Count a request in the request and cache metrics, once its response head is ready.
+fn count(kind: EndpointKind, head: bool, method: &Method, outcome: &Outcome, resp: &Response<Body>, elapsed: Duration) {
+    let status = resp.status();
+    METRICS.http_requests.with_label_values(&[kind.as_str(), method.as_str(), status.as_str()]).inc();
+    METRICS.http_duration.with_label_values(&[kind.as_str()]).observe(elapsed.as_secs_f64());
+    let (Some(up), Some(cache)) = (&outcome.upstream, outcome.cache) else { return };
+    if !status.is_success() {
+        return;
+    }
+    METRICS.cache_requests.with_label_values(&[up, kind.as_str(), cache.as_str()]).inc();
+    if kind == EndpointKind::Blob && !head {
+        let bytes = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        METRICS.cache_bytes.with_label_values(&[up, cache.as_str()]).inc_by(bytes.unwrap_or(0));
     }
 }
 
@@ -280,101 +295,144 @@ async fn accept_loop<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let idle = accept.idle_timeout;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper starts this timer when it begins waiting for a request head, so on HTTP/1.1 it
-    // also ends an idle keep-alive connection; the idle watchdog below covers the rest.
-    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle).max_buf_size(64 * 1024);
-    // Bounded headers on both protocols: 64 KiB is far beyond any registry client's needs.
-    builder.http2().max_concurrent_streams(256).max_header_list_size(64 * 1024);
-    let builder = Arc::new(builder);
+    let builder = Arc::new(connection_builder(accept.idle_timeout));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let clients: Clients = Arc::default();
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = accept.stop.changed() => return,
-        };
+    while let Some((stream, peer)) = next_connection(&listener, &mut accept.stop).await {
         let Some(slot) = ClientSlot::take(&clients, peer.ip(), accept.per_client) else {
             tracing::warn!(%peer, limit = accept.per_client, "too many connections from this client; closing the new one");
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
         // Every connection holds `alive` from before its task starts, so a shutdown waits
         // for it, handshake included.
-        let (builder, acceptor, mut stop, alive) =
-            (builder.clone(), acceptor.clone(), accept.stop.clone(), accept.alive.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let _alive = alive;
-            let activity = Activity::new();
-            let service = |cert: Option<super::tls::ClientCert>| {
-                let activity = activity.clone();
-                service_fn(move |mut req: Request<Incoming>| {
-                    let h = handler.clone();
-                    if let Some(c) = &cert {
-                        req.extensions_mut().insert(c.clone());
-                    }
-                    // In flight until the response body ends (or the request is dropped).
-                    let busy = activity.begin();
-                    async move { Ok::<_, std::convert::Infallible>(track(h(req).await, busy)) }
-                })
-            };
-            let (io, cert): (Box<dyn ClientIo>, _) = match acceptor {
-                None => (Box::new(stream), None),
-                Some(acc) => {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10).min(idle), acc.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    // A verified client certificate identifies every request of the connection.
-                    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| {
-                        let mut h = crate::oci::Sha256Hasher::new();
-                        h.update(c.as_ref());
-                        super::tls::ClientCert(h.finish().hex().to_string())
-                    });
-                    (Box::new(tls), cert)
+        let conn = Connection {
+            peer,
+            idle: accept.idle_timeout,
+            builder: builder.clone(),
+            stop: accept.stop.clone(),
+            _alive: accept.alive.clone(),
+            _slot: slot,
+        };
+        tokio::spawn(conn.serve(stream, acceptor.clone(), handler.clone()));
+    }
+}
+
+/// hyper's connection settings for both protocols.
+fn connection_builder(idle: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper starts this timer when it begins waiting for a request head, so on HTTP/1.1 it
+    // also ends an idle keep-alive connection; the idle watchdog covers the rest.
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle).max_buf_size(64 * 1024);
+    // Bounded headers on both protocols: 64 KiB is far beyond any registry client's needs.
+    builder.http2().max_concurrent_streams(256).max_header_list_size(64 * 1024);
+    builder
+}
+
+/// The next accepted connection, or `None` once shutdown begins.
+async fn next_connection(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => return Some(x),
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-            };
-            let conn = builder.serve_connection(TokioIo::new(io), service(cert));
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = activity.idle_for(idle, Instant::now()) => {
-                    tracing::debug!(%peer, timeout = ?idle, "closing an idle connection");
-                    // HTTP/1.1 closes at once, HTTP/2 says GOAWAY first; a request that
-                    // slipped in meanwhile is finished.
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = activity.idle_for(CLOSE_GRACE, Instant::now()) => Ok(()),
-                    }
+            },
+            _ = stop.changed() => return None,
+        }
+    }
+}
+
+/// One client connection, and what it holds until it ends.
+struct Connection {
+    peer: std::net::SocketAddr,
+    idle: Duration,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stop: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+    _slot: ClientSlot,
+}
+
+impl Connection {
+    /// The TLS handshake if any, then requests until the client leaves, the connection
+    /// idles out, or shutdown.
+    async fn serve<F, Fut>(mut self, stream: tokio::net::TcpStream, tls: Option<tokio_rustls::TlsAcceptor>, handler: F)
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let Some((io, cert)) = self.handshake(stream, tls).await else { return };
+        let activity = Activity::new();
+        let service = {
+            let activity = activity.clone();
+            service_fn(move |mut req: Request<Incoming>| {
+                let h = handler.clone();
+                if let Some(c) = &cert {
+                    req.extensions_mut().insert(c.clone());
                 }
-                _ = async { stop.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+                // In flight until the response body ends (or the request is dropped).
+                let busy = activity.begin();
+                async move { Ok::<_, std::convert::Infallible>(track(h(req).await, busy)) }
+            })
+        };
+        let (peer, idle) = (self.peer, self.idle);
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = activity.idle_for(idle, Instant::now()) => {
+                tracing::debug!(%peer, timeout = ?idle, "closing an idle connection");
+                // HTTP/1.1 closes at once, HTTP/2 says GOAWAY first; a request that
+                // slipped in meanwhile is finished.
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = activity.idle_for(CLOSE_GRACE, Instant::now()) => Ok(()),
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            _ = async { self.stop.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+
+    /// The connection's transport: plain TCP, or TLS with the client certificate's sha256
+    /// when the client presented a verified one (it identifies every request). `None` when
+    /// the handshake failed or took too long.
+    async fn handshake(
+        &self,
+        stream: tokio::net::TcpStream,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Option<(Box<dyn ClientIo>, Option<super::tls::ClientCert>)> {
+        let Some(acc) = tls else { return Some((Box::new(stream), None)) };
+        let peer = self.peer;
+        let tls = match tokio::time::timeout(Duration::from_secs(10).min(self.idle), acc.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return None;
+            }
+        };
+        let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| {
+            let mut h = crate::oci::Sha256Hasher::new();
+            h.update(c.as_ref());
+            super::tls::ClientCert(h.finish().hex().to_string())
         });
+        Some((Box::new(tls), cert))
     }
 }
 

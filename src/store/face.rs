@@ -105,3 +105,26 @@ impl Store {
         self.run(|s| s.probe_writable()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Budget;
+
+    #[tokio::test]
+    async fn the_async_face_reads_what_it_wrote_and_the_stats_count_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), Budget::unlimited()).unwrap());
+        let bytes = b"{\"schemaVersion\":2}".to_vec();
+        let d = Digest::of_bytes(&bytes);
+        assert_eq!(store.stats(), crate::store::Stats { bytes: 0, blobs: 0 });
+        assert!(store.read_manifest_async(&d, 1024).await.unwrap().is_none());
+        store.put_manifest_async(&d, crate::oci::media::OCI_MANIFEST, bytes.clone()).await.unwrap();
+        let (read, media_type) = store.read_manifest_async(&d, 1024).await.unwrap().unwrap();
+        assert_eq!((read, media_type.as_deref()), (bytes.clone(), Some(crate::oci::media::OCI_MANIFEST)));
+        assert_eq!(store.stats(), crate::store::Stats { bytes: bytes.len() as u64, blobs: 1 });
+        let (_, len) = store.open_blob_async(&d).await.unwrap().unwrap();
+        assert_eq!(len, bytes.len() as u64);
+        store.probe_writable_async().await.unwrap();
+    }
+}
