@@ -18,7 +18,7 @@
 //! goes to disk, as before), and images not pulled for `IDLE` are forgotten at a flush.
 
 use crate::oci::{Digest, RepoName};
-use crate::store::{blocking, Store};
+use crate::store::Store;
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -66,9 +66,7 @@ impl Pulls {
             p.dirty = true;
             return Ok(());
         }
-        let s = store.clone();
-        let (h, n, d, t) = (key.0.clone(), key.1.clone(), key.2.clone(), media_type.to_string());
-        blocking(move || s.records.note_pull(&h, &n, &d, &t)).await?;
+        store.note_pull(&key.0, &key.1, &key.2, media_type).await?;
         let mut images = self.lock();
         if images.len() < MAX_ENTRIES {
             let p = Pulled { media_type: media_type.to_string(), last: SystemTime::now(), dirty: false };

@@ -123,9 +123,8 @@ impl PullThrough {
 
     /// The manifests cached for the route's repository whose `subject` is `subject`.
     async fn cached_referrers(&self, route: &Route, subject: &Digest) -> Result<Vec<Referrer>, CoreError> {
-        let store = self.store.clone();
         let (host, name, subject) = (route.upstream.host().to_string(), route.name.clone(), subject.clone());
-        let found = blocking(move || local_referrers(&store, &host, &name, &subject)).await?;
+        let found = self.store.run(move |store| local_referrers(store, &host, &name, &subject)).await?;
         Ok(found.into_iter().map(|(_, r)| r).collect())
     }
 
@@ -177,7 +176,7 @@ pub(super) fn local_referrers(
         if rec.media_type != media::OCI_MANIFEST && rec.media_type != media::OCI_INDEX {
             continue;
         }
-        let Some((bytes, _)) = store.cas.read_manifest(&digest, MAX_MANIFEST_BYTES)? else {
+        let Some((bytes, _)) = store.read_manifest(&digest, MAX_MANIFEST_BYTES)? else {
             continue;
         };
         match referrers::referrer_of(&bytes, &rec.media_type, &digest) {
@@ -268,8 +267,7 @@ async fn read_record(store: &Arc<Store>, relative: &str) -> Result<Option<Record
 
 async fn write_record(store: &Arc<Store>, relative: String, rec: &Record) -> Result<(), CoreError> {
     let bytes = serde_json::to_vec(rec).map_err(io::Error::other)?;
-    let store = store.clone();
-    blocking(move || store.write_file(&relative, &bytes)).await?;
+    store.write_file_async(relative, bytes).await?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //! Content objects are left to the bucket's lifecycle rule: they are shared across
 //! repositories and cheap to refetch.
 
-use super::error::CoreError;
+use super::error::{CoreError, SharedOp};
 use super::housekeeping::{ExpiredImage, PruneReport};
 use super::lifecycle::{self, Image};
 use super::pull::PullThrough;
@@ -26,14 +26,12 @@ impl PullThrough {
         dry_run: bool,
     ) -> Result<PruneReport, CoreError> {
         let Some(shared) = &self.shared else {
-            return Err(CoreError::Store(std::io::Error::other(
-                "no [shared.s3] is configured: there are no shared tag records to prune",
-            )));
+            return Err(CoreError::NoSharedTier);
         };
         let entries = shared
             .tag_records()
             .await
-            .map_err(|e| CoreError::Store(std::io::Error::other(format!("cannot list the shared tier: {e}"))))?;
+            .map_err(|source| CoreError::Shared { what: SharedOp::ListTagRecords, source })?;
         // (upstream, repository) → digest → its image as lifecycle rules see it.
         let mut repos: BTreeMap<(String, RepoName), BTreeMap<Digest, Image>> = BTreeMap::new();
         for e in &entries {
@@ -66,9 +64,10 @@ impl PullThrough {
                 if !dry_run {
                     for t in &img.tags {
                         let Ok(tag) = t.parse() else { continue };
-                        shared.remove_tag(&up, &name, &tag).await.map_err(|e| {
-                            CoreError::Store(std::io::Error::other(format!("cannot delete a shared tag record: {e}")))
-                        })?;
+                        shared
+                            .remove_tag(&up, &name, &tag)
+                            .await
+                            .map_err(|source| CoreError::Shared { what: SharedOp::DeleteTagRecord, source })?;
                     }
                 }
                 report.expired.push(ExpiredImage {

@@ -14,7 +14,6 @@
 use super::error::CoreError;
 use super::pull::PullThrough;
 use crate::oci::{Digest, Reference};
-use crate::store::blocking;
 use crate::upstream::Route;
 use http::Method;
 
@@ -34,9 +33,7 @@ impl PullThrough {
         if self.store.vouches_known(host, &route.name, digest) {
             return Ok(());
         }
-        let store = self.store.clone();
-        let (h, n, d) = (host.to_string(), route.name.clone(), digest.clone());
-        if blocking(move || store.vouched(&h, &n, &d)).await? {
+        if self.store.vouched_async(host, &route.name, digest).await? {
             return Ok(());
         }
         let registry = &route.upstream.registry;
@@ -58,9 +55,7 @@ impl PullThrough {
             return Err(CoreError::from_upstream(e, unknown));
         }
         metric("confirmed");
-        let store = self.store.clone();
-        let (h, n, d) = (host.to_string(), route.name.clone(), digest.clone());
-        blocking(move || store.confirm(&h, &n, &d)).await?;
+        self.store.confirm_async(host, &route.name, digest).await?;
         Ok(())
     }
 }
