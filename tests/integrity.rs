@@ -124,6 +124,11 @@ async fn verify_reports_corruption_and_repair_fetches_it_again() {
     assert!(out.contains("(manifest)") && out.contains(&format!("repaired: {manifest}")), "{out}");
     assert_intact(&lab.proxy, &manifest);
     assert_intact(&lab.proxy, &config);
+    // `--rate` paces the pass: the cache's 3.4 MiB at 2 MiB/s take well over a second.
+    let started = std::time::Instant::now();
+    let (ok, out, err) = lab.proxy.cli(&["verify", "--rate", "2MiB/s"]);
+    assert!(ok && out.contains("0 corrupt"), "{out}\n{err}");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "not paced: {:?}", started.elapsed());
     // A real client pulls the whole image again, every digest verified by skopeo.
     let (_out, pulled) = skopeo_pull(&format!("docker://{}/lab/test/app:v1", lab.proxy.addr), &[]);
     assert_eq!(pulled, sorted_unique(&lab.app.all));

@@ -105,3 +105,19 @@ impl<'de> Deserialize<'de> for ByteRate {
         }
     }
 }
+
+#[cfg(test)]
+mod rate_tests {
+    use super::ByteRate;
+
+    #[test]
+    fn byte_rates_parse() {
+        assert_eq!(ByteRate::parse("50MiB/s"), Ok(ByteRate(50 << 20)));
+        assert_eq!(ByteRate::parse(" 1GB/s "), Ok(ByteRate(1_000_000_000)));
+        assert_eq!(ByteRate::parse("0"), Ok(ByteRate(0)));
+        assert!(ByteRate::parse("50MiB").is_err(), "a size is not a rate");
+        assert!(ByteRate::parse("fast/s").is_err());
+        let c: toml::Value = toml::from_str("r = 0").unwrap();
+        assert_eq!(c["r"].clone().try_into::<ByteRate>().unwrap(), ByteRate(0));
+    }
+}
