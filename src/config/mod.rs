@@ -117,6 +117,8 @@ mod tests {
         let up = "[[upstream]]\nhost = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n";
         assert!(err("").contains("upstream"));
         assert!(err(&format!("{up}tag_ttl = \"soon\"")).contains("tag_ttl"));
+        assert!(err(&format!("{up}stale_while_revalidate = \"soon\"")).contains("stale_while_revalidate"));
+        assert!(err(&format!("{up}rate_limit_reserve = -1")).contains("rate_limit_reserve"));
         assert!(err(&format!("{up}colour = 1")).contains("colour"));
         assert!(err("[[upstream]]\nhost = \"Docker.IO\"\nurl = \"https://x\"").contains("upstream[0].host"));
         assert!(err("[[upstream]]\nhost = \"x.io\"\nurl = \"ftp://x\"").contains("upstream[0].url"));

@@ -17,6 +17,7 @@ use super::error::CoreError;
 use super::pull::{Manifest, PullThrough};
 use crate::oci::{manifest, media, RepoName, Tag};
 use crate::store::TagRecord;
+use crate::upstream::budget::Hold;
 use crate::upstream::{Route, Standing};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -103,7 +104,11 @@ impl PullThrough {
         let Some(m) = self.cached_manifest(&rec.digest).await? else { return Ok(None) };
         tracing::debug!(upstream = %up.host(), repo = %route.name, %tag, digest = %m.digest, age_s = age.as_secs(),
             "tag past tag_ttl, within stale_while_revalidate: answered from the cache, revalidating in the background");
-        self.spawn_refresh(me, route, tag, &m);
+        // While the upstream's Retry-After runs a refresh could not ask it: the answer stands,
+        // and the first request after it ends starts one.
+        if !matches!(up.registry.budget().standing(), Standing::Held { hold: Hold::Told, .. }) {
+            self.spawn_refresh(me, route, tag, &m);
+        }
         Ok(Some(m))
     }
 
