@@ -20,7 +20,7 @@ use super::pull::{header_digest, PullThrough};
 use crate::oci::media::{self, MAX_MANIFEST_BYTES};
 use crate::oci::referrers::{self, Referrer, Referrers};
 use crate::oci::{Digest, ImageRef, Reference, RepoName};
-use crate::store::{blocking, Store};
+use crate::store::Store;
 use crate::upstream::{Route, UpstreamError};
 use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -254,15 +254,9 @@ fn record_path(host: &str, name: &RepoName, subject: &Digest) -> String {
 }
 
 async fn read_record(store: &Arc<Store>, relative: &str) -> Result<Option<Record>, CoreError> {
-    let path = store.root().join(relative);
-    let found = blocking(move || match std::fs::read(&path) {
-        // A damaged record is as good as none: the upstream is asked again.
-        Ok(bytes) => Ok(serde_json::from_slice::<Record>(&bytes).ok()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    })
-    .await?;
-    Ok(found)
+    let bytes = store.read_file_async(relative).await?;
+    // A damaged record is as good as none: the upstream is asked again.
+    Ok(bytes.and_then(|b| serde_json::from_slice::<Record>(&b).ok()))
 }
 
 async fn write_record(store: &Arc<Store>, relative: String, rec: &Record) -> Result<(), CoreError> {

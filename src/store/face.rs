@@ -95,6 +95,12 @@ impl Store {
         self.run(move |s| s.confirm(&h, &n, &d)).await
     }
 
+    /// `read_file`, off the async threads.
+    pub async fn read_file_async(self: &Arc<Self>, relative: &str) -> io::Result<Option<Vec<u8>>> {
+        let relative = relative.to_string();
+        self.run(move |s| s.read_file(&relative)).await
+    }
+
     /// `write_file`, off the async threads.
     pub async fn write_file_async(self: &Arc<Self>, relative: String, bytes: Vec<u8>) -> io::Result<()> {
         self.run(move |s| s.write_file(&relative, &bytes)).await

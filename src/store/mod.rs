@@ -140,6 +140,15 @@ impl Store {
         write_atomic(self.session.dir(), &self.root.join(relative), bytes)
     }
 
+    /// A file under the cache directory, `None` if there is none. Blocking.
+    pub fn read_file(&self, relative: &str) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.root.join(relative)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Remove this process's temp files: its fills cut short by a shutdown. Never another
     /// process's. Blocking.
     pub fn clean_temp(&self) -> io::Result<usize> {
