@@ -250,7 +250,11 @@ fn serve(
         override_advertise(&mut cfg, a)?;
     }
     let addrs = (listen.unwrap_or(cfg.server.listen), admin_listen.or(cfg.server.admin_listen));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Worker stacks of 8 MiB, not tokio's 2: a request's future chain (http, core, upstream
+    // auth, hyper) is polled on one stack, and unoptimised builds lay its frames out large:
+    // a bearer-token manifest miss measured 2.09 MB of stack (gdb, debug build) and
+    // overflowed. Only touched pages cost memory.
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(8 << 20).build()?;
     rt.block_on(async move {
         let app = open_app(&cfg, &cache_dir).await?;
         let listeners = listeners(&cfg, addrs).await?;
