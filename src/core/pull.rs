@@ -5,7 +5,12 @@
 //! - by digest (manifest or blob): immutable; served from disk without contacting upstream.
 //! - manifest by tag: trusted for the upstream's `tag_ttl`, then revalidated with a HEAD
 //!   (cheap, and not counted against Docker Hub's pull limit); if upstream is unreachable
-//!   or failing, the last known digest is served stale and that is logged.
+//!   or failing, the last known digest is served stale and that is logged. Within the
+//!   `stale_while_revalidate` window after the TTL, the cached answer is given at once and
+//!   the revalidation runs in the background (see `revalidate`). While the upstream's
+//!   rate-limit budget is low or spent, a tag that moved is followed only when its new
+//!   manifest is cached; the GET it would cost is kept for content the cache does not have
+//!   (see `upstream::budget`).
 //! - blobs: filled once per digest (see `fill`), verified before they enter the cache.
 
 use super::error::{CoreError, ManifestMismatch};
