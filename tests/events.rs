@@ -46,11 +46,17 @@ impl Drop for Receiver {
 
 impl Receiver {
     async fn start() -> Receiver {
-        Receiver::start_slow(Duration::ZERO).await
+        Receiver::start_with(Duration::ZERO, &[]).await
     }
 
     /// A receiver that takes `delay` to answer each request.
     async fn start_slow(delay: Duration) -> Receiver {
+        Receiver::start_with(delay, &[]).await
+    }
+
+    /// A receiver that answers its first requests with `statuses`, in order, then 200.
+    async fn start_with(delay: Duration, statuses: &[u16]) -> Receiver {
+        let script = Arc::new(Mutex::new(statuses.iter().copied().collect::<std::collections::VecDeque<u16>>()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
@@ -58,15 +64,18 @@ impl Receiver {
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
-                let h = h.clone();
+                let (h, script) = (h.clone(), script.clone());
                 let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let h = h.clone();
+                    let status = script.lock().unwrap().pop_front().unwrap_or(200);
                     async move {
                         let (parts, body) = req.into_parts();
                         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                         h.lock().unwrap().push(Hit { headers: parts.headers, body });
                         tokio::time::sleep(delay).await;
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+                        let mut resp = http::Response::new(Full::new(Bytes::new()));
+                        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
                 // The connections end with this task (JoinSet aborts them on drop).
@@ -384,4 +393,38 @@ async fn a_clean_shutdown_delivers_the_queued_events() {
         hook.hits().iter().map(|h| h.json()["digest"].as_str().unwrap_or_default().to_string()).collect();
     let want: Vec<String> = app.layers.iter().map(|l| l.digest.clone()).collect();
     assert_eq!(got, want, "every queued event was delivered before the exit, in order");
+}
+
+/// A receiver that fails gets the same event again after a backoff, and the next event only
+/// after it (order kept); a 4xx refusal is not retried, and is counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_deliveries_are_retried_in_order_and_refusals_are_counted() {
+    let (registry, app, _src) = registry_with(&[20_000, 20_000]).await;
+    let hook = Receiver::start_with(Duration::ZERO, &[503, 503, 200, 400]).await;
+    let events = format!(
+        "[[events.webhook]]\nurl = \"{}\"\nkinds = [\"fill.completed\"]\nbackoff = \"200ms\"\nname = \"flaky\"\n",
+        hook.url()
+    );
+    let proxy = Proxy::start(&format!("{}{events}", upstream_toml("up.test", &registry.url(), ""))).await;
+    let started = Instant::now();
+    for l in &app.layers {
+        pull_blob(&proxy, &l.digest).await;
+    }
+    let hits = hook.wait_for(4, "three attempts of the first event, then the second").await;
+    // Backoff: 200 ms, then 400 ms before the third attempt.
+    assert!(started.elapsed() >= Duration::from_millis(600), "{:?}", started.elapsed());
+    let digests: Vec<String> = hits.iter().map(|h| h.json()["digest"].as_str().unwrap().to_string()).collect();
+    let (a, b) = (&app.layers[0].digest, &app.layers[1].digest);
+    assert_eq!(
+        digests,
+        [a.clone(), a.clone(), a.clone(), b.clone()],
+        "the first event until it is taken, then the next"
+    );
+    assert!(hits[..3].iter().all(|h| h.header("ce-id") == hits[0].header("ce-id")), "a retry is the same event");
+    let dropped = "pullthrough_events_dropped_total{kind=\"fill.completed\",reason=\"rejected\",webhook=\"flaky\"}";
+    wait_until("the refusal to be counted", Duration::from_secs(5), async || proxy.metric(dropped).await == 1.0).await;
+    assert_eq!(proxy.metric("pullthrough_events_retries_total{webhook=\"flaky\"}").await, 2.0);
+    assert_eq!(proxy.metric("pullthrough_events_sent_total{kind=\"fill.completed\",webhook=\"flaky\"}").await, 1.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.hits().len(), 4, "a 400 is not retried");
 }

@@ -100,18 +100,25 @@ fn default_backoff() -> Duration {
 impl EventsConfig {
     /// Check every webhook: an http(s) URL, known kinds, sane limits, valid headers.
     pub(super) fn validate(&self) -> Result<(), Invalid> {
+        let mut names: Vec<String> = Vec::new();
         for (i, w) in self.webhooks.iter().enumerate() {
             let key = |k: &str| format!("events.webhook[{i}].{k}");
-            let ok = w
-                .url
-                .parse::<http::Uri>()
-                .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-            if !ok {
+            let url = w.url.parse::<http::Uri>().ok().filter(|u| matches!(u.scheme_str(), Some("http" | "https")));
+            let Some(authority) = url.as_ref().and_then(|u| u.authority()).filter(|a| !a.host().is_empty()) else {
                 return Err(Invalid::rule(
                     key("url"),
                     format!("{:?} is not an http(s) URL like \"http://127.0.0.1:9000/hook\"", w.url),
                 ));
+            };
+            // Each webhook's metrics are labelled by its name: two with one name would mix.
+            let name = w.name.clone().unwrap_or_else(|| authority.to_string());
+            if let Some(j) = names.iter().position(|n| *n == name) {
+                return Err(Invalid::rule(
+                    key("name"),
+                    format!("{name:?} is also webhook[{j}]'s metrics label; give one of them a distinct `name`"),
+                ));
             }
+            names.push(name);
             if let Some(kinds) = &w.kinds {
                 if kinds.is_empty() {
                     return Err(Invalid::rule(key("kinds"), "empty: leave `kinds` out to receive every kind"));
@@ -168,6 +175,9 @@ mod tests {
         assert!(err("[[events.webhook]]\nurl = \"http://h/x\"\nkinds = []\n").contains("events.webhook[0].kinds"));
         assert!(err("[[events.webhook]]\nurl = \"http://h/x\"\nmode = \"json\"\n").contains("mode"));
         assert!(err("[[events.webhook]]\nurl = \"http://h/x\"\nqueue = 0\n").contains("events.webhook[0].queue"));
+        let two = "[[events.webhook]]\nurl = \"http://h/a\"\n[[events.webhook]]\nurl = \"http://h/b\"\n";
+        assert!(err(two).contains("events.webhook[1].name"));
+        assert!(Config::parse(&format!("{UP}{two}name = \"b\"\n"), "t").is_ok());
         assert!(err("[[events.webhook]]\nurl = \"http://h/x\"\nheaders = { ce-type = \"x\" }\n")
             .contains("events.webhook[0].headers.ce-type"));
     }

@@ -8,7 +8,8 @@
 //! webhook's bounded queue with `try_send` and returns; when a queue is full the newest event
 //! is dropped and counted (`pullthrough_events_dropped_total`). One task per webhook delivers
 //! its queue in order, retrying each event with exponential backoff a bounded number of
-//! times ([`webhook`]).
+//! times ([`webhook`]). Queues live in memory: at a clean shutdown the daemon waits
+//! (bounded) for them to drain ([`flush`]); a crash loses what was queued.
 //!
 //! How the reporting layers reach the handle: a process-wide handle, [`install`]ed once when
 //! the daemon starts, and [`emit`] everywhere else (a no-op until installed, so the CLI's
