@@ -1,8 +1,8 @@
 //! Events: what happened in the cache (fills, failures, corruption, eviction, expiry,
 //! upstream outages, rate limits), sent as CloudEvents 1.0 to the configured webhooks.
 //!
-//! A leaf module: it knows `oci` types, metrics and error text, and nothing of the layers
-//! that report events (core, store, upstream), which call [`emit`].
+//! A leaf module: it knows `oci` types, metrics, error text and the TLS client setup, and
+//! nothing of the layers that report events (core, store, upstream), which call [`emit`].
 //!
 //! Sending never holds anything up: [`Events::emit`] puts the event on each subscribed
 //! webhook's bounded queue with `try_send` and returns; when a queue is full the newest event
@@ -33,7 +33,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Settings for all webhooks (built by lib.rs from `[events]`).
+/// Settings for all webhooks (built from `[events]` by `settings::events_settings`).
 #[derive(Debug, Clone)]
 pub struct EventsSettings {
     /// The CloudEvents `source` attribute: which pullthrough sent it.
