@@ -8,16 +8,17 @@
 //! the daemon at start instead of at first pull.
 //!
 //! This is the edge: the layers below never see these types. `crate::settings` maps them
-//! into each layer's own settings. The schema imports only `oci`, `pattern` and `secret`.
+//! into each layer's own settings. The schema imports only `oci` and the leaves `pattern`,
+//! `secret` and `lifecycle_policy` (see the layer rules in lib.rs).
 
 mod access;
 mod cache;
 mod cluster;
 mod credentials;
-mod events;
 mod derive;
 mod ecr_host;
 mod error;
+mod events;
 mod prefetch;
 mod serde_util;
 mod server;
@@ -30,10 +31,10 @@ pub use crate::secret::Secret;
 pub use access::{AccessConfig, UserConfig};
 pub use cache::{default_cache_dir, CacheConfig};
 pub use cluster::ClusterConfig;
-pub use events::{EventsConfig, WebhookConfig, WebhookMode, EVENT_KINDS};
 pub use credentials::CredentialError;
 pub use ecr_host::parse_ecr_host;
 pub use error::{ConfigError, Invalid, Problem};
+pub use events::{EventsConfig, WebhookConfig, WebhookMode, EVENT_KINDS};
 pub use prefetch::PrefetchConfig;
 pub use server::ServerConfig;
 pub use shared::{S3Config, SharedConfig};
@@ -265,5 +266,41 @@ mod tests {
         }
         assert!(!format!("{c:?}").contains("hunter2"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn validation_reads_no_credential_and_runs_first() {
+        // The cluster token's variable is unset and the upstream's URL is bad: validation,
+        // which reads nothing, names the URL; the token would only be read after it.
+        let text = "[cluster]\nadvertise = \"http://10.0.0.7:5000\"\npeers = [\"http://10.0.0.8:5000\"]\n\
+                    token_env = \"PT_SURELY_UNSET_TOKEN\"\n[[upstream]]\nhost = \"r.io\"\nurl = \"ftp://x\"\n";
+        let e = err(text);
+        assert!(e.contains("upstream[0].url"), "{e}");
+        // With the URL fixed, the loader reads the variable and says which one to set.
+        let e = err(&text.replace("ftp://x", "http://x"));
+        assert!(e.contains("cluster.token_env") && e.contains("PT_SURELY_UNSET_TOKEN"), "{e}");
+    }
+
+    #[test]
+    fn a_credential_error_keeps_its_cause() {
+        let text = "[[upstream]]\nhost = \"r.io\"\n[upstream.auth]\nkind = \"basic\"\nusername = \"u\"\n\
+                    password_file = \"/nonexistent/pt-password\"\n";
+        let e = Config::parse(text, "t").unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ConfigError::Invalid { source: Invalid { problem: Problem::Credentials(CredentialError::PasswordFile { .. }), key }, .. }
+                    if key == "upstream[0].auth"
+            ),
+            "{e:?}"
+        );
+        // The I/O error itself is in the chain, for callers that inspect it.
+        let mut cause: Option<&dyn std::error::Error> = Some(&e);
+        let mut io = None;
+        while let Some(c) = cause {
+            io = io.or(c.downcast_ref::<std::io::Error>().map(|e| e.kind()));
+            cause = c.source();
+        }
+        assert_eq!(io, Some(std::io::ErrorKind::NotFound));
     }
 }
