@@ -63,13 +63,16 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
     }
     // Files another process replaced or removed meanwhile need nothing more from us.
     let moved = report.corrupt.iter().filter(|c| matches!(c.outcome, Quarantined::Moved(_))).count();
+    let todo = to_repair(&pt, &report)?;
+    // Quarantined before this run (by an earlier `verify` or the daemon) and not cached again.
+    let earlier = todo.len() - moved;
     let (mut left, mut repaired) = (moved, 0);
     if args.repair {
-        let todo = to_repair(&pt, &report)?;
         repaired = repair(&pt, &todo, &reporter)?;
         left = todo.len() - repaired;
     }
-    reporter.finish(&summary(&report, repaired, args.repair), summary_json(&report, repaired));
+    let counts = Counts { repaired, earlier, repair: args.repair };
+    reporter.finish(&summary(&report, &counts), summary_json(&report, &counts));
     anyhow::ensure!(
         report.unreadable.is_empty(),
         "{} cached files could not be read (see above)",
@@ -79,7 +82,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
         left == 0,
         "{left} corrupt files were quarantined and are not back in the cache: {}",
         if args.repair {
-            "the upstream could not serve them (see above); clients' next pulls fetch them again"
+            "they could not be fetched again (see above); clients' next pulls try again"
         } else {
             "run `pullthrough verify --repair`, or let clients' next pulls fetch them again"
         }
@@ -161,10 +164,20 @@ fn found_json(c: &Corruption) -> serde_json::Value {
            "actual": c.actual.to_string(), "quarantined": quarantined})
 }
 
-fn summary(r: &ScrubReport, repaired: usize, repair: bool) -> String {
+/// What the summary line says beside the scrub's own report.
+struct Counts {
+    repaired: usize,
+    /// Quarantined before this run and not cached again.
+    earlier: usize,
+    repair: bool,
+}
+
+fn summary(r: &ScrubReport, c: &Counts) -> String {
     let mut s = format!("verified {} files ({}): {} corrupt", r.files, indicatif::HumanBytes(r.bytes), r.corrupt.len());
-    if repair {
-        s.push_str(&format!(", {repaired} repaired"));
+    if c.repair {
+        s.push_str(&format!(", {} repaired", c.repaired));
+    } else if c.earlier > 0 {
+        s.push_str(&format!("; {} quarantined earlier and not cached again (--repair fetches them)", c.earlier));
     }
     if !r.unreadable.is_empty() {
         s.push_str(&format!(", {} unreadable", r.unreadable.len()));
@@ -172,7 +185,7 @@ fn summary(r: &ScrubReport, repaired: usize, repair: bool) -> String {
     s
 }
 
-fn summary_json(r: &ScrubReport, repaired: usize) -> serde_json::Value {
-    json!({"files": r.files, "bytes": r.bytes, "corrupt": r.corrupt.len(), "repaired": repaired,
-           "unreadable": r.unreadable.len()})
+fn summary_json(r: &ScrubReport, c: &Counts) -> serde_json::Value {
+    json!({"files": r.files, "bytes": r.bytes, "corrupt": r.corrupt.len(), "repaired": c.repaired,
+           "quarantined_earlier": c.earlier, "unreadable": r.unreadable.len()})
 }
