@@ -225,4 +225,21 @@ mod tests {
         let r = pt.scrub(&mut Pace::new(None), Detector::Scrub, &Silent);
         assert_eq!((r.files, r.corrupt.len()), (1, 0));
     }
+
+    #[test]
+    fn sha512_content_is_checked_with_sha512() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(root.path(), Budget::unlimited()).unwrap());
+        let d = Digest::of_bytes_with(crate::oci::Algorithm::Sha512, b"sha512 manifest");
+        store.put_manifest(&d, "application/vnd.oci.image.manifest.v1+json", b"sha512 manifest").unwrap();
+        let pt = PullThrough::new(store.clone(), crate::upstream::Upstreams::new(vec![]), vec![], 1, None, None);
+        let r = pt.scrub(&mut Pace::new(None), Detector::Scrub, &Silent);
+        assert_eq!((r.files, r.corrupt.len()), (1, 0));
+        std::fs::write(store.blob_path(&d), b"sha512 manifesT").unwrap();
+        let r = pt.scrub(&mut Pace::new(None), Detector::Scrub, &Silent);
+        assert_eq!(r.corrupt.len(), 1);
+        assert_eq!(r.corrupt[0].actual, Digest::of_bytes_with(crate::oci::Algorithm::Sha512, b"sha512 manifesT"));
+        assert!(store.quarantine_path(&d).starts_with(root.path().join("quarantine/sha512")));
+        assert_eq!(store.quarantined().unwrap(), vec![d]);
+    }
 }
