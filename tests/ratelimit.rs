@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::fake::{FakeUpstream, OCI_MANIFEST};
+use common::fake::{FakeUpstream, Fault, OCI_MANIFEST};
 use common::*;
 use std::time::Duration;
 
@@ -211,13 +211,19 @@ async fn prefetch_waits_for_the_budget_instead_of_failing() {
     let fake = std::sync::Arc::new(FakeUpstream::start().await);
     let (p, layer) = fake.put_image("lib/p", "latest", 10);
     fake.rate_limit(0, 21600, Some(2));
+    // The layer is rate limited too, a while longer.
+    let layer_bytes = common::image::pseudo_random(10 * 10 + 1, 10_000);
+    let limited = Fault::Status(429, vec![("Retry-After".into(), "2".into())]);
+    fake.set_blob(&layer, layer_bytes, limited);
     let proxy = Proxy::start(&upstream_toml(HOST, &fake.url(), "")).await;
     // The budget comes back a moment after the first 429.
     let refill = tokio::spawn({
-        let fake = fake.clone();
+        let (fake, layer) = (fake.clone(), layer.clone());
         async move {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             fake.set_remaining(5);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            fake.set_fault(&layer, Fault::Good);
         }
     });
     let cli = tokio::task::spawn_blocking({
@@ -235,6 +241,7 @@ async fn prefetch_waits_for_the_budget_instead_of_failing() {
     refill.await.unwrap();
     assert!(ok, "prefetch failed instead of waiting for the budget:\n{err}");
     assert_eq!(fake.count("GET", "/v2/lib/p/manifests/latest"), 2, "one 429, then the fetch");
+    assert!(fake.count("GET", &layer) >= 2, "the layer's 429 was not waited out: {:?}", fake.seen());
     assert!(proxy.cached_blobs().iter().any(|b| b.ends_with(layer.trim_start_matches("sha256:"))));
     assert_eq!(pulled(&proxy, "lib/p", "latest").await, p);
 }

@@ -84,7 +84,9 @@ impl PullThrough {
         let results: Vec<Result<u64, CoreError>> = futures_util::stream::iter(blobs)
             .map(|(d, _)| {
                 let route = route.clone();
-                async move { self.ensure_blob(&route, &d, progress).await }
+                async move {
+                    super::patience::within_budget(&route, &d, || self.ensure_blob(&route, &d, progress)).await
+                }
             })
             .buffer_unordered(concurrency.max(1))
             .collect()
