@@ -13,8 +13,8 @@
 //!
 //! Configuration is parsed and validated at the edge (`config`), and [`settings`] maps it
 //! into each layer's own settings type (`upstream::UpstreamSettings`, `store::Budget`,
-//! `core::TagPolicies`, …): no layer below `http` imports the serde schema, and nothing
-//! imports from this file (the crate root) but the binary. Leaves (`oci`, `pattern`,
+//! `core::TagPolicies`, `http::access::AccessSettings`, …): no layer imports the serde
+//! schema, and nothing imports from this file (the crate root) but the binary. Leaves (`oci`, `pattern`,
 //! `secret`, `error_text`, `metrics`, `aws`, `tls_client`, `lifecycle_policy`, `events`)
 //! are vocabulary and plumbing any layer may use; they import no layer.
 //!
@@ -26,7 +26,7 @@
 //! |---|---|
 //! | `settings` | `config`, `http`, `core`, `store`, `upstream`, `shared`, `cluster`, `oci`, leaves |
 //! | `hosts_toml` | `config`, `oci` |
-//! | `http` | `config`, `core`, `store`, `upstream`, `shared`, `cluster`, `oci`, leaves |
+//! | `http` | `core`, `store`, `upstream`, `shared`, `cluster`, `oci`, leaves |
 //! | `core` | `store`, `upstream`, `shared`, `cluster`, `oci`, leaves |
 //! | `store` | `oci`, leaves |
 //! | `upstream` | `oci`, leaves |
@@ -42,8 +42,6 @@
 //! | `secret` | `oci` |
 //! | `tls_client` | `oci` |
 //! | `oci` | |
-//!
-//! (`http` keeps one import of `config`: the access rules, which are the edge's own.)
 
 // The connection task's future (TLS handshake, client-certificate identity, hyper's auto
 // builder) nests deeply enough that layout computation under the fuzzing build's flags
@@ -82,7 +80,7 @@ pub fn build_app(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::R
     Ok(Arc::new(http::App {
         // With a handle on itself, for background work (stale-while-revalidate refreshes).
         pull: pt.into_shared(),
-        access: Arc::new(http::access::Access::new(&cfg.access)),
+        access: Arc::new(http::access::Access::new(&settings::access_settings(&cfg.access))),
         max_connections_per_client: cfg.access.max_connections_per_client,
         idle_timeout: cfg.server.idle_timeout,
     }))

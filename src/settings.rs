@@ -1,7 +1,7 @@
 //! The edge's one mapping from the configuration schema (`config`) into each layer's own
 //! settings: the layers below never import `config`, so a schema change stops here.
 
-use crate::config::{self, AuthConfig, CacheConfig, ClusterConfig, UpstreamConfig};
+use crate::config::{self, AccessConfig, AuthConfig, CacheConfig, ClusterConfig, UpstreamConfig};
 use crate::{cluster, core, events, oci, store, upstream};
 
 /// The store's budget from `[cache]`.
@@ -73,11 +73,10 @@ pub fn tag_policies(upstreams: &[UpstreamConfig]) -> core::TagPolicies {
                 lifecycle: r.lifecycle_policy.as_ref().map(|p| p.0.clone()),
             })
             .collect();
-        (u.host.clone(), core::TagPolicy {
-            tag_ttl: u.tag_ttl,
-            stale_while_revalidate: u.stale_while_revalidate,
-            repositories,
-        })
+        (
+            u.host.clone(),
+            core::TagPolicy { tag_ttl: u.tag_ttl, stale_while_revalidate: u.stale_while_revalidate, repositories },
+        )
     }))
 }
 
@@ -139,4 +138,46 @@ pub fn events_settings(c: &config::EventsConfig) -> events::EventsSettings {
         })
         .collect();
     events::EventsSettings { source: c.source.clone(), webhooks }
+}
+
+/// The access rules from `[access]`: anonymous access defaults to "only when there are no
+/// users", and the deny-list splits into digests and repository globs.
+pub fn access_settings(a: &AccessConfig) -> crate::http::access::AccessSettings {
+    // A digest (sha256 or sha512) parses as one; a `registry/repository` glob never does.
+    let (deny_digests, deny_repos): (Vec<_>, Vec<_>) = a.deny.iter().partition(|d| d.parse::<oci::Digest>().is_ok());
+    crate::http::access::AccessSettings {
+        anonymous: a.anonymous.unwrap_or(a.users.is_empty()),
+        anonymous_allow: a.anonymous_allow.clone(),
+        deny_repos: deny_repos.into_iter().map(|p| crate::pattern::Pattern::new(p)).collect(),
+        deny_digests: deny_digests.into_iter().filter_map(|d| d.parse().ok()).collect(),
+        users: a
+            .users
+            .iter()
+            .map(|u| crate::http::access::UserSettings {
+                name: u.name.clone(),
+                password_bcrypt: u.password_bcrypt.clone(),
+                token_sha256: u.token_sha256.clone(),
+                cert_sha256: u.cert_sha256.clone(),
+                allow: u.allow.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_defaults_and_the_deny_list_split() {
+        let digest = format!("sha512:{}", "b".repeat(128));
+        let a: AccessConfig = toml::from_str(&format!("deny = [\"r.test/evil/*\", \"{digest}\"]\n")).unwrap();
+        let s = access_settings(&a);
+        assert!(s.anonymous, "no users: anonymous may pull");
+        assert_eq!(s.deny_digests, [digest.parse().unwrap()]);
+        assert_eq!(s.deny_repos.len(), 1);
+        assert!(s.deny_repos[0].matches("r.test/evil/x"));
+        let a: AccessConfig = toml::from_str("[[user]]\nname = \"alice\"\ntoken_sha256 = \"00\"\n").unwrap();
+        assert!(!access_settings(&a).anonymous, "with users: anonymous only when asked for");
+    }
 }

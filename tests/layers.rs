@@ -17,7 +17,7 @@ const LEAVES: &[&str] =
 const RULES: &[(&str, &[&str])] = &[
     ("settings", &["config", "http", "core", "store", "upstream", "shared", "cluster", "oci", "leaves"]),
     ("hosts_toml", &["config", "oci"]),
-    ("http", &["config", "core", "store", "upstream", "shared", "cluster", "oci", "leaves"]),
+    ("http", &["core", "store", "upstream", "shared", "cluster", "oci", "leaves"]),
     ("core", &["store", "upstream", "shared", "cluster", "oci", "leaves"]),
     ("store", &["oci", "leaves"]),
     ("upstream", &["oci", "leaves"]),

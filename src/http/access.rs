@@ -12,7 +12,6 @@
 //! threads.
 
 use super::error::ApiError;
-use crate::config::AccessConfig;
 use crate::oci::{Digest, RepoName, Sha256Hasher};
 use crate::pattern::Pattern;
 use base64::Engine as _;
@@ -27,6 +26,33 @@ pub enum Identity {
     User(Arc<str>),
     /// Another node of the cluster, asking with the cluster token for a client it checked.
     Peer,
+}
+
+/// Who may pull what, from `[access]` (mapped by `crate::settings`; validated there).
+#[derive(Debug, Clone, Default)]
+pub struct AccessSettings {
+    /// Whether clients without credentials may pull.
+    pub anonymous: bool,
+    /// What anonymous clients may pull: globs over `registry/repository`.
+    pub anonymous_allow: Vec<Pattern>,
+    /// Refused to everyone with 403 DENIED: repositories (globs) and digests.
+    pub deny_repos: Vec<Pattern>,
+    pub deny_digests: Vec<Digest>,
+    pub users: Vec<UserSettings>,
+}
+
+/// One user and how they prove who they are.
+#[derive(Debug, Clone)]
+pub struct UserSettings {
+    pub name: String,
+    /// bcrypt hash of their Basic password.
+    pub password_bcrypt: Option<String>,
+    /// Hex sha256 of their bearer token.
+    pub token_sha256: Option<String>,
+    /// Hex sha256 of their client certificate (DER).
+    pub cert_sha256: Option<String>,
+    /// What they may pull: globs over `registry/repository`.
+    pub allow: Vec<Pattern>,
 }
 
 struct User {
@@ -55,14 +81,12 @@ fn unauthorized(msg: &str) -> ApiError {
 }
 
 impl Access {
-    pub fn new(cfg: &AccessConfig) -> Access {
-        // A digest (sha256 or sha512) parses as one; a `registry/repository` glob never does.
-        let (deny_digests, deny_repos) = cfg.deny.iter().partition::<Vec<&String>, _>(|d| d.parse::<Digest>().is_ok());
+    pub fn new(cfg: &AccessSettings) -> Access {
         Access {
-            anonymous: cfg.anonymous.unwrap_or(cfg.users.is_empty()),
+            anonymous: cfg.anonymous,
             anonymous_allow: cfg.anonymous_allow.clone(),
-            deny_repos: deny_repos.into_iter().map(|p| Pattern::new(p)).collect(),
-            deny_digests: deny_digests.into_iter().filter_map(|d| d.parse().ok()).collect(),
+            deny_repos: cfg.deny_repos.clone(),
+            deny_digests: cfg.deny_digests.clone(),
             users: cfg
                 .users
                 .iter()
@@ -197,8 +221,23 @@ mod tests {
     use super::*;
     use http::StatusCode;
 
-    fn access(toml_text: &str) -> Arc<Access> {
-        Arc::new(Access::new(&toml::from_str::<AccessConfig>(toml_text).unwrap()))
+    fn globs(g: &[&str]) -> Vec<Pattern> {
+        g.iter().map(|p| Pattern::new(p)).collect()
+    }
+
+    /// A user who logs in with a (bcrypt) password.
+    fn password_user(name: &str, allow: &[&str]) -> UserSettings {
+        UserSettings {
+            name: name.into(),
+            password_bcrypt: Some("x".into()),
+            token_sha256: None,
+            cert_sha256: None,
+            allow: globs(allow),
+        }
+    }
+
+    fn access(s: AccessSettings) -> Arc<Access> {
+        Arc::new(Access::new(&s))
     }
 
     fn status(r: Result<(), ApiError>) -> Option<(u16, bool)> {
@@ -207,9 +246,13 @@ mod tests {
 
     #[test]
     fn anonymous_requests_credentials_could_allow_are_challenged() {
-        let a = access(
-            "anonymous = true\nanonymous_allow = [\"r.test/public/*\"]\ndeny = [\"r.test/public/evil\"]\n[[user]]\nname = \"alice\"\npassword_bcrypt = \"x\"\nallow = [\"r.test/team/*\"]\n",
-        );
+        let a = access(AccessSettings {
+            anonymous: true,
+            anonymous_allow: globs(&["r.test/public/*"]),
+            deny_repos: globs(&["r.test/public/evil"]),
+            users: vec![password_user("alice", &["r.test/team/*"])],
+            ..Default::default()
+        });
         let name = |n: &str| n.parse::<RepoName>().unwrap();
         let anon = Identity::Anonymous;
         let alice = Identity::User("alice".into());
@@ -225,20 +268,28 @@ mod tests {
         // Digests on the deny-list, of either algorithm.
         let d256: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
         let d512: Digest = format!("sha512:{}", "b".repeat(128)).parse().unwrap();
-        let a = access(&format!("deny = [\"{d256}\", \"{d512}\"]\n"));
+        let a = access(AccessSettings { deny_digests: vec![d256.clone(), d512.clone()], ..Default::default() });
         assert_eq!(status(a.check_digest(&d256)), Some((403, false)));
         assert_eq!(status(a.check_digest(&d512)), Some((403, false)));
         assert_eq!(status(a.check_digest(&Digest::of_bytes(b"ok"))), None);
 
         // Without password users, credentials cannot help: 403, and /v2/ is open.
-        let a = access("anonymous_allow = [\"r.test/public/*\"]\n");
+        let a = access(AccessSettings {
+            anonymous: true,
+            anonymous_allow: globs(&["r.test/public/*"]),
+            ..Default::default()
+        });
         assert_eq!(status(a.check_repo(&anon, "r.test", &name("team/app"))), Some((403, false)));
         assert_eq!(status(a.check_base(&anon)), None);
     }
 
     #[tokio::test]
     async fn empty_basic_credentials_are_anonymous() {
-        let a = access("anonymous = true\n[[user]]\nname = \"alice\"\npassword_bcrypt = \"x\"\n");
+        let a = access(AccessSettings {
+            anonymous: true,
+            users: vec![password_user("alice", &["*"])],
+            ..Default::default()
+        });
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, "Basic Og==".parse().unwrap());
         assert_eq!(a.identify(&h, None).await.unwrap(), Identity::Anonymous);
