@@ -28,7 +28,7 @@ pub enum Identity {
     Peer,
 }
 
-/// Who may pull what, from `[access]` (mapped by `crate::settings`; validated there).
+/// Who may pull what, from `[access]` (validated by `config`, mapped by `crate::settings`).
 #[derive(Debug, Clone, Default)]
 pub struct AccessSettings {
     /// Whether clients without credentials may pull.
