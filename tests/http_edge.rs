@@ -11,6 +11,9 @@ use std::time::Duration;
 
 const NS: &str = "?ns=fake.test";
 
+/// Request headers of one case.
+type Headers = Vec<(&'static str, &'static str)>;
+
 /// Every kind of answer (OK, partial, not satisfiable, not found, bad request, not allowed):
 /// HEAD has the GET's status and headers, and no body. hyper sends no body for a HEAD
 /// whatever the handler built, so the request log says whether the proxy dropped it: a body
@@ -26,7 +29,7 @@ async fn head_is_the_get_answer_without_its_body() {
     let r = send("GET", &format!("{p}/v2/r/blobs/{layer}{NS}"), &[]).await.unwrap();
     assert_eq!((r.status, r.body.len()), (200, 10_000));
     let missing = format!("sha256:{}", "0".repeat(64));
-    let cases: Vec<(String, Vec<(&str, &str)>, u16)> = vec![
+    let cases: Vec<(String, Headers, u16)> = vec![
         (format!("{p}/v2/"), vec![], 200),
         (format!("{p}/v2/r/manifests/v1{NS}"), vec![], 200),
         (format!("{p}/v2/r/manifests/{manifest}{NS}"), vec![], 200),
