@@ -60,13 +60,6 @@ pub struct UpstreamConfig {
     pub repositories: Vec<RepositoryRule>,
 }
 
-impl UpstreamConfig {
-    /// The settings for repository `name` (as the upstream knows it), if any entry matches.
-    pub fn rule_for(&self, name: &str) -> Option<&RepositoryRule> {
-        self.repositories.iter().find(|r| r.pattern.matches(name))
-    }
-}
-
 /// Settings for the repositories of one upstream whose names match a glob.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
