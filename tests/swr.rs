@@ -80,4 +80,10 @@ async fn the_window_ends_and_then_a_tag_is_revalidated_before_the_answer() {
     let (status, digest, took) = pull(&proxy).await;
     assert_eq!((status, digest), (200, v2));
     assert!(took >= Duration::from_millis(1400), "{took:?}");
+    // The background refresh of `other` found it where it was.
+    let unchanged = "pullthrough_tag_background_revalidations_total{result=\"unchanged\",upstream=\"hub.test\"}";
+    wait_until("the refresh of `other` to be counted", Duration::from_secs(10), async || {
+        proxy.metric(unchanged).await == 1.0
+    })
+    .await;
 }

@@ -123,7 +123,11 @@ impl PullThrough {
         tokio::spawn(async move {
             let pull = &claim.pull;
             let result = match pull.refresh_tag(&route, &tag).await {
-                Ok(m) if m.digest == old => Refreshed::Unchanged,
+                // Served stale again (the upstream could not confirm it): not a revalidation.
+                Ok(m) if m.digest == old => match pull.confirmed(&route, &tag).await {
+                    true => Refreshed::Unchanged,
+                    false => Refreshed::Failed,
+                },
                 Ok(m) => {
                     tracing::info!(upstream = %route.upstream.host(), repo = %route.name, %tag, from = %old, to = %m.digest,
                         "tag moved upstream (background revalidation); the new manifest is cached");
@@ -138,6 +142,16 @@ impl PullThrough {
             };
             crate::metrics::METRICS.tag_refreshes.with_label_values(&[route.upstream.host(), result.as_str()]).inc();
         });
+    }
+
+    /// Whether the upstream confirmed `tag` just now: its record is fresh (from memory, else
+    /// from disk: memory may be off).
+    async fn confirmed(&self, route: &Route, tag: &Tag) -> bool {
+        let host = route.upstream.host();
+        if let Some(rec) = self.memory.tag(host, &route.name, tag) {
+            return self.tag_fresh(route, tag, &rec);
+        }
+        matches!(self.store.get_tag(host, &route.name, tag).await, Ok(Some(rec)) if self.tag_fresh(route, tag, &rec))
     }
 
     /// Start fills of a single-platform image's blobs, so the next pull is warm. Not for an
