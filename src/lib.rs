@@ -70,6 +70,7 @@ pub mod upstream;
 use std::sync::Arc;
 
 pub use oci::USER_AGENT;
+pub use settings::shared_settings;
 
 /// Assemble the service from a validated configuration: open (and clean) the cache
 /// directory and build a client per upstream.
@@ -84,27 +85,6 @@ pub fn build_app(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::R
         max_connections_per_client: cfg.access.max_connections_per_client,
         idle_timeout: cfg.server.idle_timeout,
     }))
-}
-
-/// The shared tier's settings from `[shared.s3]` (for the daemon, the CLI and `doctor`).
-pub fn shared_settings(s: &config::S3Config) -> shared::S3Settings {
-    shared::S3Settings {
-        bucket: s.bucket.clone(),
-        prefix: s.prefix.clone(),
-        region: s.region.clone(),
-        endpoint_url: s.endpoint_url.clone(),
-        path_style: s.path_style,
-        timeout: s.timeout,
-        upload_concurrency: s.upload_concurrency,
-    }
-}
-
-/// Verify on read and the background scrub, from `[cache]`.
-pub fn integrity_settings(c: &config::CacheConfig) -> core::integrity::IntegritySettings {
-    core::integrity::IntegritySettings {
-        verify_on_read: c.verify_on_read,
-        scrub_rate: core::integrity::Rate::bytes_per_second(c.scrub_rate.0),
-    }
 }
 
 /// The pull-through service alone (for the CLI's offline commands and for `build_app`).
@@ -131,10 +111,10 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
     for p in cfg.prefetch.iter().filter(|p| p.pin) {
         pins.push(p.image.parse()?);
     }
-    let shared = cfg.shared.s3.as_ref().map(|s| shared::SharedTier::new(shared_settings(s)));
+    let shared = cfg.shared.s3.as_ref().map(|s| shared::SharedTier::new(settings::shared_settings(s)));
     let cluster = cfg.cluster.as_ref().map(|c| cluster::Cluster::new(settings::cluster_settings(c)));
     Ok(core::PullThrough::new(Arc::new(store), upstreams, pins, cfg.cache.max_concurrent_fills, shared, cluster)
         .with_memory(cfg.cache.memory.0)
-        .with_integrity(integrity_settings(&cfg.cache))
+        .with_integrity(settings::integrity_settings(&cfg.cache))
         .with_tag_policies(settings::tag_policies(&cfg.upstreams)))
 }

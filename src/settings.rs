@@ -2,7 +2,7 @@
 //! settings: the layers below never import `config`, so a schema change stops here.
 
 use crate::config::{self, AccessConfig, AuthConfig, CacheConfig, ClusterConfig, UpstreamConfig};
-use crate::{cluster, core, events, oci, store, upstream};
+use crate::{cluster, core, events, oci, shared, store, upstream};
 
 /// The store's budget from `[cache]`.
 pub fn store_budget(c: &CacheConfig) -> store::Budget {
@@ -161,6 +161,27 @@ pub fn access_settings(a: &AccessConfig) -> crate::http::access::AccessSettings 
                 allow: u.allow.clone(),
             })
             .collect(),
+    }
+}
+
+/// The shared tier's settings from `[shared.s3]` (for the daemon, the CLI and `doctor`).
+pub fn shared_settings(s: &config::S3Config) -> shared::S3Settings {
+    shared::S3Settings {
+        bucket: s.bucket.clone(),
+        prefix: s.prefix.clone(),
+        region: s.region.clone(),
+        endpoint_url: s.endpoint_url.clone(),
+        path_style: s.path_style,
+        timeout: s.timeout,
+        upload_concurrency: s.upload_concurrency,
+    }
+}
+
+/// Verify on read and the background scrub, from `[cache]`.
+pub fn integrity_settings(c: &config::CacheConfig) -> core::integrity::IntegritySettings {
+    core::integrity::IntegritySettings {
+        verify_on_read: c.verify_on_read,
+        scrub_rate: core::integrity::Rate::bytes_per_second(c.scrub_rate.0),
     }
 }
 
