@@ -1,5 +1,13 @@
 //! The HTTP edge: the server, routing of OCI Distribution API paths to typed endpoints,
 //! handlers, and the mapping of every error to an OCI error response.
+//!
+//! A request goes one way, each decision made once:
+//! `server` (connections, identity, metrics, the request log; drops a HEAD's body) →
+//! `router` (path → `Endpoint`, or a 4xx) → `handlers::handle` (routes the repository to an
+//! upstream and checks access, then one handler per endpoint; blobs in `blob`) → `core`.
+//! Handlers build the GET answer from `body`; what the answer was (`outcome`: cache hit or
+//! miss, upstream) labels the metrics and the log line; `error` turns every failure into
+//! the OCI error JSON with its status.
 
 pub mod access;
 mod blob;
