@@ -17,6 +17,11 @@
 //! fsynced, so a crash at any point leaves no partial blob visible. `_tags` cannot collide
 //! with a repository component, which must start with a letter or digit.
 //!
+//! Callers see the blobs through `Store`'s methods (`blobs.rs`: blocking, and `face.rs`:
+//! the same operations for async callers, run on the blocking pool); the content-addressed
+//! files and their index are private, so nothing outside this module can add or remove a
+//! blob without the index knowing.
+//!
 //! Sharing one directory between a daemon and the command line (invariant 7: neither
 //! destroys what the other writes):
 //! - temp files are per process (`session`): nobody removes another live process's fills;
