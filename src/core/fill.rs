@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Where a blob's bytes stand, shared by the filler and every reader.
@@ -333,12 +334,16 @@ impl Fill<'_> {
         window: Arc<Window>,
     ) -> Result<(TempBlob, u64), FillError> {
         let tx = self.tx.clone();
+        let started = Instant::now();
         let writer = DiskWriter::spawn(temp, window, move |written| tx.send_modify(|p| p.written = written));
+        let mut write_wait = Duration::ZERO;
         let received = async {
             while let Some(chunk) = body.next().await? {
+                let t = Instant::now();
                 if writer.write(chunk).await.is_err() {
                     break; // the writer failed; finish() says why
                 }
+                write_wait += t.elapsed();
             }
             Ok(body.received())
         }
@@ -351,7 +356,16 @@ impl Fill<'_> {
                 return Err(e);
             }
         };
-        let temp = temp.map_err(|e| self.io_err(e))?;
+        let (temp, write_busy) = temp.map_err(|e| self.io_err(e))?;
+        let t = body.timings();
+        // Where the time went (benches/RESULTS.md): the slowest stage shows as the others'
+        // waits (hash_wait: the hasher; write_wait: the disk writer; source_wait: the source).
+        tracing::debug!(
+            digest = %self.digest, bytes = received, wall = ?started.elapsed(), source_wait = ?t.source_wait,
+            hash_busy = ?t.hash_busy, hash_wait = ?t.hash_wait, write_busy = ?write_busy, write_wait = ?write_wait,
+            chunks = t.chunks,
+            "blob fill received"
+        );
         // Verified: the held-back bytes go to the clients now; durability (fsync of a large
         // file) is the cache's concern, not theirs.
         self.tx.send_modify(|p| {
@@ -390,7 +404,9 @@ impl Fill<'_> {
     async fn commit(&self, temp: TempBlob, reservation: Reservation) {
         let (s, d) = (self.store.clone(), self.digest.clone());
         let total = self.tx.borrow().total;
+        let started = Instant::now();
         let committed = tokio::task::spawn_blocking(move || s.commit(temp, d, total)).await;
+        tracing::debug!(digest = %self.digest, took = ?started.elapsed(), "blob fill committed");
         drop(reservation);
         let ok = matches!(committed, Ok(Ok(())));
         self.tx.send_modify(|p| {

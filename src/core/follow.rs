@@ -16,8 +16,9 @@
 //! A verified, committed blob is served from a memory map without copying: each chunk is a
 //! slice of the map, prefaulted on the blocking pool (so the async thread that writes it to
 //! the socket never waits for the disk). Blobs are immutable and eviction only unlinks, so a
-//! map never sees its file shrink. A blob still being filled is read with `pread`, in
-//! batches of at least `MIN_BATCH` bytes so a fast fill does not turn into tiny reads.
+//! map never sees its file shrink. A follower behind a running fill's window maps the range
+//! of the temp file it needs (populated at once: no copy, no zeroed buffer), in batches of
+//! at least `MIN_BATCH` bytes so a fast fill does not turn into tiny reads.
 
 use super::fill::{FillState, Progress};
 use bytes::Bytes;
@@ -29,8 +30,6 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Bytes read from disk per chunk: large enough to amortise the blocking-pool hop.
-const CHUNK: u64 = 256 * 1024;
 /// Chunks of a mapped blob: slices, so size costs no memory.
 const MAP_CHUNK: u64 = 4 * 1024 * 1024;
 /// While a fill is running, wait for at least this much new data before reading.
@@ -133,8 +132,18 @@ struct Follow {
     map: Option<Arc<memmap2::Mmap>>,
 }
 
+/// `len` bytes at `pos` of a file still being filled (a follower behind the fill's window):
+/// a mapping of just that range, populated in one call, so the bytes go from the page cache
+/// to the socket without a copy into a fresh buffer (and without zeroing one). A `pread`
+/// if the range cannot be mapped.
 fn read_chunk(file: Arc<File>, pos: u64, len: usize) -> JoinHandle<io::Result<Bytes>> {
     tokio::task::spawn_blocking(move || {
+        // SAFETY: the range is below what the fill has written, and a temp file is only ever
+        // appended to, then renamed or unlinked, which leaves a mapping intact.
+        match unsafe { memmap2::MmapOptions::new().offset(pos).len(len).populate().map(&*file) } {
+            Ok(m) => return Ok(Bytes::from_owner(MapSlice { map: Arc::new(m), start: 0, end: len })),
+            Err(e) => tracing::debug!(error = %e, "cannot map a range of a fill; reading it instead"),
+        }
         let mut buf = vec![0u8; len];
         let mut filled = 0;
         while filled < len {
@@ -154,6 +163,30 @@ impl Follow {
             h.abort();
         }
         Some((Err(e), self))
+    }
+
+    /// A follower that keeps up takes the chunk from the fill's window, as it arrived.
+    fn take_from_memory(&mut self, p: &Progress, limit: u64) -> Option<Bytes> {
+        let chunk = p.window.as_ref()?.get(self.pos, limit)?;
+        if let Some((_, h)) = self.ahead.take() {
+            h.abort();
+        }
+        self.pos += chunk.len() as u64;
+        Served::Memory.count(chunk.len());
+        Some(chunk)
+    }
+
+    /// Serve the rest of a verified blob from its (shared) memory map.
+    fn map_blob(&mut self, file: &File) {
+        match shared_map(file) {
+            Ok(m) => {
+                if let Some((_, h)) = self.ahead.take() {
+                    h.abort();
+                }
+                self.map = Some(m);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot map blob; reading it instead"),
+        }
     }
 
     async fn next(mut self) -> Option<(io::Result<Bytes>, Follow)> {
@@ -177,13 +210,7 @@ impl Follow {
                 Some(e) => p.written.min(e.saturating_sub(1)),
                 None => p.written,
             };
-            // A follower that keeps up takes the chunk from memory, as it arrived.
-            if let Some(chunk) = p.window.as_ref().and_then(|w| w.get(self.pos, limit)) {
-                if let Some((_, h)) = self.ahead.take() {
-                    h.abort();
-                }
-                self.pos += chunk.len() as u64;
-                Served::Memory.count(chunk.len());
+            if let Some(chunk) = self.take_from_memory(&p, limit) {
                 return Some((Ok(chunk), self));
             }
             // While filling, read only once a batch has accumulated (or at the hold-back
@@ -194,18 +221,9 @@ impl Follow {
                     return self.fail(io::Error::other("blob file missing"));
                 };
                 if verified && self.map.is_none() && p.written > 0 {
-                    match shared_map(&file) {
-                        Ok(m) => {
-                            if let Some((_, h)) = self.ahead.take() {
-                                h.abort();
-                            }
-                            self.map = Some(m);
-                        }
-                        Err(e) => tracing::debug!(error = %e, "cannot map blob; reading it instead"),
-                    }
+                    self.map_blob(&file);
                 }
-                let chunk_len =
-                    |pos: u64| (limit - pos).min(if self.map.is_some() { MAP_CHUNK } else { CHUNK }) as usize;
+                let chunk_len = |pos: u64| (limit - pos).min(MAP_CHUNK) as usize;
                 let start_read = |pos: u64, map: &Option<Arc<memmap2::Mmap>>| match map {
                     Some(m) => map_chunk(m.clone(), pos, chunk_len(pos)),
                     None => read_chunk(file.clone(), pos, chunk_len(pos)),

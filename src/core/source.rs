@@ -113,6 +113,14 @@ impl SourceBody {
         SourceBody { tier: Tier::Upstream, total, chunks, idle_timeout, from: host.to_string() }
     }
 
+    /// An upstream body made of `chunks` (then silence, if `stall`), for tests of the pipeline.
+    #[cfg(test)]
+    pub fn from_chunks(chunks: Vec<Bytes>, total: Option<u64>, stall: bool, idle_timeout: Duration) -> SourceBody {
+        let items = futures_util::stream::iter(chunks.into_iter().map(Ok));
+        let chunks = if stall { items.chain(futures_util::stream::pending()).boxed() } else { items.boxed() };
+        SourceBody { tier: Tier::Upstream, total, chunks, idle_timeout, from: "test.invalid".into() }
+    }
+
     fn from_shared(blob: SharedBlob, digest: &Digest, idle_timeout: Duration) -> SourceBody {
         let key = digest.to_string();
         let k = key.clone();

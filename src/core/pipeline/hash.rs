@@ -5,6 +5,7 @@
 use crate::oci::{Algorithm, Digest, Hasher};
 use bytes::Bytes;
 use std::io;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Chunks queued for the hasher: bounds the memory a slow hasher can hold.
@@ -17,7 +18,7 @@ pub struct HashGone;
 
 pub struct HashStage {
     feed: mpsc::Sender<Bytes>,
-    done: oneshot::Receiver<Digest>,
+    done: oneshot::Receiver<(Digest, Duration)>,
 }
 
 impl HashStage {
@@ -27,10 +28,13 @@ impl HashStage {
         let (result, done) = oneshot::channel();
         std::thread::Builder::new().name("pullthrough-hash".into()).spawn(move || {
             let mut h = Hasher::new(algorithm);
+            let mut busy = Duration::ZERO;
             while let Some(chunk) = chunks.blocking_recv() {
+                let t = Instant::now();
                 h.update(&chunk);
+                busy += t.elapsed();
             }
-            let _ = result.send(h.finish());
+            let _ = result.send((h.finish(), busy));
         })?;
         Ok(HashStage { feed, done })
     }
@@ -40,8 +44,9 @@ impl HashStage {
         self.feed.send(chunk).await.map_err(|_| HashGone)
     }
 
-    /// The digest of everything fed, once the thread has hashed it all.
-    pub async fn finish(self) -> Result<Digest, HashGone> {
+    /// The digest of everything fed, once the thread has hashed it all, and the time the
+    /// thread spent hashing.
+    pub async fn finish(self) -> Result<(Digest, Duration), HashGone> {
         drop(self.feed);
         self.done.await.map_err(|_| HashGone)
     }

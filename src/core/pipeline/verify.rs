@@ -8,6 +8,21 @@ use crate::core::fill::FillError;
 use crate::core::source::{SourceBody, Tier};
 use crate::oci::Digest;
 use bytes::Bytes;
+use std::time::{Duration, Instant};
+
+/// Where a body's receive time went: what `debug` logs show per fill, and what
+/// benches/RESULTS.md explains.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timings {
+    /// Waiting for the source's next chunk (the network, or the tier behind it).
+    pub source_wait: Duration,
+    /// Waiting for room in the hashing thread's queue (the hash is the bottleneck).
+    pub hash_wait: Duration,
+    /// The hashing thread's busy time.
+    pub hash_busy: Duration,
+    /// Chunks received (their size is the source's: hyper's reads, the SDK's parts).
+    pub chunks: u64,
+}
 
 /// How a body failed verification.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -28,6 +43,7 @@ pub struct VerifiedBody {
     /// The latest chunk, released when the next one arrives or the body verifies.
     held: Option<Bytes>,
     received: u64,
+    timings: Timings,
 }
 
 impl VerifiedBody {
@@ -35,7 +51,14 @@ impl VerifiedBody {
     pub fn new(body: SourceBody, digest: &Digest) -> Result<VerifiedBody, FillError> {
         let hash =
             HashStage::spawn(digest.algorithm()).map_err(|source| FillError::Io { digest: digest.clone(), source })?;
-        Ok(VerifiedBody { body, digest: digest.clone(), hash: Some(hash), held: None, received: 0 })
+        Ok(VerifiedBody {
+            body,
+            digest: digest.clone(),
+            hash: Some(hash),
+            held: None,
+            received: 0,
+            timings: Timings::default(),
+        })
     }
 
     pub fn tier(&self) -> Tier {
@@ -57,14 +80,22 @@ impl VerifiedBody {
         self.received
     }
 
+    pub fn timings(&self) -> Timings {
+        self.timings
+    }
+
     /// The next chunk, `None` after the last; the last one only once the body verified. An
     /// error when the source fails or stalls, or the content does not verify.
     pub async fn next(&mut self) -> Result<Option<Bytes>, FillError> {
         loop {
             let Some(hash) = self.hash.as_ref() else { return Ok(self.held.take()) };
-            let Some(data) = self.body.next_chunk().await? else {
+            let t = Instant::now();
+            let next = self.body.next_chunk().await?;
+            self.timings.source_wait += t.elapsed();
+            let Some(data) = next else {
                 let hash = self.hash.take().expect("checked above");
-                let actual = hash.finish().await.map_err(|e| self.hash_gone(e))?;
+                let (actual, busy) = hash.finish().await.map_err(|e| self.hash_gone(e))?;
+                self.timings.hash_busy = busy;
                 self.check(actual)?;
                 continue;
             };
@@ -72,10 +103,13 @@ impl VerifiedBody {
                 continue;
             }
             self.received += data.len() as u64;
+            self.timings.chunks += 1;
             if let Some(announced) = self.body.total.filter(|t| self.received > *t) {
                 return Err(self.mismatch(Mismatch::TooLong { announced }));
             }
+            let t = Instant::now();
             hash.feed(data.clone()).await.map_err(|e| self.hash_gone(e))?;
+            self.timings.hash_wait += t.elapsed();
             if let Some(prev) = self.held.replace(data) {
                 return Ok(Some(prev));
             }
@@ -100,5 +134,80 @@ impl VerifiedBody {
 
     fn hash_gone(&self, e: HashGone) -> FillError {
         FillError::Io { digest: self.digest.clone(), source: std::io::Error::other(e) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::UpstreamError;
+    use std::time::Duration;
+
+    fn chunks() -> Vec<Bytes> {
+        (0..5u8).map(|i| Bytes::from(vec![i; 1000 + i as usize])).collect()
+    }
+
+    fn digest_of(chunks: &[Bytes]) -> Digest {
+        Digest::of_bytes(&chunks.concat())
+    }
+
+    /// Every chunk the reader released before it failed (or all of them).
+    async fn read(body: SourceBody, digest: &Digest) -> (Vec<Bytes>, Result<(), FillError>) {
+        let mut v = VerifiedBody::new(body, digest).unwrap();
+        let mut got = Vec::new();
+        loop {
+            match v.next().await {
+                Ok(Some(c)) => got.push(c),
+                Ok(None) => return (got, Ok(())),
+                Err(e) => return (got, Err(e)),
+            }
+        }
+    }
+
+    fn body(chunks: Vec<Bytes>, total: Option<u64>, stall: bool) -> SourceBody {
+        SourceBody::from_chunks(chunks, total, stall, Duration::from_millis(200))
+    }
+
+    #[tokio::test]
+    async fn a_good_body_comes_through_whole_and_unchanged() {
+        let c = chunks();
+        let len = c.iter().map(|b| b.len() as u64).sum();
+        let (got, end) = read(body(c.clone(), Some(len), false), &digest_of(&c)).await;
+        end.unwrap();
+        assert_eq!(got, c);
+        // Without an announced size too.
+        let (got, end) = read(body(c.clone(), None, false), &digest_of(&c)).await;
+        end.unwrap();
+        assert_eq!(got, c);
+    }
+
+    #[tokio::test]
+    async fn bad_bytes_never_release_the_last_chunk() {
+        let c = chunks();
+        let mut bad = c.clone();
+        bad[2] = Bytes::from(vec![9u8; bad[2].len()]);
+        let (got, end) = read(body(bad.clone(), None, false), &digest_of(&c)).await;
+        assert!(matches!(end, Err(FillError::Verification { mismatch: Mismatch::Digest { .. }, .. })), "{end:?}");
+        assert_eq!(got, bad[..4], "the held-back last chunk was released");
+    }
+
+    #[tokio::test]
+    async fn sizes_other_than_announced_fail() {
+        let c = chunks();
+        let len: u64 = c.iter().map(|b| b.len() as u64).sum();
+        let (_, end) = read(body(c.clone(), Some(len + 1), false), &digest_of(&c)).await;
+        assert!(matches!(end, Err(FillError::Verification { mismatch: Mismatch::Size { .. }, .. })), "{end:?}");
+        let (got, end) = read(body(c.clone(), Some(len - 1), false), &digest_of(&c)).await;
+        assert!(matches!(end, Err(FillError::Verification { mismatch: Mismatch::TooLong { .. }, .. })), "{end:?}");
+        // Found when the fifth chunk arrives: the fourth is still held back.
+        assert_eq!(got, c[..3]);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_source_times_out_holding_back_the_last_chunk() {
+        let c = chunks();
+        let (got, end) = read(body(c.clone(), None, true), &digest_of(&c)).await;
+        assert!(matches!(end, Err(FillError::Upstream(UpstreamError::Timeout { .. }))), "{end:?}");
+        assert_eq!(got, c[..4]);
     }
 }

@@ -8,6 +8,7 @@ use crate::store::TempBlob;
 use bytes::Bytes;
 use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -23,7 +24,7 @@ pub struct WriterGone;
 
 pub struct DiskWriter {
     chunks: mpsc::Sender<Bytes>,
-    task: JoinHandle<io::Result<TempBlob>>,
+    task: JoinHandle<io::Result<(TempBlob, Duration)>>,
 }
 
 impl DiskWriter {
@@ -33,9 +34,12 @@ impl DiskWriter {
         let task = tokio::task::spawn_blocking(move || {
             let mut temp = temp;
             let mut published = temp.written();
+            let mut busy = Duration::ZERO;
             while let Some(chunk) = queue.blocking_recv() {
                 let offset = temp.written();
+                let t = Instant::now();
                 temp.append(&chunk)?;
+                busy += t.elapsed();
                 window.push(offset, chunk);
                 let written = temp.written();
                 if written - published >= PUBLISH_EVERY || queue.is_empty() {
@@ -44,7 +48,7 @@ impl DiskWriter {
                 }
             }
             publish(temp.written());
-            Ok(temp)
+            Ok((temp, busy))
         });
         DiskWriter { chunks, task }
     }
@@ -54,8 +58,9 @@ impl DiskWriter {
         self.chunks.send(chunk).await.map_err(|_| WriterGone)
     }
 
-    /// Wait until every queued chunk is written; the temp file, or why writing failed.
-    pub async fn finish(self) -> io::Result<TempBlob> {
+    /// Wait until every queued chunk is written; the temp file and the time spent writing
+    /// it, or why writing failed.
+    pub async fn finish(self) -> io::Result<(TempBlob, Duration)> {
         drop(self.chunks);
         self.task.await.map_err(io::Error::other)?
     }
