@@ -184,8 +184,9 @@ impl App {
 
     fn update_gauges(&self) {
         let store = self.pull.store();
-        METRICS.cache_size_bytes.set(store.stats().bytes as i64);
-        METRICS.cache_blobs.set(store.stats().blobs as i64);
+        let stats = store.stats();
+        METRICS.cache_size_bytes.set(stats.bytes as i64);
+        METRICS.cache_blobs.set(stats.blobs as i64);
         METRICS.cache_budget_bytes.set(store.budget().max_size.unwrap_or(0) as i64);
         METRICS.fills_in_flight.set(self.pull.fills_in_flight() as i64);
         for (host, r) in self.pull.upstream_reachability() {
