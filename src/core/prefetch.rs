@@ -79,18 +79,20 @@ impl PullThrough {
         let blobs = blobs_of(&manifests);
         // An estimate for the bar: the daemon may fill some of these meanwhile.
         let store = &self.store;
-        progress.event(Event::Sized { bytes: blobs.iter().filter(|(d, _)| !store.is_indexed(d)).map(|(_, n)| n).sum() });
+        progress
+            .event(Event::Sized { bytes: blobs.iter().filter(|(d, _)| !store.is_indexed(d)).map(|(_, n)| n).sum() });
         let count = blobs.len();
-        let results: Vec<Result<u64, CoreError>> = futures_util::stream::iter(blobs)
-            .map(|(d, _)| {
-                let route = route.clone();
-                async move {
-                    super::patience::within_budget(&route, &d, || self.ensure_blob(&route, &d, progress)).await
-                }
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+        let results: Vec<Result<u64, CoreError>> =
+            futures_util::stream::iter(blobs)
+                .map(|(d, _)| {
+                    let route = route.clone();
+                    async move {
+                        super::patience::within_budget(&route, &d, || self.ensure_blob(&route, &d, progress)).await
+                    }
+                })
+                .buffer_unordered(concurrency.max(1))
+                .collect()
+                .await;
         let mut fetched = 0;
         for r in results {
             fetched += r?;
