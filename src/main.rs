@@ -250,11 +250,7 @@ fn serve(
         override_advertise(&mut cfg, a)?;
     }
     let addrs = (listen.unwrap_or(cfg.server.listen), admin_listen.or(cfg.server.admin_listen));
-    // Worker stacks of 8 MiB, not tokio's 2: a request's future chain (http, core, upstream
-    // auth, hyper) is polled on one stack, and unoptimised builds lay its frames out large:
-    // a bearer-token manifest miss measured 2.09 MB of stack (gdb, debug build) and
-    // overflowed. Only touched pages cost memory.
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(8 << 20).build()?;
+    let rt = cli::runtime()?;
     rt.block_on(async move {
         let app = open_app(&cfg, &cache_dir).await?;
         let listeners = listeners(&cfg, addrs).await?;
@@ -479,7 +475,7 @@ fn prefetch(
     use pullthrough::core::progress::{Event, Progress as _};
     let refs = prefetch_list(images, file)?;
     let pt = writer(loc, "prefetch")?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = cli::runtime()?;
     let reporter = progress.reporter("prefetch");
     reporter.event(Event::Planned { items: refs.len(), bytes: None });
     let (mut failed, mut retryable) = (0, 0);
@@ -713,7 +709,7 @@ fn prune(loc: &Location, dry_run: bool, json: bool, shared: bool) -> anyhow::Res
         pullthrough::core::PruneReport::default()
     } else if shared {
         let pinned = pt.pinned()?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = cli::runtime()?;
         rt.block_on(pt.apply_lifecycle_shared(&pinned, dry_run))?
     } else {
         pt.apply_lifecycle(dry_run)?

@@ -86,7 +86,7 @@ pub fn run(loc: &Location) -> anyhow::Result<bool> {
     for c in cache_checks(&resolved) {
         report(c);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = super::runtime()?;
     for c in rt.block_on(network_checks(&resolved.config)) {
         report(c);
     }

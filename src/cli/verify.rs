@@ -118,7 +118,7 @@ fn repair(pt: &PullThrough, todo: &[(Digest, bool)], reporter: &super::progress:
         return Ok(0);
     }
     pt.store().claim(pullthrough::store::Role::Writer)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let rt = super::runtime().context("cannot start the runtime")?;
     let mut repaired = 0;
     rt.block_on(async {
         pt.start_background();
