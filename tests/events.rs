@@ -4,104 +4,12 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::image::{self, Built};
+use common::webhook::{Hit, Receiver};
 use common::*;
-use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// One request the receiver got.
-#[derive(Clone, Debug)]
-struct Hit {
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Hit {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
-    }
-}
-
-/// A webhook receiver on loopback: answers 200 to every request and records it. Serves
-/// until dropped.
-struct Receiver {
-    addr: SocketAddr,
-    hits: Arc<Mutex<Vec<Hit>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        Receiver::start_with(Duration::ZERO, &[]).await
-    }
-
-    /// A receiver that takes `delay` to answer each request.
-    async fn start_slow(delay: Duration) -> Receiver {
-        Receiver::start_with(delay, &[]).await
-    }
-
-    /// A receiver that answers its first requests with `statuses`, in order, then 200.
-    async fn start_with(delay: Duration, statuses: &[u16]) -> Receiver {
-        let script = Arc::new(Mutex::new(statuses.iter().copied().collect::<std::collections::VecDeque<u16>>()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
-        let h = hits.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                let (h, script) = (h.clone(), script.clone());
-                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let h = h.clone();
-                    let status = script.lock().unwrap().pop_front().unwrap_or(200);
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        h.lock().unwrap().push(Hit { headers: parts.headers, body });
-                        tokio::time::sleep(delay).await;
-                        let mut resp = http::Response::new(Full::new(Bytes::new()));
-                        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
-                // The connections end with this task (JoinSet aborts them on drop).
-                conns.spawn(async move {
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-                });
-            }
-        });
-        Receiver { addr, hits, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    fn hits(&self) -> Vec<Hit> {
-        self.hits.lock().unwrap().clone()
-    }
-
-    /// Wait (bounded) until `n` requests have arrived; return them.
-    async fn wait_for(&self, n: usize, what: &str) -> Vec<Hit> {
-        wait_until(what, Duration::from_secs(15), async || self.hits.lock().unwrap().len() >= n).await;
-        self.hits()
-    }
-}
 
 /// A listener that accepts connections and never answers: the worst webhook there is.
 struct Blackhole {

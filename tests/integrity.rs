@@ -6,9 +6,9 @@
 mod common;
 
 use common::image::{self, Built};
+use common::webhook::Receiver;
 use common::*;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 struct Lab {
@@ -136,7 +136,7 @@ async fn verify_reports_corruption_and_repair_fetches_it_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn background_scrub_finds_and_quarantines_a_flipped_byte() {
-    let hook = Webhook::start().await;
+    let hook = Receiver::start().await;
     let events = format!("[[events.webhook]]\nurl = \"{}\"\nkinds = [\"blob.corrupt\"]\n", hook.url());
     let lab = lab("scrub_rate = \"64MiB/s\"", &events).await;
     let layer = lab.big_layer();
@@ -153,11 +153,11 @@ async fn background_scrub_finds_and_quarantines_a_flipped_byte() {
     assert!(lab.proxy.metric("pullthrough_scrub_bytes_total").await >= (3 << 20) as f64);
     wait_log(&lab.proxy.proc, "cached file does not match its digest; quarantined").await;
     // One `blob.corrupt` event, naming the digest and what found it.
-    wait_until("the blob.corrupt event", Duration::from_secs(15), async || !hook.bodies().is_empty()).await;
-    let bodies = hook.bodies();
-    assert_eq!(bodies.len(), 1, "{bodies:?}");
-    let data: serde_json::Value = serde_json::from_slice(&bodies[0].1).unwrap();
-    assert_eq!(bodies[0].0, "io.pullthrough.blob.corrupt");
+    hook.wait_for(1, "the blob.corrupt event").await;
+    let hits = hook.hits();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    let data = hits[0].json();
+    assert_eq!(hits[0].header("ce-type"), "io.pullthrough.blob.corrupt");
     assert_eq!(data["digest"], layer.as_str(), "{data}");
     assert!(data["cause"].as_str().unwrap().contains("found by scrub"), "{data}");
 
@@ -211,58 +211,4 @@ async fn verify_on_read_never_completes_a_corrupt_download() {
 
 async fn get_hashed_owned(url: String) -> Result<(u16, u64, String), String> {
     get_hashed(&url, &[]).await
-}
-
-/// A webhook receiver on loopback: answers 200 and records each request's `ce-type` and body.
-struct Webhook {
-    addr: std::net::SocketAddr,
-    seen: Arc<Mutex<Vec<(String, bytes::Bytes)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Webhook {
-    async fn start() -> Webhook {
-        use http_body_util::BodyExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<(String, bytes::Bytes)>>> = Arc::default();
-        let s = seen.clone();
-        let task = tokio::spawn(async move {
-            // Connections end with this task (the JoinSet aborts them when dropped).
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                let s = s.clone();
-                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let s = s.clone();
-                    async move {
-                        let kind = req.headers().get("ce-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        s.lock().unwrap().push((kind, body));
-                        Ok::<_, std::convert::Infallible>(http::Response::new(
-                            http_body_util::Empty::<bytes::Bytes>::new(),
-                        ))
-                    }
-                });
-                conns.spawn(async move {
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-                });
-            }
-        });
-        Webhook { addr, seen, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    fn bodies(&self) -> Vec<(String, bytes::Bytes)> {
-        self.seen.lock().unwrap().clone()
-    }
 }

@@ -6,6 +6,7 @@
 mod common;
 
 use common::fake::{FakeUpstream, Fault, OCI_MANIFEST};
+use common::webhook::Receiver;
 use common::*;
 use std::time::Duration;
 
@@ -25,67 +26,6 @@ async fn pulled(proxy: &Proxy, name: &str, reference: &str) -> String {
 
 fn manifest_gets(fake: &FakeUpstream) -> usize {
     fake.count_containing("GET", "/manifests/")
-}
-
-/// A webhook receiver on loopback: answers 200 to each request and keeps its body. Raw
-/// HTTP/1.1, one request per connection (as the events client sends them, or closes).
-struct Hook {
-    url: String,
-    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Hook {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Hook {
-    async fn start() -> Hook {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
-        let keep = bodies.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let keep = keep.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    // Headers, then Content-Length bytes of body (bounded: 1 MiB).
-                    loop {
-                        let text = String::from_utf8_lossy(&buf).to_string();
-                        if let Some(end) = text.find("\r\n\r\n") {
-                            let len = text[..end]
-                                .lines()
-                                .filter_map(|l| l.split_once(':'))
-                                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            if buf.len() >= end + 4 + len {
-                                if let Ok(v) = serde_json::from_slice(&buf[end + 4..end + 4 + len]) {
-                                    keep.lock().unwrap().push(v);
-                                }
-                                break;
-                            }
-                        }
-                        match sock.read(&mut chunk).await {
-                            Ok(n) if n > 0 && buf.len() < 1 << 20 => buf.extend_from_slice(&chunk[..n]),
-                            _ => return,
-                        }
-                    }
-                    let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
-                });
-            }
-        });
-        Hook { url, bodies, task }
-    }
-
-    fn bodies(&self) -> Vec<serde_json::Value> {
-        self.bodies.lock().unwrap().clone()
-    }
 }
 
 /// Past the 1 s `tag_ttl` of the proxies below.
@@ -141,9 +81,9 @@ async fn retry_after_holds_every_request_until_it_ends() {
     let fake = FakeUpstream::start().await;
     let (a, _) = fake.put_image("lib/a", "latest", 5);
     let (d, _) = fake.put_image("lib/d", "latest", 6);
-    let hook = Hook::start().await;
+    let hook = Receiver::start().await;
     let events =
-        format!("[[events.webhook]]\nurl = \"{}\"\nmode = \"structured\"\nkinds = [\"ratelimited\"]\n", hook.url);
+        format!("[[events.webhook]]\nurl = \"{}\"\nmode = \"structured\"\nkinds = [\"ratelimited\"]\n", hook.url());
     let proxy = Proxy::start(&format!("{}{events}", upstream_toml(HOST, &fake.url(), "tag_ttl = \"1s\""))).await;
     assert_eq!(pulled(&proxy, "lib/a", "latest").await, a);
 
@@ -172,8 +112,8 @@ async fn retry_after_holds_every_request_until_it_ends() {
     assert_eq!(pulled(&proxy, "lib/d", "latest").await, d);
     wait_log(&proxy.proc, "upstream rate limit reached").await;
     // One `ratelimited` event, when the limit was reached (not one per request held back).
-    wait_until("the ratelimited event", Duration::from_secs(10), async || !hook.bodies().is_empty()).await;
-    let sent = hook.bodies();
+    hook.wait_for(1, "the ratelimited event").await;
+    let sent: Vec<serde_json::Value> = hook.hits().iter().map(|h| h.json()).collect();
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["type"], "io.pullthrough.ratelimited", "{}", sent[0]);
     assert_eq!(sent[0]["data"]["upstream"], HOST, "{}", sent[0]);

@@ -11,6 +11,7 @@ pub mod image;
 pub mod moto;
 pub mod net;
 pub mod token;
+pub mod webhook;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
