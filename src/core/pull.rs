@@ -578,30 +578,10 @@ impl PullThrough {
         resp: http::Response<Incoming>,
         expected: Option<&Digest>,
     ) -> Result<Manifest, CoreError> {
-        let registry = &route.upstream.registry;
-        let host = registry.host().to_string();
+        let host = route.upstream.registry.host().to_string();
         let announced = header_digest(resp.headers());
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
-        let body =
-            registry.read_body(resp, media::MAX_MANIFEST_BYTES, "manifest").await.map_err(CoreError::Upstream)?;
-        // Each digest is checked with its own algorithm: an upstream may announce sha256 for a
-        // manifest asked for by sha512 (Debian's docker-registry does).
+        let (content_type, body) = read_verified_manifest(route, resp, expected.into_iter().chain(&announced)).await?;
         let digest = expected.cloned().unwrap_or_else(|| Digest::of_bytes(&body));
-        for want in expected.into_iter().chain(announced.as_ref()) {
-            if !want.verifies(&body) {
-                let got = Digest::of_bytes_with(want.algorithm(), &body);
-                return Err(CoreError::ManifestMismatch(ManifestMismatch {
-                    host,
-                    name: route.name.clone(),
-                    got,
-                    want: want.clone(),
-                }));
-            }
-        }
         let generic =
             |t: &str| t.is_empty() || t == "application/json" || t == "text/plain" || t == "application/octet-stream";
         let media_type = match content_type {
@@ -762,6 +742,37 @@ fn serve_stale_for_budget(route: &Route, tag: &Tag, m: Manifest, standing: Stand
 
 pub(super) fn header_digest(h: &HeaderMap) -> Option<Digest> {
     h.get("docker-content-digest")?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Read a manifest response from `route`'s upstream: its Content-Type without parameters,
+/// and its body (at most `media::MAX_MANIFEST_BYTES`), verified against each of `wants`.
+/// Each digest is checked with its own algorithm: an upstream may announce sha256 for a
+/// manifest asked for by sha512 (Debian's docker-registry does). Which media type to
+/// record is the caller's to decide.
+pub(crate) async fn read_verified_manifest<'a>(
+    route: &Route,
+    resp: http::Response<Incoming>,
+    wants: impl IntoIterator<Item = &'a Digest>,
+) -> Result<(Option<String>, Bytes), CoreError> {
+    let registry = &route.upstream.registry;
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
+    let body = registry.read_body(resp, media::MAX_MANIFEST_BYTES, "manifest").await.map_err(CoreError::Upstream)?;
+    for want in wants {
+        if !want.verifies(&body) {
+            let got = Digest::of_bytes_with(want.algorithm(), &body);
+            return Err(CoreError::ManifestMismatch(ManifestMismatch {
+                host: registry.host().to_string(),
+                name: route.name.clone(),
+                got,
+                want: want.clone(),
+            }));
+        }
+    }
+    Ok((content_type, body))
 }
 
 /// The query string of a `Link: <…?last=x&n=y>; rel="next"` header.

@@ -8,11 +8,12 @@
 //! go first: a blob is vouched for through the manifests that reference it.
 
 use crate::core::fill::{self, FillState};
-use crate::core::{BlobBody, CoreError, ManifestMismatch, NotCached, PullThrough, Via};
+use crate::core::pull::read_verified_manifest;
+use crate::core::{BlobBody, CoreError, NotCached, PullThrough, Via};
 use crate::oci::media;
 use crate::oci::{Digest, Reference, RepoName};
 use crate::upstream::Route;
-use http::{header, Method};
+use http::Method;
 use std::io;
 
 /// A digest fetched again, and where from.
@@ -106,22 +107,7 @@ impl PullThrough {
             .manifest(&route.name, &Reference::Digest(digest.clone()), Method::GET)
             .await
             .map_err(|e| CoreError::from_upstream(e, CoreError::ManifestUnknown(digest.to_string())))?;
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
-        let body =
-            registry.read_body(resp, media::MAX_MANIFEST_BYTES, "manifest").await.map_err(CoreError::Upstream)?;
-        if !digest.verifies(&body) {
-            let got = Digest::of_bytes_with(digest.algorithm(), &body);
-            return Err(CoreError::ManifestMismatch(ManifestMismatch {
-                host: registry.host().to_string(),
-                name: route.name.clone(),
-                got,
-                want: digest.clone(),
-            }));
-        }
+        let (content_type, body) = read_verified_manifest(route, resp, [digest]).await?;
         let media_type = content_type
             .filter(|t| t.starts_with("application/vnd."))
             .or_else(|| media::sniff_manifest_type(&body))
