@@ -208,14 +208,8 @@ async fn checks_ecr_tokens_the_shared_tier_and_cluster_peers() {
     let run = |cfg: std::path::PathBuf| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullthrough"));
         cmd.arg("doctor").arg("--config").arg(cfg);
-        for v in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"] {
-            cmd.env_remove(v);
-        }
-        cmd.env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("PULLTHROUGH_CLUSTER_TOKEN", "0123456789abcdef0123456789abcdef");
+        common::moto::credentials(&mut cmd);
+        cmd.env("PULLTHROUGH_CLUSTER_TOKEN", "0123456789abcdef0123456789abcdef");
         async move {
             let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
             Run {

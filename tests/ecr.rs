@@ -42,15 +42,7 @@ async fn ecr_proxy(registry: &Registry, moto: &Moto, extra_upstream: &str, extra
     );
     let cfg = Proxy::write_config(dir.path(), "", &upstream);
     Proxy::launch(dir, &cfg, |mut c: Command| {
-        // The default credential chain finds these; nothing reaches for instance metadata.
-        for v in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"] {
-            c.env_remove(v);
-        }
-        c.env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+        moto::credentials(&mut c);
         c
     })
     .await

@@ -11,6 +11,19 @@ pub fn password() -> String {
     format!("{ACCOUNT}-auth-token")
 }
 
+/// Give a pullthrough process moto's credentials through the environment, where the AWS
+/// default chain finds them; nothing reaches for a profile or instance metadata.
+pub fn credentials(cmd: &mut Command) {
+    for v in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"] {
+        cmd.env_remove(v);
+    }
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+}
+
 pub struct Moto {
     pub port: u16,
     pub proc: Proc,
