@@ -12,7 +12,7 @@ use super::outcome::{CacheOutcome, Outcome};
 use super::router::Endpoint;
 use crate::core::{PullThrough, Via};
 use crate::oci::media::AcceptList;
-use crate::oci::{query_pairs, Digest, Reference, RepoName, TagsQuery};
+use crate::oci::{query_param, Digest, Reference, RepoName, TagsQuery};
 use crate::upstream::Route;
 use http::{header, HeaderMap, Response};
 
@@ -80,7 +80,7 @@ fn base() -> Response<Body> {
 }
 
 fn ns(query: &str) -> Option<String> {
-    query_pairs(query).into_iter().find(|(k, _)| k == "ns").map(|(_, v)| v)
+    query_param(query, "ns")
 }
 
 async fn manifest(
@@ -133,11 +133,7 @@ async fn referrers(
     call: &Call<'_>,
     out: &mut Outcome,
 ) -> Result<Response<Body>, ApiError> {
-    let artifact_type = query_pairs(call.query)
-        .into_iter()
-        .find(|(k, _)| k == "artifactType")
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty());
+    let artifact_type = query_param(call.query, "artifactType").filter(|v| !v.is_empty());
     let mut answer = pull.referrers(route, subject, artifact_type.as_deref()).await?;
     // What the deny-list refuses is not advertised either.
     answer.referrers.retain(|r| r.digest.parse::<Digest>().map_or(true, |d| call.access.check_digest(&d).is_ok()));

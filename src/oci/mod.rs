@@ -16,7 +16,7 @@ pub mod referrers;
 pub use digest::{Algorithm, Digest, DigestError, Hasher, Sha256Hasher};
 pub use image_ref::{ImageRef, ImageRefError};
 pub use name::{NameError, RepoName};
-pub use pagination::{query_pairs, TagsPageOf, TagsQuery, TagsQueryError};
+pub use pagination::{query_pairs, query_param, TagsPageOf, TagsQuery, TagsQueryError};
 pub use reference::{Reference, ReferenceError, Tag, TagError};
 
 /// How pullthrough names itself on the wire (`User-Agent` of every request it makes to

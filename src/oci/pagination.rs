@@ -97,6 +97,11 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The first value of `key` in a query string, decoded as `query_pairs` does.
+pub fn query_param(query: &str, key: &str) -> Option<String> {
+    query_pairs(query).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
