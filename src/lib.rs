@@ -100,11 +100,7 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
     for c in &cfg.upstreams {
         let s = settings::upstream_settings(c);
         let tls = upstream::tls_config_for(&s)?;
-        list.push(upstream::Upstream {
-            registry: upstream::Registry::new(&s, &tls, cfg.server.offline)
-                .with_budget(upstream::BudgetSettings { reserve: c.rate_limit_reserve }),
-            settings: s,
-        });
+        list.push(upstream::Upstream { registry: upstream::Registry::new(&s, &tls, cfg.server.offline), settings: s });
     }
     let upstreams = upstream::Upstreams::new(list);
     let mut pins = cfg.cache.pins.iter().map(|p| p.parse()).collect::<Result<Vec<_>, _>>()?;

@@ -31,6 +31,7 @@ pub fn upstream_settings(u: &UpstreamConfig) -> upstream::UpstreamSettings {
         allow_http_realm_credentials: u.allow_http_realm_credentials,
         ca_file: u.ca_file.clone(),
         insecure_skip_verify: u.insecure_skip_verify,
+        rate_limit: upstream::BudgetSettings { reserve: u.rate_limit_reserve },
     }
 }
 

@@ -41,7 +41,8 @@ const DEFAULT_HOLD: Duration = Duration::from_secs(60);
 /// Longest `Retry-After` honoured (a broken clock or header must not stop pulls for days).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// A registry's own settings for its budget (built by lib.rs from `[[upstream]]`).
+/// A registry's own settings for its budget (part of `UpstreamSettings`, built by
+/// `crate::settings` from `[[upstream]]`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BudgetSettings {
     /// Requests of budget kept back: below it, cached tags are revalidated with HEAD only.

@@ -2,7 +2,7 @@
 //! redirects, timeouts and a retry on connection failure.
 
 use super::auth::{Attempt, Auth, Credentials, HttpClient, Verdict};
-use super::budget::{Budget, BudgetSettings, Cost};
+use super::budget::{Budget, Cost};
 use super::challenge::parse_challenges;
 use super::ecr::EcrTokens;
 use super::error::{Advice, UpstreamError};
@@ -76,14 +76,8 @@ impl Registry {
             read_timeout: cfg.read_timeout,
             offline,
             reachable: ReachabilityCell::new(Reachability::Unknown),
-            budget: Budget::new(&cfg.host, BudgetSettings::default()),
+            budget: Budget::new(&cfg.host, cfg.rate_limit),
         }
-    }
-
-    /// This registry with its rate-limit budget's settings.
-    pub fn with_budget(mut self, settings: BudgetSettings) -> Registry {
-        self.budget = Budget::new(&self.host, settings);
-        self
     }
 
     /// What the registry's rate limit leaves (see `budget`).

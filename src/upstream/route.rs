@@ -107,6 +107,7 @@ mod tests {
                         allow_http_realm_credentials: false,
                         ca_file: None,
                         insecure_skip_verify: false,
+                        rate_limit: Default::default(),
                     };
                     Upstream { registry: Registry::new(&settings, &tls, false), settings }
                 })

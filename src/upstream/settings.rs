@@ -30,6 +30,8 @@ pub struct UpstreamSettings {
     pub ca_file: Option<PathBuf>,
     /// Do not verify the upstream's TLS certificate (labs only).
     pub insecure_skip_verify: bool,
+    /// What of the registry's rate-limit budget is kept back (`rate_limit_reserve`).
+    pub rate_limit: super::BudgetSettings,
 }
 
 /// How the client authenticates, its secrets resolved.
