@@ -92,11 +92,7 @@ impl PullThrough {
             return Ok(None);
         }
         let Some(me) = self.me.upgrade() else { return Ok(None) };
-        let rec = match self.memory.tag(up.host(), &route.name, tag) {
-            Some(rec) => Some(TagRecord::clone(&rec)),
-            None => self.store.get_tag(up.host(), &route.name, tag).await?,
-        };
-        let Some(rec) = rec else { return Ok(None) };
+        let Some(rec) = self.tag_record(route, tag).await? else { return Ok(None) };
         let age = SystemTime::now().duration_since(rec.checked_at).unwrap_or_default();
         if self.tag_fresh(route, tag, &rec) || age >= self.tag_ttl(route).saturating_add(window) {
             return Ok(None);
@@ -144,14 +140,18 @@ impl PullThrough {
         });
     }
 
-    /// Whether the upstream confirmed `tag` just now: its record is fresh (from memory, else
-    /// from disk: memory may be off).
+    /// Whether the upstream confirmed `tag` just now: its record is fresh.
     async fn confirmed(&self, route: &Route, tag: &Tag) -> bool {
+        matches!(self.tag_record(route, tag).await, Ok(Some(rec)) if self.tag_fresh(route, tag, &rec))
+    }
+
+    /// A tag's record: from memory, else from disk (memory may be off, or have let it go).
+    async fn tag_record(&self, route: &Route, tag: &Tag) -> Result<Option<TagRecord>, CoreError> {
         let host = route.upstream.host();
-        if let Some(rec) = self.memory.tag(host, &route.name, tag) {
-            return self.tag_fresh(route, tag, &rec);
+        match self.memory.tag(host, &route.name, tag) {
+            Some(rec) => Ok(Some(TagRecord::clone(&rec))),
+            None => Ok(self.store.get_tag(host, &route.name, tag).await?),
         }
-        matches!(self.store.get_tag(host, &route.name, tag).await, Ok(Some(rec)) if self.tag_fresh(route, tag, &rec))
     }
 
     /// Start fills of a single-platform image's blobs, so the next pull is warm. Not for an
