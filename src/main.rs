@@ -160,6 +160,7 @@ enum Command {
 const LOG_QUEUE_LINES: usize = 8192;
 
 fn main() -> std::process::ExitCode {
+    cli::memory::tune();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.command.log_level()));
@@ -340,6 +341,8 @@ fn start_background(app: &std::sync::Arc<pullthrough::http::App>, cfg: &pullthro
         cfg.cache.lifecycle_interval,
     );
     pullthrough::core::integrity::spawn_scrub(app.pull.clone());
+    let pull = app.pull.clone();
+    cli::memory::spawn_release_idle(move || pull.fills_in_flight() == 0);
     let prefetch = pullthrough::settings::prefetch_list(&cfg.prefetch);
     pullthrough::core::spawn_prefetch(app.pull.clone(), prefetch, cfg.cache.prefetch_interval);
 }

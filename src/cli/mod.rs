@@ -5,6 +5,7 @@
 
 pub mod doctor;
 pub mod location;
+pub mod memory;
 pub mod progress;
 pub mod verify;
 
