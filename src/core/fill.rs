@@ -306,6 +306,9 @@ impl Fill<'_> {
             .store
             .run(move |s| {
                 let t = s.begin(&d)?;
+                if let Some(len) = total {
+                    t.preallocate(len)?;
+                }
                 let r = t.reader()?;
                 Ok((t, r))
             })
