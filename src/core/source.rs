@@ -1,5 +1,5 @@
 //! Where a fill's bytes come from, as one kind of body: the shared tier, the peer that owns
-//! the digest, or the upstream.
+//! the digest, or the upstream (and, for verify on read, the local disk).
 //! The fill pipeline reads a `SourceBody` chunk by chunk with the same per-chunk timeout,
 //! hash and hold-back whichever tier produced it, so bytes from the bucket are verified
 //! exactly like bytes from the upstream.
@@ -68,7 +68,8 @@ pub struct SourceBody {
     /// The size the source announced, when it did.
     pub total: Option<u64>,
     chunks: BoxStream<'static, Result<Bytes, FillError>>,
-    idle_timeout: Duration,
+    /// The longest wait for the next chunk; `None` for a local body.
+    idle_timeout: Option<Duration>,
     /// Names the source in timeout errors.
     from: String,
 }
@@ -77,20 +78,30 @@ impl SourceBody {
     /// The next chunk, `None` at the end; an error when the source fails or stalls for
     /// longer than its idle timeout.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, FillError> {
-        match tokio::time::timeout(self.idle_timeout, self.chunks.next()).await {
+        let Some(idle) = self.idle_timeout else { return self.chunks.next().await.transpose() };
+        match tokio::time::timeout(idle, self.chunks.next()).await {
             Err(_) => Err(match self.tier {
-                Tier::Shared => {
-                    FillError::Shared(SharedError::Timeout { key: self.from.clone(), after: self.idle_timeout })
-                }
+                Tier::Shared => FillError::Shared(SharedError::Timeout { key: self.from.clone(), after: idle }),
                 Tier::Peer => FillError::Peer(PeerError::Transfer {
                     peer: self.from.clone(),
-                    message: format!("no data for {:?}", self.idle_timeout),
+                    message: format!("no data for {idle:?}"),
                 }),
-                _ => FillError::Upstream(UpstreamError::Timeout { host: self.from.clone(), after: self.idle_timeout }),
+                // A local body has no idle timeout (see `local`).
+                Tier::Upstream | Tier::Local => {
+                    FillError::Upstream(UpstreamError::Timeout { host: self.from.clone(), after: idle })
+                }
             }),
             Ok(None) => Ok(None),
             Ok(Some(r)) => r.map(Some),
         }
+    }
+
+    /// A committed blob read back from the local disk (`total` bytes), for verify on read.
+    /// No idle timeout: a disk read does not stall the way a network does.
+    pub fn local(chunks: BoxStream<'static, std::io::Result<Bytes>>, total: u64, digest: &Digest) -> SourceBody {
+        let d = digest.clone();
+        let chunks = chunks.map(move |r| r.map_err(|source| FillError::Io { digest: d.clone(), source })).boxed();
+        SourceBody { tier: Tier::Local, total: Some(total), chunks, idle_timeout: None, from: digest.to_string() }
     }
 
     /// An upstream registry's blob response, read with its read timeout between chunks.
@@ -110,7 +121,7 @@ impl SourceBody {
                 })
             })
             .boxed();
-        SourceBody { tier: Tier::Upstream, total, chunks, idle_timeout, from: host.to_string() }
+        SourceBody { tier: Tier::Upstream, total, chunks, idle_timeout: Some(idle_timeout), from: host.to_string() }
     }
 
     /// An upstream body made of `chunks` (then silence, if `stall`), for tests of the pipeline.
@@ -118,7 +129,13 @@ impl SourceBody {
     pub fn from_chunks(chunks: Vec<Bytes>, total: Option<u64>, stall: bool, idle_timeout: Duration) -> SourceBody {
         let items = futures_util::stream::iter(chunks.into_iter().map(Ok));
         let chunks = if stall { items.chain(futures_util::stream::pending()).boxed() } else { items.boxed() };
-        SourceBody { tier: Tier::Upstream, total, chunks, idle_timeout, from: "test.invalid".into() }
+        SourceBody {
+            tier: Tier::Upstream,
+            total,
+            chunks,
+            idle_timeout: Some(idle_timeout),
+            from: "test.invalid".into(),
+        }
     }
 
     fn from_shared(blob: SharedBlob, digest: &Digest, idle_timeout: Duration) -> SourceBody {
@@ -128,7 +145,7 @@ impl SourceBody {
             futures_util::stream::unfold(blob.body, |mut body| async move { body.next().await.map(|r| (r, body)) })
                 .map(move |r| r.map_err(|source| FillError::Shared(SharedError::Body { key: k.clone(), source })))
                 .boxed();
-        SourceBody { tier: Tier::Shared, total: blob.len, chunks, idle_timeout, from: key }
+        SourceBody { tier: Tier::Shared, total: blob.len, chunks, idle_timeout: Some(idle_timeout), from: key }
     }
 }
 
@@ -181,7 +198,7 @@ impl SourceBody {
                 r.map_err(|e| FillError::Peer(PeerError::Transfer { peer: p.clone(), message: error_chain(&e) }))
             })
             .boxed();
-        SourceBody { tier: Tier::Peer, total: resp.len, chunks, idle_timeout, from: peer }
+        SourceBody { tier: Tier::Peer, total: resp.len, chunks, idle_timeout: Some(idle_timeout), from: peer }
     }
 
     /// The peer this body comes from, when it does.

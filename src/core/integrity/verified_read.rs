@@ -9,15 +9,17 @@
 //! are served as they are, and the background scrub covers them. A blob still being filled
 //! is verified by its fill already.
 //!
-//! The hashing runs on the blocking pool, one chunk behind the stream: chunk N is hashed
-//! while hyper writes it to the socket, and chunk N+1 waits only for that hash (the same
-//! speed as the disk's read-ahead). The cost on warm throughput is measured in
-//! benches/RESULTS.md ("verify on read").
+//! The blob is read through the same `VerifiedBody` as a fill (hashing on its own thread
+//! while the chunks go out, the last chunk held back): one implementation of the rule that
+//! no client receives the end of bytes that failed verification. The cost on warm
+//! throughput is measured in benches/RESULTS.md ("verify on read").
 
 use super::{take_out, Detector};
-use crate::core::fill::Progress;
+use crate::core::fill::{FillError, Progress};
+use crate::core::pipeline::{Mismatch, VerifiedBody};
+use crate::core::source::SourceBody;
 use crate::core::{follow, PullThrough};
-use crate::oci::{Digest, Hasher};
+use crate::oci::Digest;
 use crate::store::{FileId, Store};
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
@@ -25,7 +27,6 @@ use std::fs::File;
 use std::io;
 use std::sync::Arc;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 impl PullThrough {
     /// The whole blob behind `progress`, for a response: verified as it is read when it is
@@ -56,98 +57,45 @@ struct Check {
     file: Arc<File>,
 }
 
-enum Hashing {
-    /// The hasher, idle.
-    Ready(Hasher),
-    /// Hashing the chunk before the current one.
-    Busy(JoinHandle<Hasher>),
-    /// The blob verified, or the stream failed: nothing more to send.
-    Done,
-}
-
-struct Verify<S> {
-    inner: S,
-    total: u64,
-    pos: u64,
-    hashing: Hashing,
-    check: Check,
-}
-
 /// `inner` (the whole blob, `total` bytes) with each chunk hashed and the last one released
-/// only once the hash matches.
+/// only once the hash matches; on a mismatch the file is taken out and the stream ends with
+/// an error.
 fn verified(
-    inner: impl futures_util::Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    inner: BoxStream<'static, io::Result<Bytes>>,
     total: u64,
     check: Check,
 ) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
-    let hashing = Hashing::Ready(Hasher::for_digest(&check.digest));
-    futures_util::stream::unfold(Verify { inner, total, pos: 0, hashing, check }, Verify::next)
+    let body = VerifiedBody::new(SourceBody::local(inner, total, &check.digest), &check.digest);
+    futures_util::stream::unfold(Some((body, check, total)), |state| async move {
+        let (body, check, total) = state?;
+        let mut body = match body {
+            Ok(b) => b,
+            Err(e) => return Some((Err(io::Error::other(e)), None)),
+        };
+        match body.next().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), Some((Ok(body), check, total)))),
+            Ok(None) => None,
+            Err(e) => Some((Err(failed(e, &check, total).await), None)),
+        }
+    })
 }
 
-impl<S: futures_util::Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static> Verify<S> {
-    async fn next(mut self) -> Option<(io::Result<Bytes>, Self)> {
-        if matches!(self.hashing, Hashing::Done) {
-            return None;
+/// The error that ends a verified read; a blob whose bytes hash to another digest is taken
+/// out of the cache first, so the next request fills it afresh.
+async fn failed(e: FillError, check: &Check, total: u64) -> io::Error {
+    match e {
+        FillError::Verification { mismatch: Mismatch::Digest { actual }, .. } => {
+            let (store, digest, file) = (check.store.clone(), check.digest.clone(), check.file.clone());
+            let moved = tokio::task::spawn_blocking(move || {
+                take_out(&store, &digest, &actual, total, FileId::of(&file)?, Detector::Read)
+            })
+            .await;
+            if let Ok(Err(e)) | Err(e) = moved.map_err(io::Error::other) {
+                tracing::warn!(digest = %check.digest, error = %e, "cannot quarantine a cached blob that failed verification");
+            }
+            io::Error::other(format!("cached blob {} failed verification; the transfer is aborted", check.digest))
         }
-        let chunk = match self.inner.next().await {
-            Some(Ok(c)) => Some(c),
-            Some(Err(e)) => return self.fail(e),
-            None => None,
-        };
-        let hasher = match std::mem::replace(&mut self.hashing, Hashing::Done) {
-            Hashing::Ready(h) => h,
-            Hashing::Busy(job) => match job.await {
-                Ok(h) => h,
-                Err(e) => return self.fail(io::Error::other(e)),
-            },
-            Hashing::Done => return None,
-        };
-        let len = chunk.as_ref().map_or(0, |c| c.len() as u64);
-        self.pos += len;
-        if let Some(c) = chunk.clone().filter(|_| self.pos < self.total) {
-            // Not the last chunk: send it while it is hashed.
-            self.hashing = Hashing::Busy(tokio::task::spawn_blocking(move || {
-                let mut h = hasher;
-                h.update(&c);
-                h
-            }));
-            return Some((Ok(chunk.expect("a chunk")), self));
-        }
-        if self.pos != self.total {
-            return self.fail(io::Error::other("cached blob ended early"));
-        }
-        // The last chunk (or an empty blob): released only if the whole blob verifies.
-        let last = chunk.clone().unwrap_or_default();
-        let actual = match tokio::task::spawn_blocking(move || {
-            let mut h = hasher;
-            h.update(&last);
-            h.finish()
-        })
-        .await
-        {
-            Ok(d) => d,
-            Err(e) => return self.fail(io::Error::other(e)),
-        };
-        if actual == self.check.digest {
-            return chunk.map(|c| (Ok(c), self));
-        }
-        let (store, digest, file) = (self.check.store.clone(), self.check.digest.clone(), self.check.file.clone());
-        let total = self.total;
-        let expected = digest.clone();
-        let moved = tokio::task::spawn_blocking(move || {
-            take_out(&store, &digest, &actual, total, FileId::of(&file)?, Detector::Read)
-        })
-        .await;
-        if let Ok(Err(e)) | Err(e) = moved.map_err(io::Error::other) {
-            tracing::warn!(digest = %expected, error = %e, "cannot quarantine a cached blob that failed verification");
-        }
-        self.fail(io::Error::other(format!("cached blob {expected} failed verification; the transfer is aborted")))
-    }
-
-    fn fail(mut self, e: io::Error) -> Option<(io::Result<Bytes>, Self)> {
-        if let Hashing::Busy(job) = std::mem::replace(&mut self.hashing, Hashing::Done) {
-            job.abort();
-        }
-        Some((Err(e), self))
+        FillError::Io { source, .. } => source,
+        other => io::Error::other(other),
     }
 }

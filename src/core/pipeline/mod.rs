@@ -10,7 +10,8 @@
 //!
 //! A chunk is one reference-counted `Bytes` from the network to the socket of every client:
 //! the hasher, the disk writer and the followers share it, none copies it. The uncached
-//! relay reads the same `VerifiedBody` and hands its chunks straight to its one client.
+//! relay reads the same `VerifiedBody` and hands its chunks straight to its one client, and
+//! verify on read (`core::integrity`) reads a cached blob back through it.
 
 mod hash;
 mod verify;
