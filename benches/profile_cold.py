@@ -5,9 +5,14 @@ fill's own timing spans (the "blob fill received" debug line: source_wait, hash_
 hash_wait, write_busy, write_wait, chunks; "blob fill committed": took) and where the client's
 bytes were read (pullthrough_follow_bytes_total by `from`), and with --perf, a
 `perf record` of the daemon during one more cold pull, summarised by thread and DSO
-(kernel vs user; the release binary has no symbols, so user time is per thread).
+(kernel vs user; the release binary has no symbols, so user time is per thread). With --cpu,
+where the machine's CPU went during each pull: CPU seconds and run-queue waits of the
+daemon's threads (by name; from /proc/<pid>/task/*/schedstat, sampled while the pull runs,
+so threads that end with the fill are counted), the upstream registry's and curl's CPU
+seconds, and the daemon's minor page faults. On a machine where the pull is CPU-bound, the
+sum of CPU seconds over the cores is the floor of the pull's wall time.
 
-    python3 benches/profile_cold.py --binary target/release/pullthrough --mib 512 --rounds 3 [--perf]
+    python3 benches/profile_cold.py --binary target/release/pullthrough --mib 512 --rounds 3 [--perf] [--cpu]
 """
 import argparse
 import os
@@ -28,6 +33,7 @@ def main():
     ap.add_argument("--mib", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--perf", action="store_true", help="also perf-record one cold pull")
+    ap.add_argument("--cpu", action="store_true", help="CPU seconds per thread and process, page faults")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="pt-profile-")
     os.chmod(work, 0o755)
@@ -52,7 +58,10 @@ def main():
                 rec = subprocess.Popen(["perf", "record", "-q", "-o", os.path.join(work, "perf.data"),
                                         "-p", str(pt.p.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(0.5)
-            _, secs = harness.curl(url)
+            if args.cpu:
+                secs, cpu = pull_with_cpu(url, pt.p.pid, up.p.pid)
+            else:
+                _, secs = harness.curl(url)
             time.sleep(0.3)
             if rec:
                 rec.send_signal(2)
@@ -68,11 +77,63 @@ def main():
                           re.findall(r'pullthrough_follow_bytes_total\{from="(\w+)"\} ([\d.e+]+)', metrics)})
             print(f"round {r + 1}: direct {direct_s:.2f} s, pullthrough {secs:.2f} s; " +
                   ", ".join(f"{k} {v}" for k, v in spans.items()))
+            if args.cpu:
+                print(cpu)
     finally:
         for p in (pt, up):
             if p:
                 p.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def schedstat(pid):
+    """Per thread of `pid`: (name, ns on a CPU, ns waiting on a run queue)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            run, wait, _ = map(int, open(f"/proc/{pid}/task/{tid}/schedstat").read().split())
+        except (OSError, ValueError):
+            continue
+        out[tid] = (name, run, wait)
+    return out
+
+
+def minflt(pid):
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[7])
+
+
+def pull_with_cpu(url, daemon, upstream):
+    """One curl of `url`, sampling the daemon's threads every 10 ms while it runs: the wall
+    seconds and a report of where the CPU went."""
+    before, up_before, faults = schedstat(daemon), schedstat(upstream), minflt(daemon)
+    after = dict(before)
+    t = time.time()
+    c = subprocess.Popen(["/usr/bin/time", "-f", "%U %S", "curl", "-sS", "-o", "/dev/null", url],
+                         stderr=subprocess.PIPE, text=True)
+    while c.poll() is None:
+        after.update(schedstat(daemon))
+        time.sleep(0.01)
+    secs = time.time() - t
+    time.sleep(0.3)
+    after.update(schedstat(daemon))
+    curl_cpu = sum(map(float, c.stderr.read().split()[-2:]))
+    threads = {}
+    for tid, (name, run, wait) in after.items():
+        r0, w0 = before.get(tid, (name, 0, 0))[1:]
+        t = threads.setdefault(name, [0, 0])
+        t[0] += run - r0
+        t[1] += wait - w0
+    up_after = schedstat(upstream)
+    up_cpu = sum(run - up_before.get(tid, (n, 0, 0))[1] for tid, (n, run, _) in up_after.items())
+    daemon_cpu = sum(v[0] for v in threads.values())
+    lines = [f"  CPU s: daemon {daemon_cpu / 1e9:.3f}, upstream {up_cpu / 1e9:.3f}, curl {curl_cpu:.3f}, "
+             f"sum {(daemon_cpu + up_cpu) / 1e9 + curl_cpu:.3f} on {os.cpu_count()} cores; "
+             f"daemon minor faults {minflt(daemon) - faults}"]
+    for name, (run, wait) in sorted(threads.items(), key=lambda kv: -kv[1][0]):
+        if run > 1e6:
+            lines.append(f"    {name:18s} CPU {run / 1e9:.3f} s, waiting for a CPU {wait / 1e9:.3f} s")
+    return secs, "\n".join(lines)
 
 
 def start(binary, d, port, admin, upstream):
