@@ -22,6 +22,9 @@ systems round by round and reporting medians and ratios:
  5. whole-image pull with skopeo of a 200-layer image, cold and warm
  6. start-up with 100,000 cached blobs: time until the daemon answers
 
+Every timed cold pull (2, 3, 5) starts after a `sync`, so that no system pays for the dirty
+pages another one left behind (see `settle`).
+
 `--binary PATH` measures a binary built elsewhere (e.g. the commit before a change) instead of
 building this tree's; `--out PATH` writes the JSON results there.
 
@@ -394,16 +397,31 @@ def bench_warm(lab, results, big_path, nginx_url, size, rounds):
     results["warm_ratio_vs_peer"] = med["pullthrough"] / med["peer"]
 
 
+def settle():
+    """Write back every system's dirty pages before a timed cold pull, so that each pull
+    starts from the same state. pullthrough fsyncs what it caches; the peer and nginx do not,
+    and the gigabytes they leave unwritten would otherwise be written back by the kernel
+    during whichever pull comes next. Measured without this (1 GiB blob, /proc/vmstat):
+    1.3-2.2 GiB dirty when pullthrough's turn came (the peer's and nginx-cache's previous
+    round), 1.0-1.2 GiB at the peer's, and background writeback running during
+    pullthrough's pull."""
+    os.sync()
+
+
 def bench_cold(lab, results, big_path, size, rounds):
     urls = lab.urls(big_path)
     times = {"direct": [], "pullthrough": [], "peer": [], "nginx_cache": []}
     for _ in range(rounds):
+        settle()
         times["direct"].append(curl(urls["direct"])[1])
         lab.start_pt(wipe=True)
+        settle()
         times["pullthrough"].append(curl(urls["pullthrough"])[1])
         lab.start_peer(wipe=True)
+        settle()
         times["peer"].append(curl(urls["peer"])[1])
         lab.start_ngc(wipe=True)
+        settle()
         times["nginx_cache"].append(curl(urls["nginx_cache"])[1])
     med = {k: median(v) for k, v in times.items()}
     results["cold_seconds"] = med
@@ -419,13 +437,14 @@ def bench_concurrency(lab, results, path, size, clients):
     for name, restart in (("pullthrough", lab.start_pt), ("peer", lab.start_peer), ("nginx_cache", lab.start_ngc)):
         restart(wipe=True)
         url = lab.urls(path)[name]
-        mark = lab.upstream_log_len()
+        settle()
         t = time.time()
         curl(url)
         single = time.time() - t
         restart(wipe=True)
         proc = {"pullthrough": lab.pt, "peer": lab.peer, "nginx_cache": lab.ngc}[name]
         mark = lab.upstream_log_len()
+        settle()
         t = time.time()
         procs = [subprocess.Popen(["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}", url],
                                   stdout=subprocess.PIPE, text=True) for _ in range(clients)]
@@ -477,6 +496,7 @@ def bench_image(lab, results, name, rounds):
                 lab.start_ngc(wipe=True)
             for bucket in (cold, warm):
                 dest = tempfile.mkdtemp(dir=lab.work)
+                settle()
                 t = time.time()
                 skopeo("copy", "--src-tls-verify=false", f"docker://127.0.0.1:{port}/{name}", f"oci:{dest}:x")
                 bucket.append(time.time() - t)
