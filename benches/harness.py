@@ -22,8 +22,8 @@ systems round by round and reporting medians and ratios:
  5. whole-image pull with skopeo of a 200-layer image, cold and warm
  6. start-up with 100,000 cached blobs: time until the daemon answers
 
-Every timed cold pull (2, 3, 5) starts after a `sync`, so that no system pays for the dirty
-pages another one left behind (see `settle`).
+Every timed cold pull (2, 3, 5) and every request-rate run (4) starts after a `sync`, so
+that no system pays for the dirty pages another one left behind (see `settle`).
 
 `--binary PATH` measures a binary built elsewhere (e.g. the commit before a change) instead of
 building this tree's; `--out PATH` writes the JSON results there.
@@ -397,15 +397,29 @@ def bench_warm(lab, results, big_path, nginx_url, size, rounds):
     results["warm_ratio_vs_peer"] = med["pullthrough"] / med["peer"]
 
 
-def settle():
-    """Write back every system's dirty pages before a timed cold pull, so that each pull
-    starts from the same state. pullthrough fsyncs what it caches; the peer and nginx do not,
-    and the gigabytes they leave unwritten would otherwise be written back by the kernel
-    during whichever pull comes next. Measured without this (1 GiB blob, /proc/vmstat):
-    1.3-2.2 GiB dirty when pullthrough's turn came (the peer's and nginx-cache's previous
-    round), 1.0-1.2 GiB at the peer's, and background writeback running during
-    pullthrough's pull."""
+def busy_fraction(seconds=0.5):
+    """The share of the machine's CPU time spent busy over the next `seconds`."""
+    def sample():
+        v = list(map(int, open("/proc/stat").readline().split()[1:]))
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+    t0, i0 = sample()
+    time.sleep(seconds)
+    t1, i1 = sample()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
+def settle(limit=60):
+    """Bring the machine to the same quiet state before every timed run, whichever system
+    ran last: write back every dirty page, then wait (at most `limit` seconds) until the CPU
+    is nearly idle, so no system's leftover work runs into the next one's measurement.
+    pullthrough fsyncs what it caches; the peer and nginx do not, and the gigabytes they left
+    unwritten were written back by the kernel during whichever pull came next (1 GiB blob,
+    /proc/vmstat: 1.3-2.2 GiB dirty when pullthrough's turn came, 1.0-1.2 GiB at the
+    peer's)."""
     os.sync()
+    deadline = time.time() + limit
+    while busy_fraction() > 0.1 and time.time() < deadline:
+        pass
 
 
 def bench_cold(lab, results, big_path, size, rounds):
@@ -473,6 +487,7 @@ def bench_small(lab, results, manifest_path, nginx_static_url, seconds):
     # GET only: wrk's response parser does not know a HEAD answer has no body and stalls.
     for method in ("GET",):
         for name in systems:
+            settle()
             rate, p50, p99 = wrk(urls[name], method, seconds, headers=[accept])
             out[f"{name}_{method}"] = {"rps": rate, "p50_ms": p50, "p99_ms": p99}
         out[f"ratio_{method}"] = out[f"pullthrough_{method}"]["rps"] / out[f"peer_{method}"]["rps"]
