@@ -6,9 +6,9 @@
 //! such a block with `mmap` (over 128 KiB) or, once its adaptive threshold has risen, from
 //! an arena whose free top it hands back to the kernel as soon as it exceeds twice that
 //! block: either way every received byte lands on a freshly faulted, zeroed page. Measured
-//! on a cold 512 MiB pull (`python3 benches/harness.py --only cold`, benches/RESULTS.md):
-//! 50–80 k minor faults and ≈ 13 % of the daemon's CPU, against ≈ 7 k with the settings
-//! below. Keeping up to `TRIM_THRESHOLD` of freed memory per arena costs no more than the
+//! on a cold 512 MiB pull (`python3 benches/profile_cold.py --cpu`, benches/RESULTS.md):
+//! 49–80 k minor faults, against ≈ 7 k with the settings below, and ≈ 12 % less of the
+//! daemon's CPU with them. Keeping up to `TRIM_THRESHOLD` of freed memory per arena costs no more than the
 //! peak already used; `release_idle` hands it back when no fill is running.
 
 use std::time::Duration;

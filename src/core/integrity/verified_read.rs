@@ -41,8 +41,8 @@ impl PullThrough {
         let file = progress.borrow().file.clone();
         match (self.integrity.verify_on_read && hit, size, file) {
             (true, Some(total), Some(file)) => {
-                let check = Check { store: self.store.clone(), digest: digest.clone(), file };
-                verified(follow::stream(progress, 0, Some(total)).boxed(), total, check).boxed()
+                let check = Check { store: self.store.clone(), digest: digest.clone(), file, total };
+                verified(follow::stream(progress, 0, Some(total)).boxed(), check)
             }
             _ => follow::stream(progress, 0, size).boxed(),
         }
@@ -55,37 +55,36 @@ struct Check {
     digest: Digest,
     /// The file served: the one quarantined, if the name still holds it.
     file: Arc<File>,
+    /// Its size.
+    total: u64,
 }
 
-/// `inner` (the whole blob, `total` bytes) with each chunk hashed and the last one released
-/// only once the hash matches; on a mismatch the file is taken out and the stream ends with
-/// an error.
-fn verified(
-    inner: BoxStream<'static, io::Result<Bytes>>,
-    total: u64,
-    check: Check,
-) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
-    let body = VerifiedBody::new(SourceBody::local(inner, total, &check.digest), &check.digest);
-    futures_util::stream::unfold(Some((body, check, total)), |state| async move {
-        let (body, check, total) = state?;
-        let mut body = match body {
-            Ok(b) => b,
-            Err(e) => return Some((Err(io::Error::other(e)), None)),
-        };
+/// `inner` (the whole blob, `check.total` bytes) with each chunk hashed and the last one
+/// released only once the hash matches; on a mismatch the file is taken out and the stream
+/// ends with an error.
+fn verified(inner: BoxStream<'static, io::Result<Bytes>>, check: Check) -> BoxStream<'static, io::Result<Bytes>> {
+    let body = match VerifiedBody::new(SourceBody::local(inner, check.total, &check.digest), &check.digest) {
+        Ok(body) => body,
+        Err(e) => return futures_util::stream::once(async move { Err(io::Error::other(e)) }).boxed(),
+    };
+    futures_util::stream::unfold(Some((body, check)), |state| async move {
+        let (mut body, check) = state?;
         match body.next().await {
-            Ok(Some(chunk)) => Some((Ok(chunk), Some((Ok(body), check, total)))),
+            Ok(Some(chunk)) => Some((Ok(chunk), Some((body, check)))),
             Ok(None) => None,
-            Err(e) => Some((Err(failed(e, &check, total).await), None)),
+            Err(e) => Some((Err(failed(e, &check).await), None)),
         }
     })
+    .boxed()
 }
 
 /// The error that ends a verified read; a blob whose bytes hash to another digest is taken
 /// out of the cache first, so the next request fills it afresh.
-async fn failed(e: FillError, check: &Check, total: u64) -> io::Error {
+async fn failed(e: FillError, check: &Check) -> io::Error {
     match e {
         FillError::Verification { mismatch: Mismatch::Digest { actual }, .. } => {
-            let (store, digest, file) = (check.store.clone(), check.digest.clone(), check.file.clone());
+            let (store, digest, file, total) =
+                (check.store.clone(), check.digest.clone(), check.file.clone(), check.total);
             let moved = tokio::task::spawn_blocking(move || {
                 take_out(&store, &digest, &actual, total, FileId::of(&file)?, Detector::Read)
             })
