@@ -5,7 +5,8 @@
 use super::error::{CoreError, NotCached};
 use super::fill::{self, FillState};
 use super::progress::{Event, Progress, Silent};
-use super::pull::{BlobBody, Manifest, PullThrough};
+use super::pull::{Manifest, PullThrough};
+use super::BlobBody;
 use crate::oci::media::{self, AcceptList};
 use crate::oci::{manifest, Digest, ImageRef, Reference};
 use crate::upstream::Route;
