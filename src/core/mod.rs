@@ -4,32 +4,26 @@
 mod error;
 pub mod fill;
 pub mod follow;
-mod housekeeping;
-pub mod integrity;
-mod layout;
 pub mod lifecycle;
-mod memory;
-mod patience;
+mod manifest;
 mod pipeline;
 mod policy;
-mod prefetch;
 pub mod progress;
 mod pull;
-mod pulls;
 mod referrers;
 mod relay;
-mod revalidate;
-mod shared_prune;
 mod source;
+mod upkeep;
 mod vouch;
 
 pub use error::{CoreError, ManifestMismatch, NotCached, SharedOp};
-pub use housekeeping::{spawn as spawn_housekeeping, spawn_prefetch, CachedImage, ExpiredImage, PruneReport};
-pub use layout::{ImportError, ImportReport};
 pub use policy::{RepositoryPolicy, TagPolicies, TagPolicy};
-pub use prefetch::{Platforms, PrefetchReport};
 pub use pull::{Blob, BlobBody, Manifest, PullThrough, TagsPage};
 pub use referrers::ReferrersAnswer;
 pub use source::{Tier, Via};
+pub use upkeep::housekeeping::{spawn as spawn_housekeeping, spawn_prefetch, CachedImage, ExpiredImage, PruneReport};
+pub use upkeep::integrity;
+pub use upkeep::layout::{ImportError, ImportReport};
+pub use upkeep::prefetch::{Platforms, PrefetchReport};
 
 pub use relay::Relay;

@@ -15,8 +15,8 @@
 
 use super::error::{CoreError, ManifestMismatch};
 use super::fill::{self, FillError, FillState, Fills, Progress};
-use super::memory::Memory;
-use super::pulls::Pulls;
+use super::manifest::memory::Memory;
+use super::manifest::pull_times::Pulls;
 use super::source::{count, Lookup, Tier, Via};
 use super::vouch::Content;
 use crate::cluster::{Cluster, Fetch};
@@ -54,9 +54,9 @@ pub struct PullThrough {
     /// Image records' pull times, written in batches (see `pulls`).
     pub(super) pulls: Pulls,
     /// Verify on read, background scrub (see `integrity`).
-    pub(super) integrity: super::integrity::IntegritySettings,
+    pub(super) integrity: super::upkeep::integrity::IntegritySettings,
     /// The tags being refreshed in the background (see `revalidate`).
-    pub(super) refreshes: super::revalidate::Refreshes,
+    pub(super) refreshes: super::manifest::revalidate::Refreshes,
     /// This service's own `Arc`, for background work (see `revalidate`); empty unless built
     /// with `into_shared`.
     pub(super) me: std::sync::Weak<PullThrough>,

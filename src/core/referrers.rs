@@ -15,8 +15,8 @@
 //! list, never an error: the spec forbids a 404 from a registry that has the API.
 
 use super::error::CoreError;
-use super::prefetch::{Platforms, PrefetchReport};
 use super::pull::{header_digest, PullThrough};
+use super::upkeep::prefetch::{Platforms, PrefetchReport};
 use crate::oci::media::{self, MAX_MANIFEST_BYTES};
 use crate::oci::referrers::{self, Referrer, Referrers};
 use crate::oci::{Digest, ImageRef, Reference, RepoName};

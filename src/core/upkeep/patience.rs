@@ -6,8 +6,8 @@
 //! A client's pull never waits here: it gets 429 `TOOMANYREQUESTS` with `Retry-After` at once,
 //! which containerd and the rest retry on their own.
 
-use super::error::CoreError;
-use super::pull::{Manifest, PullThrough};
+use crate::core::error::CoreError;
+use crate::core::pull::{Manifest, PullThrough};
 use crate::oci::media::AcceptList;
 use crate::oci::Reference;
 use crate::upstream::{Route, UpstreamError};

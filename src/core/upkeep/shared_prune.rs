@@ -8,10 +8,10 @@
 //! Content objects are left to the bucket's lifecycle rule: they are shared across
 //! repositories and cheap to refetch.
 
-use super::error::{CoreError, SharedOp};
 use super::housekeeping::{ExpiredImage, PruneReport};
-use super::lifecycle::{self, Image};
-use super::pull::PullThrough;
+use crate::core::error::{CoreError, SharedOp};
+use crate::core::lifecycle::{self, Image};
+use crate::core::pull::PullThrough;
 use crate::oci::{Digest, RepoName};
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;

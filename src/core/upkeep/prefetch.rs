@@ -2,10 +2,10 @@
 //! platforms' children of an index, configs and layers — through the same verified fills
 //! that serve clients. Used by `pullthrough prefetch` and the config's `[[prefetch]]` list.
 
-use super::error::{CoreError, NotCached};
-use super::fill::{self, FillState};
-use super::progress::{Event, Progress, Silent};
-use super::pull::{BlobBody, Manifest, PullThrough};
+use crate::core::error::{CoreError, NotCached};
+use crate::core::fill::{self, FillState};
+use crate::core::progress::{Event, Progress, Silent};
+use crate::core::pull::{BlobBody, Manifest, PullThrough};
 use crate::oci::media::{self, AcceptList};
 use crate::oci::{manifest, Digest, ImageRef, Reference};
 use crate::upstream::Route;
@@ -141,7 +141,7 @@ impl PullThrough {
             BlobBody::Cached(mut fill) => {
                 let n = follow_fill(&mut fill, progress).await?;
                 // Prefetch is about the cache: wait for the commit too.
-                match super::fill::settle(&mut fill, |p| p.committed.is_some()).await?.committed {
+                match crate::core::fill::settle(&mut fill, |p| p.committed.is_some()).await?.committed {
                     Some(true) => Ok(n),
                     _ => Err(CoreError::NotCached { digest: digest.clone(), why: NotCached::CommitFailed }),
                 }

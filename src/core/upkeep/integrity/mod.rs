@@ -23,7 +23,7 @@ pub use rate::{Pace, Rate};
 pub use repair::{RepairError, Repaired};
 pub use scrub::{spawn as spawn_scrub, Check, Corruption, ScrubReport};
 
-use super::pull::PullThrough;
+use crate::core::pull::PullThrough;
 use crate::events::{Event, EventKind};
 use crate::oci::Digest;
 use crate::store::{FileId, Quarantined, Store};

@@ -13,8 +13,8 @@
 //! the `Arc` with a weak reference to itself. A service not built that way (the CLI's
 //! offline commands) has no background refresh and revalidates in the foreground.
 
-use super::error::CoreError;
-use super::pull::{Manifest, PullThrough};
+use crate::core::error::CoreError;
+use crate::core::pull::{Manifest, PullThrough};
 use crate::oci::{manifest, media, RepoName, Tag};
 use crate::store::TagRecord;
 use crate::upstream::budget::Hold;

@@ -23,7 +23,7 @@
 //! Within a tag's TTL the daemon trusts its own answer: a newer record another process wrote
 //! for that tag meanwhile (an `import`, a `prefetch`) is read once the answer goes stale.
 
-use super::pull::Manifest;
+use crate::core::pull::Manifest;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::store::TagRecord;
 use bytes::Bytes;

@@ -4,8 +4,8 @@
 //! `ls` prints. The blocking passes here run on blocking threads (background tasks) or in
 //! the CLI; none is on a request's path.
 
-use super::lifecycle::{self, Image};
-use super::pull::PullThrough;
+use crate::core::lifecycle::{self, Image};
+use crate::core::pull::PullThrough;
 use crate::oci::{manifest, media, Digest, Reference, RepoName};
 use crate::store::EvictionReport;
 use serde::Serialize;
@@ -241,7 +241,11 @@ impl PullThrough {
 
 /// Fetch the config's `[[prefetch]]` images (each with the platforms wanted) now and every
 /// `every`, until the process ends.
-pub fn spawn_prefetch(pt: Arc<PullThrough>, list: Vec<(crate::oci::ImageRef, super::Platforms)>, every: Duration) {
+pub fn spawn_prefetch(
+    pt: Arc<PullThrough>,
+    list: Vec<(crate::oci::ImageRef, super::prefetch::Platforms)>,
+    every: Duration,
+) {
     if list.is_empty() {
         return;
     }

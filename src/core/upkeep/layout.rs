@@ -10,8 +10,8 @@
 //! indistinguishable that way, so each of them carries its full name
 //! (`registry/repository:tag`, a valid `ref.name` too: `oci:DIR:registry/repository:tag`).
 
-use super::progress::{Counted, Event, Progress};
-use super::pull::PullThrough;
+use crate::core::progress::{Counted, Event, Progress};
+use crate::core::pull::PullThrough;
 use crate::oci::media::{self};
 use crate::oci::{manifest, Algorithm, Digest, Hasher, ImageRef, Reference, Tag};
 use crate::store::{ImageRecord, TagRecord};
@@ -135,7 +135,7 @@ impl PullThrough {
         let mut all = images.to_vec();
         for image in images {
             let (Ok(route), Some(top)) = (self.route_image(image), self.cached_digest(image)?) else { continue };
-            for (d, _) in super::referrers::local_referrers(store, route.upstream.host(), &route.name, &top)? {
+            for (d, _) in crate::core::referrers::local_referrers(store, route.upstream.host(), &route.name, &top)? {
                 all.push(ImageRef { reference: Reference::Digest(d), ..image.clone() });
             }
             for t in crate::oci::referrers::cosign_tags(&top) {
