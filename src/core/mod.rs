@@ -1,8 +1,10 @@
 //! The pull-through logic: what to answer from the cache, what to fetch, and how fills are
 //! shared. Knows nothing about HTTP clients; talks to `store` and `upstream` only.
 
+mod answers;
 mod error;
 pub mod fill;
+mod flight;
 pub mod follow;
 pub mod lifecycle;
 mod manifest;
@@ -10,15 +12,18 @@ mod pipeline;
 mod policy;
 pub mod progress;
 mod pull;
+mod rate;
 mod referrers;
 mod relay;
 mod source;
+mod tiers;
 mod upkeep;
 mod vouch;
 
+pub use answers::{Manifest, TagsPage};
 pub use error::{CoreError, ManifestMismatch, NotCached, SharedOp};
 pub use policy::{RepositoryPolicy, TagPolicies, TagPolicy};
-pub use pull::{Blob, BlobBody, Manifest, PullThrough, TagsPage};
+pub use pull::{Blob, BlobBody, PullThrough};
 pub use referrers::ReferrersAnswer;
 pub use source::{Tier, Via};
 pub use upkeep::housekeeping::{spawn as spawn_housekeeping, spawn_prefetch, CachedImage, ExpiredImage, PruneReport};

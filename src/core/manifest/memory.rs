@@ -23,7 +23,8 @@
 //! Within a tag's TTL the daemon trusts its own answer: a newer record another process wrote
 //! for that tag meanwhile (an `import`, a `prefetch`) is read once the answer goes stale.
 
-use crate::core::pull::Manifest;
+use super::TagKey;
+use crate::core::answers::Manifest;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::store::TagRecord;
 use bytes::Bytes;
@@ -36,13 +37,6 @@ const ENTRY_OVERHEAD: usize = 160;
 enum Key {
     Manifest(Digest),
     Tag(Arc<TagKey>),
-}
-
-#[derive(PartialEq, Eq, Hash)]
-struct TagKey {
-    upstream: String,
-    name: RepoName,
-    tag: Tag,
 }
 
 #[derive(Clone)]
@@ -136,7 +130,7 @@ impl Memory {
 }
 
 fn tag_key(upstream: &str, name: &RepoName, tag: &Tag) -> Key {
-    Key::Tag(Arc::new(TagKey { upstream: upstream.to_string(), name: name.clone(), tag: tag.clone() }))
+    Key::Tag(Arc::new(TagKey::new(upstream, name, tag)))
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ impl Pulls {
             p.dirty = true;
             return Ok(());
         }
-        store.note_pull(&key.0, &key.1, &key.2, media_type).await?;
+        store.note_pull_async(&key.0, &key.1, &key.2, media_type).await?;
         let mut images = self.lock();
         if images.len() < MAX_ENTRIES {
             let p = Pulled { media_type: media_type.to_string(), last: SystemTime::now(), dirty: false };
@@ -94,7 +94,7 @@ impl Pulls {
         };
         let mut checked = 0;
         for ((h, n, d), t) in due {
-            match store.records.note_pull(&h, &n, &d, &t) {
+            match store.note_pull(&h, &n, &d, &t) {
                 Ok(()) => checked += 1,
                 Err(e) => {
                     tracing::warn!(upstream = %h, repo = %n, digest = %d, error = %e, "could not record a pull time");
@@ -118,26 +118,23 @@ impl Pulls {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Budget, ImageRecord};
+    use crate::store::{ImageRecord, SpaceBudget};
 
     #[tokio::test]
     async fn first_pull_is_on_disk_at_once_later_ones_at_a_flush() {
         let root = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(root.path(), Budget::unlimited()).unwrap());
+        let store = Arc::new(Store::open(root.path(), SpaceBudget::unlimited()).unwrap());
         let pulls = Pulls::default();
         let name: RepoName = "a/b".parse().unwrap();
         let d = Digest::of_bytes(b"{}");
-        let pulled_at = |store: &Store| store.records.images("up.test", &name).unwrap()[0].1.pulled_at;
+        let pulled_at = |store: &Store| store.images("up.test", &name).unwrap()[0].1.pulled_at;
         pulls.note(&store, "up.test", &name, &d, "application/vnd.oci.image.manifest.v1+json").await.unwrap();
-        let recorded = store.records.images("up.test", &name).unwrap();
+        let recorded = store.images("up.test", &name).unwrap();
         assert_eq!(recorded.len(), 1, "the first pull creates the record");
 
         // The record's pull time is old; a pull changes it in memory only, until a flush.
         let old = SystemTime::now() - Duration::from_secs(7200);
-        store
-            .records
-            .put_image("up.test", &name, &d, &ImageRecord { pulled_at: old, ..recorded[0].1.clone() })
-            .unwrap();
+        store.put_image("up.test", &name, &d, &ImageRecord { pulled_at: old, ..recorded[0].1.clone() }).unwrap();
         pulls.note(&store, "up.test", &name, &d, "x").await.unwrap();
         let age = |store: &Store| SystemTime::now().duration_since(pulled_at(store)).unwrap();
         assert!(age(&store) > Duration::from_secs(7000), "a pull wrote its record at once");

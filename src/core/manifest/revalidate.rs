@@ -9,21 +9,23 @@
 //! window a request revalidates in the foreground as before (serving stale only when the
 //! upstream fails).
 //!
-//! Background work needs an owned handle on the service: [`PullThrough::into_shared`] builds
-//! the `Arc` with a weak reference to itself. A service not built that way (the CLI's
-//! offline commands) has no background refresh and revalidates in the foreground.
+//! Background work needs an owned handle on the service (its [`Owner`]):
+//! `PullThrough::into_shared` builds the `Arc` and gives [`Manifests`] a weak reference to
+//! it. A service not built that way (the CLI's offline commands) has no background refresh
+//! and revalidates in the foreground.
 
+use super::{Manifests, TagKey};
+use crate::core::answers::Manifest;
 use crate::core::error::CoreError;
-use crate::core::pull::{Manifest, PullThrough};
-use crate::oci::{manifest, media, RepoName, Tag};
+use crate::oci::{manifest, media, Digest, Tag};
 use crate::store::TagRecord;
 use crate::upstream::budget::Hold;
 use crate::upstream::{Route, Standing};
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-/// What a background refresh found, for the metric and the log.
+/// How a background refresh ended (the `result` label of its metric).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refreshed {
     Unchanged,
@@ -41,57 +43,25 @@ impl Refreshed {
     }
 }
 
-type TagKey = (String, RepoName, Tag);
-
-/// The tags being refreshed in the background: one refresh per tag at a time.
-#[derive(Default)]
-pub(super) struct Refreshes {
-    running: Mutex<HashSet<TagKey>>,
+/// The service a background refresh runs on: its manifests, and its blob fills (to warm
+/// the blobs of a tag that moved).
+pub(in crate::core) trait Owner: Send + Sync + 'static {
+    fn manifests(&self) -> &Manifests;
+    /// Fill `digest`'s blob as a client's pull of it would.
+    fn warm_blob<'a>(&'a self, route: &'a Route, digest: &'a Digest) -> BoxFuture<'a, Result<(), CoreError>>;
 }
 
-impl Refreshes {
-    /// Claim `key`; false when a refresh of it runs already.
-    fn claim(&self, key: &TagKey) -> bool {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone())
-    }
-
-    fn release(&self, key: &TagKey) {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-    }
-}
-
-/// Releases a claimed tag when the refresh ends, however it ends.
-struct Claim {
-    pull: Arc<PullThrough>,
-    key: TagKey,
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        self.pull.refreshes.release(&self.key);
-    }
-}
-
-impl PullThrough {
-    /// The service behind an `Arc` that its background work can hold (see the module docs).
-    pub fn into_shared(self) -> Arc<PullThrough> {
-        Arc::new_cyclic(|me| {
-            let mut pt = self;
-            pt.me = me.clone();
-            pt
-        })
-    }
-
+impl Manifests {
     /// A tag's cached manifest when its record is past `tag_ttl` but within the
     /// stale-while-revalidate window: returned at once, with a background refresh started.
     /// `None`: answer the usual way.
     pub(super) async fn stale_while_revalidate(&self, route: &Route, tag: &Tag) -> Result<Option<Manifest>, CoreError> {
         let up = &route.upstream;
-        let window = self.tag_policies.stale_while_revalidate(up.host(), &route.name);
+        let window = self.policies.stale_while_revalidate(up.host(), &route.name);
         if window.is_zero() {
             return Ok(None);
         }
-        let Some(me) = self.me.upgrade() else { return Ok(None) };
+        let Some(owner) = self.owner.as_ref().and_then(|o| o.upgrade()) else { return Ok(None) };
         let Some(rec) = self.tag_record(route, tag).await? else { return Ok(None) };
         let age = SystemTime::now().duration_since(rec.checked_at).unwrap_or_default();
         if self.tag_fresh(route, tag, &rec) || age >= self.tag_ttl(route).saturating_add(window) {
@@ -103,31 +73,28 @@ impl PullThrough {
         // While the upstream's Retry-After runs a refresh could not ask it: the answer stands,
         // and the first request after it ends starts one.
         if !matches!(up.registry.budget().standing(), Standing::Held { hold: Hold::Told, .. }) {
-            self.spawn_refresh(me, route, tag, &m);
+            self.spawn_refresh(owner, route, tag, &m);
         }
         Ok(Some(m))
     }
 
     /// Revalidate `tag` in the background unless a refresh of it runs already.
-    fn spawn_refresh(&self, me: Arc<PullThrough>, route: &Route, tag: &Tag, answered: &Manifest) {
-        let key = (route.upstream.host().to_string(), route.name.clone(), tag.clone());
-        if !self.refreshes.claim(&key) {
-            return;
-        }
-        let claim = Claim { pull: me, key };
+    fn spawn_refresh(&self, owner: Arc<dyn Owner>, route: &Route, tag: &Tag, answered: &Manifest) {
+        let Some(claim) = self.refreshes.try_claim(TagKey::of(route, tag)) else { return };
         let (route, tag, old) = (route.clone(), tag.clone(), answered.digest.clone());
         tokio::spawn(async move {
-            let pull = &claim.pull;
-            let result = match pull.refresh_tag(&route, &tag).await {
+            let _claim = claim;
+            let manifests = owner.manifests();
+            let result = match manifests.refresh_tag(&route, &tag).await {
                 // Served stale again (the upstream could not confirm it): not a revalidation.
-                Ok(m) if m.digest == old => match pull.confirmed(&route, &tag).await {
+                Ok(m) if m.digest == old => match manifests.confirmed(&route, &tag).await {
                     true => Refreshed::Unchanged,
                     false => Refreshed::Failed,
                 },
                 Ok(m) => {
                     tracing::info!(upstream = %route.upstream.host(), repo = %route.name, %tag, from = %old, to = %m.digest,
                         "tag moved upstream (background revalidation); the new manifest is cached");
-                    pull.warm_blobs(&route, &m).await;
+                    warm_blobs(&*owner, &route, &m).await;
                     Refreshed::Moved
                 }
                 Err(e) => {
@@ -150,25 +117,25 @@ impl PullThrough {
         let host = route.upstream.host();
         match self.memory.tag(host, &route.name, tag) {
             Some(rec) => Ok(Some(TagRecord::clone(&rec))),
-            None => Ok(self.store.get_tag(host, &route.name, tag).await?),
+            None => Ok(self.store.get_tag_async(host, &route.name, tag).await?),
         }
     }
+}
 
-    /// Start fills of a single-platform image's blobs, so the next pull is warm. Not for an
-    /// index: which platforms will be pulled is not known, and each child manifest would be
-    /// a counted request on a rate-limited upstream.
-    async fn warm_blobs(&self, route: &Route, m: &Manifest) {
-        if m.media_type == media::OCI_INDEX || m.media_type == media::DOCKER_LIST {
-            return;
-        }
-        if !matches!(route.upstream.registry.budget().standing(), Standing::Open) {
-            return;
-        }
-        for digest in manifest::references(&m.bytes) {
-            // A fill runs to its end without a reader; dropping the answer leaves it running.
-            if let Err(e) = self.blob(route, &digest).await {
-                tracing::debug!(repo = %route.name, %digest, error = %e, "warming a blob of a moved tag failed");
-            }
+/// Start fills of a single-platform image's blobs, so the next pull is warm. Not for an
+/// index: which platforms will be pulled is not known, and each child manifest would be
+/// a counted request on a rate-limited upstream.
+async fn warm_blobs(owner: &dyn Owner, route: &Route, m: &Manifest) {
+    if m.media_type == media::OCI_INDEX || m.media_type == media::DOCKER_LIST {
+        return;
+    }
+    if !matches!(route.upstream.registry.budget().standing(), Standing::Open) {
+        return;
+    }
+    for digest in manifest::references(&m.bytes) {
+        // A fill runs to its end without a reader; dropping the answer leaves it running.
+        if let Err(e) = owner.warm_blob(route, &digest).await {
+            tracing::debug!(repo = %route.name, %digest, error = %e, "warming a blob of a moved tag failed");
         }
     }
 }

@@ -51,15 +51,15 @@ fn unix(t: SystemTime) -> u64 {
 /// The images of one repository: tag and image records merged by digest, child manifests
 /// of an index folded into their parent (they are not images of their own).
 fn repo_images(pt: &PullThrough, up: &str, name: &RepoName) -> io::Result<Vec<(Image, String)>> {
-    let store = &pt.store;
+    let store = pt.store();
     let mut by_digest: HashMap<Digest, (Image, String)> = HashMap::new();
-    for (d, rec) in store.records.images(up, name)? {
+    for (d, rec) in store.images(up, name)? {
         by_digest.insert(
             d.clone(),
             (Image { digest: d, tags: vec![], pushed_at: rec.cached_at, pulled_at: rec.pulled_at }, rec.media_type),
         );
     }
-    for (tag, rec) in store.records.tags(up, name)? {
+    for (tag, rec) in store.tags(up, name)? {
         let e = by_digest.entry(rec.digest.clone()).or_insert_with(|| {
             (
                 Image {
@@ -90,27 +90,27 @@ impl PullThrough {
     pub fn pinned(&self) -> io::Result<HashSet<Digest>> {
         let mut roots = Vec::new();
         let from_file = self.pins_file()?;
-        for pin in self.pins.iter().chain(&from_file) {
-            let Some(up) = self.upstreams.by_host(&pin.host) else {
+        for pin in self.pins().iter().chain(&from_file) {
+            let Some(up) = self.upstreams().by_host(&pin.host) else {
                 continue;
             };
             let name = up.normalize(pin.name.clone());
             match &pin.reference {
                 Reference::Digest(d) => roots.push(d.clone()),
                 Reference::Tag(t) => {
-                    if let Some(rec) = self.store.records.get_tag(up.host(), &name, t)? {
+                    if let Some(rec) = self.store().get_tag(up.host(), &name, t)? {
                         roots.push(rec.digest);
                     }
                 }
             }
         }
-        self.store.closure(roots)
+        self.store().closure(roots)
     }
 
     /// Pins recorded by `prefetch --pin`: `<cache>/pins`, one image reference a line.
     /// Blocking.
     pub fn pins_file(&self) -> io::Result<Vec<crate::oci::ImageRef>> {
-        let text = match std::fs::read_to_string(self.store.root().join("pins")) {
+        let text = match std::fs::read_to_string(self.store().root().join("pins")) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
@@ -124,23 +124,38 @@ impl PullThrough {
         if !pins.contains(image) {
             pins.push(image.clone());
             let text: String = pins.iter().map(|p| format!("{p}\n")).collect();
-            self.store.write_file("pins", text.as_bytes())?;
+            self.store().write_file("pins", text.as_bytes())?;
         }
         Ok(())
     }
 
     /// One eviction pass, if the budget needs one. Blocking.
     pub fn evict_now(&self) -> io::Result<EvictionReport> {
-        let need = self.store.eviction_need()?;
+        let need = self.store().eviction_need()?;
         if need == 0 {
             return Ok(EvictionReport::default());
         }
-        let referenced = self.store.closure(self.store.record_roots()?)?;
-        let report = self.store.evict(need, &self.pinned()?, &referenced)?;
+        let referenced = self.store().closure(self.store().record_roots()?)?;
+        let report = self.store().evict(need, &self.pinned()?, &referenced)?;
         crate::metrics::METRICS.evictions.inc_by(report.removed as u64);
         crate::metrics::METRICS.evicted_bytes.inc_by(report.bytes);
         tracing::info!(removed = report.removed, bytes = report.bytes, need, "evicted least recently used blobs");
         Ok(report)
+    }
+
+    /// Remove an expired image's tag and image records (and what memory holds of them).
+    fn expire(&self, up: &str, name: &RepoName, img: &Image) -> io::Result<()> {
+        for t in &img.tags {
+            if let Ok(tag) = t.parse() {
+                self.store().remove_tag(up, name, &tag)?;
+                self.manifests().forget_tag(up, name, &tag);
+            }
+        }
+        self.store().remove_image(up, name, &img.digest)?;
+        self.manifests().forget_pull(up, name, &img.digest);
+        let expired = crate::events::Event::new(crate::events::EventKind::Expired);
+        crate::events::emit(expired.upstream(up).repository(name).digest(&img.digest).tags(img.tags.clone()));
+        Ok(())
     }
 
     /// Apply every repository's lifecycle policy: expire images (their tag and image
@@ -154,9 +169,9 @@ impl PullThrough {
         let mut report = PruneReport::default();
         let mut kept_roots = Vec::new();
         let mut expired_roots = Vec::new();
-        for (up, name) in self.store.records.repositories()? {
+        for (up, name) in self.store().repositories()? {
             let images = repo_images(self, &up, &name)?;
-            let policy = self.tag_policies.lifecycle(&up, &name).cloned();
+            let policy = self.manifests().policies().lifecycle(&up, &name).cloned();
             let expired: HashSet<Digest> = match &policy {
                 Some(p) => {
                     let imgs: Vec<Image> = images.iter().map(|(i, _)| i.clone()).collect();
@@ -170,18 +185,7 @@ impl PullThrough {
                     continue;
                 }
                 if !dry_run {
-                    for t in &img.tags {
-                        if let Ok(tag) = t.parse() {
-                            self.store.records.remove_tag(&up, &name, &tag)?;
-                            self.memory.forget_tag(&up, &name, &tag);
-                        }
-                    }
-                    self.store.records.remove_image(&up, &name, &img.digest)?;
-                    self.pulls.forget(&up, &name, &img.digest);
-                    let expired = crate::events::Event::new(crate::events::EventKind::Expired);
-                    crate::events::emit(
-                        expired.upstream(&up).repository(&name).digest(&img.digest).tags(img.tags.clone()),
-                    );
+                    self.expire(&up, &name, &img)?;
                 }
                 report.expired.push(ExpiredImage {
                     upstream: up.clone(),
@@ -193,18 +197,18 @@ impl PullThrough {
             }
         }
         if !expired_roots.is_empty() {
-            let keep = self.store.closure(kept_roots.into_iter().chain(pinned))?;
-            for d in self.store.closure(expired_roots)? {
+            let keep = self.store().closure(kept_roots.into_iter().chain(pinned))?;
+            for d in self.store().closure(expired_roots)? {
                 if keep.contains(&d) {
                     continue;
                 }
-                let size = std::fs::metadata(self.store.blob_path(&d)).map(|m| m.len()).unwrap_or(0);
-                if size == 0 && !self.store.contains(&d) {
+                let size = std::fs::metadata(self.store().blob_path(&d)).map(|m| m.len()).unwrap_or(0);
+                if size == 0 && !self.store().contains(&d) {
                     continue;
                 }
                 if !dry_run {
-                    self.store.remove_blob(&d)?;
-                    self.memory.forget_manifest(&d);
+                    self.store().remove_blob(&d)?;
+                    self.manifests().forget_manifest(&d);
                 }
                 report.blobs_removed += 1;
                 report.bytes_freed += size;
@@ -216,12 +220,12 @@ impl PullThrough {
     /// Every image in the cache with its tags and size. Blocking.
     pub fn list_images(&self) -> io::Result<Vec<CachedImage>> {
         self.flush_pulls();
-        let sizes: HashMap<Digest, u64> = self.store.blobs().into_iter().map(|b| (b.digest, b.size)).collect();
+        let sizes: HashMap<Digest, u64> = self.store().blobs().into_iter().map(|b| (b.digest, b.size)).collect();
         let mut out = Vec::new();
-        for (up, name) in self.store.records.repositories()? {
+        for (up, name) in self.store().repositories()? {
             for (mut img, media_type) in repo_images(self, &up, &name)? {
                 img.tags.sort();
-                let size = self.store.closure([img.digest.clone()])?.iter().filter_map(|d| sizes.get(d)).sum();
+                let size = self.store().closure([img.digest.clone()])?.iter().filter_map(|d| sizes.get(d)).sum();
                 out.push(CachedImage {
                     upstream: up.clone(),
                     repository: name.to_string(),
@@ -269,7 +273,7 @@ pub fn spawn_prefetch(
 /// Run eviction (every `interval`, or at once when a fill asks) and lifecycle policies
 /// (every `lifecycle_interval`) until the process ends.
 pub fn spawn(pt: Arc<PullThrough>, interval: Duration, lifecycle_interval: Duration) {
-    let notify = pt.fills.housekeeping.clone();
+    let notify = pt.fills().housekeeping.clone();
     let p = pt.clone();
     tokio::spawn(async move {
         loop {
@@ -279,10 +283,10 @@ pub fn spawn(pt: Arc<PullThrough>, interval: Duration, lifecycle_interval: Durat
             }
             let p = p.clone();
             let r = tokio::task::spawn_blocking(move || {
-                p.store.flush_last_use();
+                p.store().flush_last_use();
                 p.flush_pulls();
                 // A prefetch or import killed while the daemon runs leaves its temp files.
-                match p.store.clean_dead_temp() {
+                match p.store().clean_dead_temp() {
                     Ok(c) if c.sessions > 0 => {
                         tracing::info!(sessions = c.sessions, "removed temp files of processes that stopped")
                     }
@@ -303,7 +307,7 @@ pub fn spawn(pt: Arc<PullThrough>, interval: Duration, lifecycle_interval: Durat
             let p = pt.clone();
             let pass = move || {
                 // Not while a prefetch or import adds content (see store::lock): next turn.
-                let Some(_pass) = p.store.lifecycle_pass().map_err(io::Error::other)? else {
+                let Some(_pass) = p.store().lifecycle_pass().map_err(io::Error::other)? else {
                     tracing::info!("lifecycle pass skipped: a prefetch or import is writing to the cache");
                     return Ok(PruneReport::default());
                 };

@@ -83,10 +83,8 @@ impl PullThrough {
     pub fn cached_digest(&self, image: &ImageRef) -> io::Result<Option<Digest>> {
         let route = self.route_image(image).map_err(|e| io::Error::other(format!("{image}: {e}")))?;
         match &image.reference {
-            Reference::Digest(d) => Ok(self.store.contains(d).then(|| d.clone())),
-            Reference::Tag(t) => {
-                Ok(self.store.records.get_tag(route.upstream.host(), &route.name, t)?.map(|r| r.digest))
-            }
+            Reference::Digest(d) => Ok(self.store().contains(d).then(|| d.clone())),
+            Reference::Tag(t) => Ok(self.store().get_tag(route.upstream.host(), &route.name, t)?.map(|r| r.digest)),
         }
     }
 
@@ -131,7 +129,7 @@ impl PullThrough {
 
     /// `images` and, after them, the cached referrers and cosign tags of each.
     fn with_referrers(&self, images: &[ImageRef]) -> io::Result<Vec<ImageRef>> {
-        let store = &self.store;
+        let store = &self.store();
         let mut all = images.to_vec();
         for image in images {
             let (Ok(route), Some(top)) = (self.route_image(image), self.cached_digest(image)?) else { continue };
@@ -139,7 +137,7 @@ impl PullThrough {
                 all.push(ImageRef { reference: Reference::Digest(d), ..image.clone() });
             }
             for t in crate::oci::referrers::cosign_tags(&top) {
-                if store.records.get_tag(route.upstream.host(), &route.name, &t)?.is_some() {
+                if store.get_tag(route.upstream.host(), &route.name, &t)?.is_some() {
                     all.push(ImageRef { reference: Reference::Tag(t), ..image.clone() });
                 }
             }
@@ -156,15 +154,14 @@ impl PullThrough {
         written: &mut HashSet<Digest>,
         progress: &dyn Progress,
     ) -> io::Result<Descriptor> {
-        let store = &self.store;
+        let store = &self.store();
         let top = self
             .cached_digest(image)?
             .ok_or_else(|| io::Error::other(format!("{image} is not in the cache; pull or prefetch it first")))?;
         let (bytes, mt) = store
             .read_manifest(&top, media::MAX_MANIFEST_BYTES)?
             .ok_or_else(|| io::Error::other(format!("manifest {top} of {image} is not in the cache")))?;
-        let media_type =
-            mt.or_else(|| media::sniff_manifest_type(&bytes)).unwrap_or_else(|| media::OCI_MANIFEST.into());
+        let media_type = media::manifest_type(mt.as_deref(), &bytes);
         // Everything reachable that is cached; a missing child manifest is an uncached
         // platform, a missing config or layer of a cached manifest is an error.
         let mut stack = vec![top.clone()];
@@ -255,7 +252,7 @@ impl PullThrough {
     ) -> Result<(usize, u64), ImportError> {
         let blobs = walk_layout(layout, image, top, top_type, progress)?;
         let unverified: Vec<&(Digest, Option<String>, u64)> = blobs.iter().filter(|(_, mt, _)| mt.is_none()).collect();
-        let to_write: u64 = unverified.iter().filter(|(d, _, _)| !self.store.contains(d)).map(|(_, _, n)| n).sum();
+        let to_write: u64 = unverified.iter().filter(|(d, _, _)| !self.store().contains(d)).map(|(_, _, n)| n).sum();
         // Every blob is read to verify it (manifests already were), and those the cache
         // lacks again to store them.
         progress.event(Event::Sized { bytes: blobs.iter().map(|(_, _, n)| n).sum::<u64>() + to_write });
@@ -284,17 +281,14 @@ impl PullThrough {
         let path = blob_path(layout, d);
         if let Some(mt) = mt {
             let bytes = std::fs::read(&path)?;
-            let media_type = Some(mt.to_string())
-                .filter(|m| !m.is_empty())
-                .or_else(|| media::sniff_manifest_type(&bytes))
-                .unwrap_or_else(|| media::OCI_MANIFEST.into());
-            self.store.put_manifest(d, &media_type, &bytes)?;
+            let media_type = media::manifest_type(Some(mt), &bytes);
+            self.store().put_manifest(d, &media_type, &bytes)?;
             return Ok(bytes.len() as u64);
         }
-        if self.store.contains(d) {
+        if self.store().contains(d) {
             return Ok(0);
         }
-        let mut t = self.store.begin(d)?;
+        let mut t = self.store().begin(d)?;
         let mut f = Counted { inner: std::fs::File::open(&path)?, progress };
         let mut h = Hasher::for_digest(d);
         let mut buf = vec![0u8; 1 << 20];
@@ -307,7 +301,7 @@ impl PullThrough {
             h.update(&buf[..r]);
         }
         let n = t.written();
-        self.store.commit(t, h.finish(), None).map_err(|e| match e {
+        self.store().commit(t, h.finish(), None).map_err(|e| match e {
             crate::store::CommitError::Io(e) => ImportError::Io(e),
             other => {
                 ImportError::Corrupt { digest: d.to_string(), actual: other.to_string(), image: image.to_string() }
@@ -321,14 +315,14 @@ impl PullThrough {
     fn write_records(&self, route: &Route, reference: &Reference, top: &Digest, media_type: String) -> io::Result<()> {
         let host = route.upstream.host();
         let now = SystemTime::now();
-        self.store.records.put_image(
+        self.store().put_image(
             host,
             &route.name,
             top,
             &ImageRecord { media_type: media_type.clone(), cached_at: now, pulled_at: now },
         )?;
         if let Reference::Tag(tag) = reference {
-            self.store.records.put_tag(
+            self.store().put_tag(
                 host,
                 &route.name,
                 tag,

@@ -6,8 +6,9 @@
 //! A client's pull never waits here: it gets 429 `TOOMANYREQUESTS` with `Retry-After` at once,
 //! which containerd and the rest retry on their own.
 
+use crate::core::answers::Manifest;
 use crate::core::error::CoreError;
-use crate::core::pull::{Manifest, PullThrough};
+use crate::core::pull::PullThrough;
 use crate::oci::media::AcceptList;
 use crate::oci::Reference;
 use crate::upstream::{Route, UpstreamError};

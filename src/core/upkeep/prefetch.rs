@@ -2,12 +2,13 @@
 //! platforms' children of an index, configs and layers — through the same verified fills
 //! that serve clients. Used by `pullthrough prefetch` and the config's `[[prefetch]]` list.
 
+use crate::core::answers::Manifest;
 use crate::core::error::{CoreError, NotCached};
 use crate::core::fill::{self, FillState};
 use crate::core::progress::{Event, Progress, Silent};
-use crate::core::pull::{BlobBody, Manifest, PullThrough};
+use crate::core::pull::{BlobBody, PullThrough};
 use crate::oci::media::{self, AcceptList};
-use crate::oci::{manifest, Digest, ImageRef, Reference};
+use crate::oci::{manifest, referrers, Digest, ImageRef, Reference};
 use crate::upstream::Route;
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -47,7 +48,7 @@ impl PullThrough {
     /// The route for an operator-written image reference.
     pub fn route_image(&self, image: &ImageRef) -> Result<Route, CoreError> {
         let up = self
-            .upstreams
+            .upstreams()
             .by_host(&image.host)
             .ok_or_else(|| CoreError::UnknownRegistry { host: image.host.to_string() })?;
         Ok(Route { upstream: up.clone(), name: up.normalize(image.name.clone()) })
@@ -78,7 +79,7 @@ impl PullThrough {
         let is_index = top.media_type == media::OCI_INDEX || top.media_type == media::DOCKER_LIST;
         let blobs = blobs_of(&manifests);
         // An estimate for the bar: the daemon may fill some of these meanwhile.
-        let store = &self.store;
+        let store = &self.store();
         progress
             .event(Event::Sized { bytes: blobs.iter().filter(|(d, _)| !store.is_indexed(d)).map(|(_, n)| n).sum() });
         let count = blobs.len();
@@ -148,6 +149,38 @@ impl PullThrough {
             }
             BlobBody::Uncached { .. } => Err(CoreError::NotCached { digest: digest.clone(), why: NotCached::NoRoom }),
         }
+    }
+
+    /// Fetch the referrers of `subject` (the manifest `image` resolved to) into the cache:
+    /// every manifest the upstream lists for it (signatures, SBOMs, attestations), with their
+    /// blobs, as images of the same repository, so `export` carries them and an offline site
+    /// serves them; and cosign's `sha256-<hex>.sig`/`.att`/`.sbom` tags where they exist.
+    /// `prefetch --with-referrers`.
+    pub async fn prefetch_referrers(
+        &self,
+        image: &ImageRef,
+        subject: &Digest,
+        concurrency: usize,
+    ) -> Result<Vec<PrefetchReport>, CoreError> {
+        let route = self.route_image(image)?;
+        let answer = self.referrers(&route, subject, None).await?;
+        let mut reports = Vec::new();
+        for r in answer.referrers.as_slice() {
+            // A referrer under an algorithm this proxy does not fetch is listed, not fetched.
+            let Ok(d) = r.digest.parse::<Digest>() else { continue };
+            let referrer = ImageRef { reference: Reference::Digest(d), ..image.clone() };
+            reports.push(self.prefetch(&referrer, &Platforms::All, concurrency).await?);
+        }
+        // cosign's tags, where it keeps signatures and attestations without a `subject`.
+        for tag in referrers::cosign_tags(subject) {
+            let attached = ImageRef { reference: Reference::Tag(tag), ..image.clone() };
+            match self.prefetch(&attached, &Platforms::All, concurrency).await {
+                Ok(rep) => reports.push(rep),
+                Err(CoreError::ManifestUnknown(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reports)
     }
 }
 

@@ -25,7 +25,7 @@ impl PullThrough {
         pinned: &HashSet<Digest>,
         dry_run: bool,
     ) -> Result<PruneReport, CoreError> {
-        let Some(shared) = &self.shared else {
+        let Some(shared) = self.shared() else {
             return Err(CoreError::NoSharedTier);
         };
         let entries = shared
@@ -52,7 +52,7 @@ impl PullThrough {
         let now = SystemTime::now();
         let mut report = PruneReport::default();
         for ((up, name), images) in repos {
-            let Some(policy) = self.tag_policies.lifecycle(&up, &name).cloned() else {
+            let Some(policy) = self.manifests().policies().lifecycle(&up, &name).cloned() else {
                 continue;
             };
             let images: Vec<Image> = images.into_values().collect();

@@ -14,30 +14,19 @@
 //! verified like any miss. `repair` does that refill at once for `verify --repair`, from an
 //! upstream that vouched for the digest.
 
-mod rate;
 mod repair;
 mod scrub;
 mod verified_read;
 
-pub use rate::{Pace, Rate};
+pub use crate::core::policy::IntegritySettings;
+pub use crate::core::rate::{Pace, Rate};
 pub use repair::{RepairError, Repaired};
-pub use scrub::{spawn as spawn_scrub, Check, Corruption, ScrubReport};
+pub use scrub::{spawn as spawn_scrub, Corruption, ScrubReport, Verdict};
 
-use crate::core::pull::PullThrough;
 use crate::events::{Event, EventKind};
 use crate::oci::Digest;
 use crate::store::{FileId, Quarantined, Store};
 use std::path::PathBuf;
-
-/// The integrity settings of the pull-through service (`[cache] verify_on_read`,
-/// `[cache] scrub_rate`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IntegritySettings {
-    /// Hash cached blobs as they are served (whole-blob reads).
-    pub verify_on_read: bool,
-    /// The daemon's background scrub speed; `None`: no background scrub.
-    pub scrub_rate: Option<Rate>,
-}
 
 /// What found a corrupt file (the `found_by` label of the corruption metric).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,18 +43,6 @@ impl Detector {
             Detector::Scrub => "scrub",
             Detector::Read => "read",
         }
-    }
-}
-
-impl PullThrough {
-    /// Use these integrity settings (default: no verify on read, no background scrub).
-    pub fn with_integrity(mut self, settings: IntegritySettings) -> PullThrough {
-        self.integrity = settings;
-        self
-    }
-
-    pub fn integrity(&self) -> IntegritySettings {
-        self.integrity
     }
 }
 

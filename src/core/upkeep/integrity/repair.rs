@@ -8,7 +8,7 @@
 //! go first: a blob is vouched for through the manifests that reference it.
 
 use crate::core::fill::{self, FillState};
-use crate::core::pull::read_verified_manifest;
+use crate::core::manifest::read_verified_manifest;
 use crate::core::{BlobBody, CoreError, NotCached, PullThrough, Via};
 use crate::oci::media;
 use crate::oci::{Digest, Reference, RepoName};
@@ -50,10 +50,10 @@ impl PullThrough {
     pub async fn repair(&self, digest: &Digest, manifest: bool) -> Result<Repaired, RepairError> {
         let d = digest.clone();
         let sources = self
-            .store
+            .store()
             .run(move |store| {
                 let mut found = Vec::new();
-                for (upstream, name) in store.records.repositories()? {
+                for (upstream, name) in store.repositories()? {
                     if store.vouched(&upstream, &name, &d)? {
                         found.push((upstream, name));
                     }
@@ -108,11 +108,8 @@ impl PullThrough {
             .await
             .map_err(|e| CoreError::from_upstream(e, CoreError::ManifestUnknown(digest.to_string())))?;
         let (content_type, body) = read_verified_manifest(route, resp, [digest]).await?;
-        let media_type = content_type
-            .filter(|t| t.starts_with("application/vnd."))
-            .or_else(|| media::sniff_manifest_type(&body))
-            .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
-        self.store.put_manifest_async(digest, &media_type, body).await?;
+        let media_type = media::manifest_type(content_type.as_deref(), &body);
+        self.store().put_manifest_async(digest, &media_type, body).await?;
         Ok(())
     }
 }

@@ -14,9 +14,9 @@
 //! read is not a use: it opens the file directly, so least-recently-used eviction is not
 //! fooled into keeping what nobody pulls.
 
-use super::rate::{Pace, Rate};
 use super::{take_out, Detector};
 use crate::core::progress::{Event, Progress, Silent};
+use crate::core::rate::{Pace, Rate};
 use crate::core::PullThrough;
 use crate::oci::{Digest, Hasher};
 use crate::store::{FileId, Quarantined, Store};
@@ -54,7 +54,7 @@ pub struct Corruption {
 
 /// The verdict on one cached file.
 #[derive(Debug)]
-pub enum Check {
+pub enum Verdict {
     Intact {
         digest: Digest,
         len: u64,
@@ -84,7 +84,7 @@ impl PullThrough {
     /// One pass over every cached blob and manifest: hash each, paced by `pace`, and
     /// quarantine those that do not match their digest. Blocking (for seconds to hours).
     pub fn scrub(&self, pace: &mut Pace, found_by: Detector, progress: &dyn Progress) -> ScrubReport {
-        let mut blobs = self.store.blobs();
+        let mut blobs = self.store().blobs();
         blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
         // One item, the whole cache: a line per file would bury what matters (the findings).
         let total = blobs.iter().map(|b| b.size).sum();
@@ -94,20 +94,20 @@ impl PullThrough {
         let mut report = ScrubReport::default();
         let mut buf = vec![0u8; READ_CHUNK];
         for b in blobs {
-            let check = check(&self.store, &b.digest, pace, &mut buf, found_by, progress);
+            let check = check(self.store(), &b.digest, pace, &mut buf, found_by, progress);
             match check {
-                Check::Intact { len, .. } => {
+                Verdict::Intact { len, .. } => {
                     report.files += 1;
                     report.bytes += len;
                 }
-                Check::Corrupt(c) => {
+                Verdict::Corrupt(c) => {
                     report.files += 1;
                     report.bytes += c.len;
                     report.corrupt.push(c);
                 }
-                Check::Missing(_) => {}
-                Check::Unreadable { digest, error } => {
-                    tracing::warn!(%digest, path = %self.store.blob_path(&digest).display(), %error,
+                Verdict::Missing(_) => {}
+                Verdict::Unreadable { digest, error } => {
+                    tracing::warn!(%digest, path = %self.store().blob_path(&digest).display(), %error,
                         "cannot read a cached file to verify it");
                     report.unreadable.push((digest, error));
                 }
@@ -126,7 +126,7 @@ fn check(
     buf: &mut [u8],
     found_by: Detector,
     progress: &dyn Progress,
-) -> Check {
+) -> Verdict {
     let path = store.blob_path(digest);
     let read = (|| {
         let mut f = match File::open(&path) {
@@ -155,23 +155,23 @@ fn check(
     })();
     let (actual, id, len) = match read {
         Ok(Some(r)) => r,
-        Ok(None) => return Check::Missing(digest.clone()),
-        Err(error) => return Check::Unreadable { digest: digest.clone(), error },
+        Ok(None) => return Verdict::Missing(digest.clone()),
+        Err(error) => return Verdict::Unreadable { digest: digest.clone(), error },
     };
     if actual == *digest {
-        return Check::Intact { digest: digest.clone(), len };
+        return Verdict::Intact { digest: digest.clone(), len };
     }
     let manifest = store.is_manifest(digest);
     match take_out(store, digest, &actual, len, id, found_by) {
-        Ok(outcome) => Check::Corrupt(Corruption { digest: digest.clone(), actual, path, len, manifest, outcome }),
-        Err(error) => Check::Unreadable { digest: digest.clone(), error },
+        Ok(outcome) => Verdict::Corrupt(Corruption { digest: digest.clone(), actual, path, len, manifest, outcome }),
+        Err(error) => Verdict::Unreadable { digest: digest.clone(), error },
     }
 }
 
 /// Start the daemon's background scrub when `[cache] scrub_rate` is set: passes over the
 /// whole cache at that rate, forever, on a thread of its own.
 pub fn spawn(pt: Arc<PullThrough>) {
-    let Some(rate) = pt.integrity.scrub_rate else { return };
+    let Some(rate) = pt.integrity().scrub_rate else { return };
     let started = std::thread::Builder::new().name("pullthrough-scrub".into()).spawn(move || run(&pt, rate));
     match started {
         Ok(_) => tracing::info!(bytes_per_second = rate.get(), "background scrub started"),
@@ -202,12 +202,12 @@ fn run(pt: &PullThrough, rate: Rate) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Budget;
+    use crate::store::SpaceBudget;
 
     #[test]
     fn finds_and_quarantines_a_flipped_byte() {
         let root = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(root.path(), Budget::unlimited()).unwrap());
+        let store = Arc::new(Store::open(root.path(), SpaceBudget::unlimited()).unwrap());
         let good = Digest::of_bytes(b"intact manifest");
         store.put_manifest(&good, "application/vnd.oci.image.manifest.v1+json", b"intact manifest").unwrap();
         let bad = Digest::of_bytes(b"rotting manifest");
@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn sha512_content_is_checked_with_sha512() {
         let root = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(root.path(), Budget::unlimited()).unwrap());
+        let store = Arc::new(Store::open(root.path(), SpaceBudget::unlimited()).unwrap());
         let d = Digest::of_bytes_with(crate::oci::Algorithm::Sha512, b"sha512 manifest");
         store.put_manifest(&d, "application/vnd.oci.image.manifest.v1+json", b"sha512 manifest").unwrap();
         let pt = PullThrough::new(store.clone(), crate::upstream::Upstreams::new(vec![]), vec![], 1, None, None);

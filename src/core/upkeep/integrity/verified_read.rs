@@ -39,9 +39,9 @@ impl PullThrough {
         size: Option<u64>,
     ) -> BoxStream<'static, io::Result<Bytes>> {
         let file = progress.borrow().file.clone();
-        match (self.integrity.verify_on_read && hit, size, file) {
+        match (self.integrity().verify_on_read && hit, size, file) {
             (true, Some(total), Some(file)) => {
-                let check = Check { store: self.store.clone(), digest: digest.clone(), file, total };
+                let check = Check { store: self.store().clone(), digest: digest.clone(), file, total };
                 verified(follow::stream(progress, 0, Some(total)).boxed(), check)
             }
             _ => follow::stream(progress, 0, size).boxed(),
