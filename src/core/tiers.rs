@@ -1,7 +1,7 @@
 //! The tiers a lookup asks, in the one order every lookup uses (manifests here; blobs in
 //! `source`), and what happens when a tier sends bytes that fail verification.
 
-use super::source::{Tier, Via};
+use super::blob::source::{Tier, Via};
 use crate::oci::Digest;
 
 /// Local disk, then the tier shared by every node, then the peers, then the upstream.

@@ -5,8 +5,8 @@
 use super::{Manifests, TurnKey};
 use crate::cluster::Fetch;
 use crate::core::answers::Manifest;
+use crate::core::blob::source::{count, read_small, Lookup, Tier, Via};
 use crate::core::error::CoreError;
-use crate::core::source::{count, read_small, Lookup, Tier, Via};
 use crate::core::tiers;
 use crate::oci::media;
 use crate::oci::{Digest, Reference};

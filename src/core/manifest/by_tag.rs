@@ -4,8 +4,8 @@
 
 use super::{Manifests, TagKey, TurnKey};
 use crate::core::answers::Manifest;
+use crate::core::blob::source::{count, Lookup, Tier};
 use crate::core::error::CoreError;
-use crate::core::source::{count, Lookup, Tier};
 use crate::oci::{Reference, Tag};
 use crate::shared::SharedTag;
 use crate::store::TagRecord;

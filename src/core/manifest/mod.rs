@@ -27,10 +27,10 @@ pub(crate) use read::{header_digest, read_verified_manifest};
 pub(super) use revalidate::Owner;
 
 use super::answers::Manifest;
+use super::blob::source::Via;
 use super::error::CoreError;
 use super::flight::Flight;
 use super::policy::TagPolicies;
-use super::source::Via;
 use super::vouch::{self, Content};
 use crate::cluster::Cluster;
 use crate::oci::media::AcceptList;

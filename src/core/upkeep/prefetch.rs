@@ -3,10 +3,11 @@
 //! that serve clients. Used by `pullthrough prefetch` and the config's `[[prefetch]]` list.
 
 use crate::core::answers::Manifest;
+use crate::core::blob::BlobBody;
 use crate::core::error::{CoreError, NotCached};
 use crate::core::fill::{self, FillState};
 use crate::core::progress::{Event, Progress, Silent};
-use crate::core::pull::{BlobBody, PullThrough};
+use crate::core::pull::PullThrough;
 use crate::oci::media::{self, AcceptList};
 use crate::oci::{manifest, referrers, Digest, ImageRef, Reference};
 use crate::upstream::Route;
