@@ -85,6 +85,7 @@ fn prefault(map: &memmap2::Mmap, start: usize, end: usize) -> u8 {
 
 /// One mapping per blob file, shared by every response serving it: the mapped pages are
 /// counted once in the process's RSS, not once per client.
+#[allow(unsafe_code)] // a memory map of a committed blob (SAFETY below)
 fn shared_map(file: &File) -> io::Result<Arc<memmap2::Mmap>> {
     use std::collections::HashMap;
     use std::os::unix::fs::MetadataExt;
@@ -136,6 +137,7 @@ struct Follow {
 /// a mapping of just that range, populated in one call, so the bytes go from the page cache
 /// to the socket without a copy into a fresh buffer (and without zeroing one). A `pread`
 /// if the range cannot be mapped.
+#[allow(unsafe_code)] // a memory map of a range being filled (SAFETY below)
 fn read_chunk(file: Arc<File>, pos: u64, len: usize) -> JoinHandle<io::Result<Bytes>> {
     tokio::task::spawn_blocking(move || {
         // SAFETY: the range is below what the fill has written, and a temp file is only ever

@@ -42,10 +42,10 @@ impl PullThrough {
         if via == Via::Client {
             self.vouch(route, digest, Content::Blob).await?;
         }
-        if let Some((f, len)) = self.store.open_blob_async(digest).await? {
+        if let Some((f, len)) = self.store().open_blob_async(digest).await? {
             return Ok(Blob { body: BlobBody::Cached(fill::complete(f, len)), size: Some(len), hit: true });
         }
-        let (mut rx, started) = self.fills.join_or_start(&self.store, route, digest, via);
+        let (mut rx, started) = self.fills().join_or_start(self.store(), route, digest, via);
         if !started {
             tracing::debug!(%digest, "joined a fill in progress");
         }
@@ -79,7 +79,7 @@ impl PullThrough {
 
     /// A blob's size without transferring it: from disk, else a HEAD upstream.
     pub async fn blob_size(&self, route: &Route, digest: &Digest) -> Result<Option<u64>, CoreError> {
-        if let Some((_, len)) = self.store.open_blob_async(digest).await? {
+        if let Some((_, len)) = self.store().open_blob_async(digest).await? {
             self.vouch(route, digest, Content::Blob).await?;
             return Ok(Some(len));
         }
@@ -89,7 +89,7 @@ impl PullThrough {
             .blob(&route.name, digest, Method::HEAD)
             .await
             .map_err(|e| CoreError::from_upstream(e, CoreError::BlobUnknown))?;
-        self.store.confirm_async(route.upstream.host(), &route.name, digest).await?;
+        self.store().confirm_async(route.upstream.host(), &route.name, digest).await?;
         Ok(resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))
     }
 }
