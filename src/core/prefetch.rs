@@ -2,10 +2,11 @@
 //! platforms' children of an index, configs and layers — through the same verified fills
 //! that serve clients. Used by `pullthrough prefetch` and the config's `[[prefetch]]` list.
 
+use super::blob::BlobBody;
 use super::error::{CoreError, NotCached};
 use super::fill::{self, FillState};
 use super::progress::{Event, Progress, Silent};
-use super::pull::{BlobBody, Manifest, PullThrough};
+use super::pull::{Manifest, PullThrough};
 use crate::oci::media::{self, AcceptList};
 use crate::oci::{manifest, Digest, ImageRef, Reference};
 use crate::upstream::Route;

@@ -15,9 +15,9 @@
 //! throughput is measured in benches/RESULTS.md ("verify on read").
 
 use super::{take_out, Detector};
+use crate::core::blob::pipeline::{Mismatch, VerifiedBody};
+use crate::core::blob::source::SourceBody;
 use crate::core::fill::{FillError, Progress};
-use crate::core::pipeline::{Mismatch, VerifiedBody};
-use crate::core::source::SourceBody;
 use crate::core::{follow, PullThrough};
 use crate::oci::Digest;
 use crate::store::{FileId, Store};

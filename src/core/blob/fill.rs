@@ -88,10 +88,10 @@ pub enum FillError {
 pub async fn settle(
     progress: &mut watch::Receiver<Progress>,
     done: impl FnMut(&Progress) -> bool,
-) -> Result<Progress, super::CoreError> {
+) -> Result<Progress, crate::core::CoreError> {
     match progress.wait_for(done).await {
         Ok(p) => Ok(p.clone()),
-        Err(_) => Err(super::CoreError::FillEnded),
+        Err(_) => Err(crate::core::CoreError::FillEnded),
     }
 }
 

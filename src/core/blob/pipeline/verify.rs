@@ -4,8 +4,8 @@
 //! `VerifiedBody` therefore never receives the end of a body that failed verification.
 
 use super::hash::{HashGone, HashStage};
-use crate::core::fill::FillError;
-use crate::core::source::{SourceBody, Tier};
+use crate::core::blob::fill::FillError;
+use crate::core::blob::source::{SourceBody, Tier};
 use crate::oci::Digest;
 use bytes::Bytes;
 use std::time::{Duration, Instant};

@@ -4,10 +4,11 @@
 //! in flight or a blob on disk, else refuse (see `cluster`'s module doc).
 
 use super::fill::{self, FillState};
-use super::pull::{Blob, BlobBody, PullThrough};
+use super::handle::{Blob, BlobBody};
 use super::source::Via;
-use super::CoreError;
 use crate::cluster::{Admission, Ask, Peer, PeerAsk, StreamGuard};
+use crate::core::error::CoreError;
+use crate::core::PullThrough;
 use crate::oci::Digest;
 use crate::upstream::Route;
 
