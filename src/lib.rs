@@ -108,7 +108,12 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
         pins.push(p.image.parse()?);
     }
     let shared = cfg.shared.s3.as_ref().map(|s| shared::SharedTier::new(settings::shared_settings(s)));
-    let cluster = cfg.cluster.as_ref().map(|c| cluster::Cluster::new(settings::cluster_settings(c)));
+    let cluster = match &cfg.cluster {
+        Some(c) => {
+            Some(cluster::Cluster::new(settings::cluster_settings(c)).map_err(|e| anyhow::anyhow!("[cluster]: {e}"))?)
+        }
+        None => None,
+    };
     Ok(core::PullThrough::new(Arc::new(store), upstreams, pins, cfg.cache.max_concurrent_fills, shared, cluster)
         .with_memory(cfg.cache.memory.0)
         .with_integrity(settings::integrity_settings(&cfg.cache))

@@ -90,6 +90,9 @@ pub fn cluster_settings(c: &ClusterConfig) -> cluster::ClusterSettings {
         token: c.token.as_ref().map(|t| t.expose().to_string()).unwrap_or_default(),
         header_timeout: c.timeout,
         idle_timeout: std::time::Duration::from_secs(60),
+        max_peer_streams: c.max_peer_streams,
+        peer_upload_rate: c.peer_upload_rate.map(|r| r.0).filter(|r| *r > 0),
+        ca_file: c.ca_file.clone(),
     }
 }
 

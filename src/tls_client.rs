@@ -30,3 +30,31 @@ pub fn config() -> rustls::ClientConfig {
         .with_root_certificates(system_roots().clone())
         .with_no_client_auth()
 }
+
+/// A `ca_file` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error("cannot read ca_file {path}: {message}")]
+    Read { path: std::path::PathBuf, message: String },
+    #[error("ca_file {path} holds no usable certificate")]
+    Empty { path: std::path::PathBuf },
+}
+
+/// TLS client settings with the system roots plus the PEM certificates in `ca` (a private
+/// CA's, for an upstream or cluster peers that present a certificate it signed).
+pub fn config_with_ca(ca: &std::path::Path) -> Result<rustls::ClientConfig, CaFileError> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = system_roots().clone();
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(ca)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| CaFileError::Read { path: ca.to_path_buf(), message: e.to_string() })?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(CaFileError::Empty { path: ca.to_path_buf() });
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

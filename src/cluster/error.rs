@@ -13,6 +13,8 @@ pub enum PeerError {
     Status { peer: String, status: http::StatusCode },
     #[error("peer {peer}: does not have it (and neither does its upstream)")]
     NotFound { peer: String },
+    #[error("peer {peer}: refused a referred request (it is not receiving the blob, or is at max_peer_streams)")]
+    Refused { peer: String },
     #[error("peer {peer}: transfer failed: {message}")]
     Transfer { peer: String, message: String },
 }

@@ -1,6 +1,7 @@
 //! `[cluster]`: the peers this node forms a cluster with, and where its shared secret comes from.
 
 use super::serde_util::duration;
+use super::size::ByteRate;
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::time::Duration;
@@ -22,6 +23,16 @@ pub struct ClusterConfig {
     /// Time to a peer's response headers; past it the next peer (then the upstream) is asked.
     #[serde(default = "default_peer_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
+    /// The most peers this node sends one blob to at once; an owner at the limit refers
+    /// new askers to a node receiving the blob. 1 (the default) makes a chain, which keeps
+    /// rollout time flat as the cluster grows (README, "Cluster-wide single flight").
+    #[serde(default = "default_max_peer_streams")]
+    pub max_peer_streams: usize,
+    /// Bytes per second this node sends to peers, all streams together (`"50MiB/s"`);
+    /// unset or `"0"`: no limit.
+    pub peer_upload_rate: Option<ByteRate>,
+    /// A private CA (PEM) that signed the peers' https certificates.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Resolved from `token_env` at load time.
     #[serde(skip)]
     pub token: Option<Secret>,
@@ -33,4 +44,8 @@ fn default_cluster_token_env() -> String {
 
 fn default_peer_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_max_peer_streams() -> usize {
+    1
 }

@@ -110,6 +110,9 @@ fn validate_cluster(c: &ClusterConfig) -> Result<(), Invalid> {
     if c.peers.is_empty() && c.peers_dns.is_none() {
         return Err(Invalid::rule("cluster.peers", "give the peers: a static `peers` list or `peers_dns`"));
     }
+    if c.max_peer_streams == 0 {
+        return Err(Invalid::rule("cluster.max_peer_streams", "must be at least 1 (1, the default, makes a chain)"));
+    }
     Ok(())
 }
 

@@ -18,7 +18,7 @@ mod vouch;
 
 pub use answers::{Manifest, TagsPage};
 pub use blob::source::{Tier, Via};
-pub use blob::{fill, follow, Blob, BlobBody};
+pub use blob::{fill, follow, Blob, BlobBody, PeerBlob};
 pub use error::{CoreError, ManifestMismatch, NotCached, SharedOp};
 pub use policy::{RepositoryPolicy, TagPolicies, TagPolicy};
 pub use pull::PullThrough;

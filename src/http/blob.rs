@@ -1,11 +1,13 @@
 //! `GET`/`HEAD /v2/<name>/blobs/<digest>`, in named steps: the `Range` header, a `HEAD` that
 //! needs no fill, the blob from the cache (a fill, or a hit), then the whole blob, a range
-//! of it, or an uncached relay. The request was routed and admitted before this runs.
+//! of it, or an uncached relay; for a peer node, possibly a referral instead (see `peer`).
+//! The request was routed and admitted before this runs.
 
 use super::body::{self, Body};
 use super::error::ApiError;
 use super::handlers::Call;
 use super::outcome::{CacheOutcome, Outcome};
+use super::peer::{Answer, Egress};
 use super::range::{ByteRange, RangeError, RangeRequest};
 use crate::core::{fill::Progress, follow, BlobBody, PullThrough};
 use crate::oci::Digest;
@@ -31,7 +33,10 @@ pub async fn blob(
         let size = pull.blob_size(route, digest).await?;
         return Ok(octet_stream(resp, size).body(body::empty()).expect("valid response"));
     }
-    let blob = pull.blob_via(route, digest, call.via()).await?;
+    let (blob, egress) = match super::peer::blob(pull, route, digest, call.headers, call.via()).await? {
+        Answer::Blob(blob, egress) => (blob, egress),
+        Answer::Done(resp) => return Ok(resp),
+    };
     out.cache(CacheOutcome::hit_if(blob.hit));
     let progress = match blob.body {
         BlobBody::Cached(rx) => rx,
@@ -39,15 +44,15 @@ pub async fn blob(
         BlobBody::Uncached(relay) => {
             out.cache(CacheOutcome::Uncached);
             let resp = octet_stream(resp, blob.size);
-            return Ok(resp.body(body::stream(relay.stream())).expect("valid response"));
+            return Ok(resp.body(egress.body(relay.stream())).expect("valid response"));
         }
     };
     match range {
         None => {
             let stream = pull.whole_blob(progress, digest, blob.hit, blob.size);
-            Ok(octet_stream(resp, blob.size).body(body::stream(stream)).expect("valid response"))
+            Ok(octet_stream(resp, blob.size).body(egress.body(stream)).expect("valid response"))
         }
-        Some(range) => ranged(pull, resp, progress, blob.size, range).await,
+        Some(range) => ranged(pull, resp, progress, blob.size, range, egress).await,
     }
 }
 
@@ -69,6 +74,7 @@ async fn ranged(
     mut progress: watch::Receiver<Progress>,
     size: Option<u64>,
     range: ByteRange,
+    egress: Egress,
 ) -> Result<Response<Body>, ApiError> {
     // A range needs the total size; an upstream that did not announce it makes us wait for
     // the whole fill.
@@ -83,7 +89,7 @@ async fn ranged(
     };
     let resp = octet_stream(resp.status(StatusCode::PARTIAL_CONTENT), Some(end - start))
         .header(header::CONTENT_RANGE, format!("bytes {start}-{}/{total}", end - 1));
-    Ok(resp.body(body::stream(follow::stream(progress, start, Some(end)))).expect("valid response"))
+    Ok(resp.body(egress.body(follow::stream(progress, start, Some(end)))).expect("valid response"))
 }
 
 /// Blob bytes: `application/octet-stream`, and their length when it is known.

@@ -149,6 +149,12 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_GATEWAY, OciCode::Unknown, message)
     }
 
+    /// 409 to a peer node referred here: this node is not receiving the blob, or is at its
+    /// `max_peer_streams`; the peer asks the owner directly instead.
+    pub fn peer_refused(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, OciCode::Unavailable, message)
+    }
+
     /// 500: the proxy's own fault (the cache directory).
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, OciCode::Unknown, message)

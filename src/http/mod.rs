@@ -4,7 +4,8 @@
 //! A request goes one way, each decision made once:
 //! `server` (connections, identity, metrics, the request log; drops a HEAD's body) →
 //! `router` (path → `Endpoint`, or a 4xx) → `handlers::handle` (routes the repository to an
-//! upstream and checks access, then one handler per endpoint; blobs in `blob`) → `core`.
+//! upstream and checks access, then one handler per endpoint; blobs in `blob`, and their
+//! answers to peer nodes in `peer`) → `core`.
 //! Handlers build the GET answer from `body`; what the answer was (`outcome`: cache hit or
 //! miss, upstream) labels the metrics and the log line; `error` turns every failure into
 //! the OCI error JSON with its status.
@@ -16,6 +17,7 @@ mod error;
 mod handlers;
 mod idle;
 mod outcome;
+mod peer;
 pub mod range;
 mod request_log;
 pub mod router;

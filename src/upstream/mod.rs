@@ -18,7 +18,7 @@ mod settings;
 
 pub use crate::error_text::error_chain;
 pub use crate::tls_client::config as tls_config;
-use crate::tls_client::{provider, system_roots};
+use crate::tls_client::provider;
 pub use budget::{BudgetSettings, Standing};
 pub use client::Registry;
 pub use ecr::EcrTokens;
@@ -37,18 +37,7 @@ pub fn tls_config_for(cfg: &UpstreamSettings) -> anyhow::Result<rustls::ClientCo
         return Ok(c);
     }
     let Some(ca) = &cfg.ca_file else { return Ok(tls_config()) };
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = system_roots().clone();
-    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(ca)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("upstream {}: cannot read ca_file {}: {e}", cfg.host, ca.display()))?;
-    let (added, _) = roots.add_parsable_certificates(certs);
-    anyhow::ensure!(added > 0, "upstream {}: ca_file {} holds no usable certificate", cfg.host, ca.display());
-    Ok(rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    crate::tls_client::config_with_ca(ca).map_err(|e| anyhow::anyhow!("upstream {}: {e}", cfg.host))
 }
 
 mod insecure {

@@ -31,6 +31,8 @@ pub enum Fault {
     Status(u16, Vec<(String, String)>),
     /// Send the response head one byte every `delay_ms` (slow-loris).
     SlowHeaders { delay_ms: u64 },
+    /// Send the head and this many bytes, then the rest only once `open_gate` is called.
+    Gate(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -69,6 +71,18 @@ struct State {
     seen: Vec<Seen>,
     /// When set, every /v2/ request without exactly this Authorization gets a Basic 401.
     require_auth: Option<String>,
+    /// Holds `Fault::Gate` bodies; closed (every wait ends) by `open_gate`.
+    gate: Gate,
+}
+
+/// A semaphore with no permits: waits end only when it is closed.
+#[derive(Clone)]
+struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
 }
 
 pub struct FakeUpstream {
@@ -188,6 +202,11 @@ impl FakeUpstream {
         if let Some(r) = self.state.lock().unwrap().rate.as_mut() {
             r.remaining = remaining;
         }
+    }
+
+    /// Let every `Fault::Gate` body, held now or later, send its rest.
+    pub fn open_gate(&self) {
+        self.state.lock().unwrap().gate.0.close();
     }
 
     /// Answer requests for `path` only after `delay` (e.g. a slow manifest).
@@ -323,6 +342,15 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
                 tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
             }
             sock.write_all(&bytes).await?;
+            sock.shutdown().await
+        }
+        Fault::Gate(n) => {
+            sock.write_all(head(bytes.len()).as_bytes()).await?;
+            sock.write_all(&bytes[..n]).await?;
+            sock.flush().await?;
+            let gate = st.lock().unwrap().gate.clone();
+            let _ = gate.0.acquire().await;
+            sock.write_all(&bytes[n..]).await?;
             sock.shutdown().await
         }
         Fault::Slow { chunk, delay_ms } => {

@@ -181,6 +181,12 @@ impl Fills {
         (rx, true)
     }
 
+    /// Follow the fill of `digest` if one is running; never starts one (a node referred to
+    /// by a digest's owner serves a peer only from what it is already receiving).
+    pub fn join(&self, digest: &Digest) -> Option<watch::Receiver<Progress>> {
+        self.inflight.lock().expect("fills lock").get(digest).cloned()
+    }
+
     pub fn in_flight(&self) -> usize {
         self.inflight.lock().expect("fills lock").len()
     }

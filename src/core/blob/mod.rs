@@ -1,12 +1,15 @@
 //! Blobs: the single-flight fill (`fill`), its followers (`follow`), the sources a fill
 //! reads (`source`), the one pipeline every body goes through (`pipeline`), the uncached
-//! relay (`relay`), and the entry points the service offers http (`handle`).
+//! relay (`relay`), and the entry points the service offers http (`handle`; to peer nodes,
+//! `peer`).
 
 pub mod fill;
 pub mod follow;
 mod handle;
+mod peer;
 pub(super) mod pipeline;
 pub mod relay;
 pub(super) mod source;
 
 pub use handle::{Blob, BlobBody};
+pub use peer::PeerBlob;
