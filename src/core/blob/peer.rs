@@ -25,7 +25,7 @@ pub enum PeerBlob {
 impl PullThrough {
     /// A blob for a peer node asking on the terms of `ask`.
     pub async fn peer_blob(&self, route: &Route, digest: &Digest, ask: &PeerAsk) -> Result<PeerBlob, CoreError> {
-        let Some(cluster) = &self.cluster else { return Ok(PeerBlob::Refuse("this node is not in a cluster")) };
+        let Some(cluster) = self.cluster() else { return Ok(PeerBlob::Refuse("this node is not in a cluster")) };
         let answer = match cluster.admit(digest, ask) {
             Admission::Refer(to) => return Ok(PeerBlob::Refer(to)),
             Admission::Refuse(why) => Err(why),
@@ -45,8 +45,8 @@ impl PullThrough {
     /// the fill failed), without starting anything.
     async fn receiving(&self, digest: &Digest) -> Result<Option<Blob>, CoreError> {
         // The fill first: one that ends meanwhile has committed before it leaves the map.
-        let Some(mut rx) = self.fills.join(digest) else {
-            let Some((f, len)) = self.store.open_blob_async(digest).await? else { return Ok(None) };
+        let Some(mut rx) = self.fills().join(digest) else {
+            let Some((f, len)) = self.store().open_blob_async(digest).await? else { return Ok(None) };
             return Ok(Some(Blob { body: BlobBody::Cached(fill::complete(f, len)), size: Some(len), hit: true }));
         };
         let Ok(p) = fill::settle(&mut rx, |p| !matches!(p.state, FillState::Connecting)).await else {
