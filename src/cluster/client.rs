@@ -19,6 +19,10 @@ pub struct PeerResponse {
     pub peer: Peer,
     pub len: Option<u64>,
     pub content_type: Option<String>,
+    /// `200`, or `206` for a ranged `GET` the peer answered with a range.
+    pub status: StatusCode,
+    /// The `Content-Range` of a `206`, as sent (the asker checks it).
+    pub content_range: Option<String>,
     pub body: Incoming,
 }
 
@@ -45,7 +49,11 @@ impl PeerClient {
         PeerClient { client, header_timeout }
     }
 
-    pub async fn get(
+    /// A blob or manifest from `peer`; a blob from byte `from` on when given
+    /// (`Range: bytes=<from>-`: the peer answers `206` from its cache or its fill in flight,
+    /// or a `200` of the whole blob).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn get_from(
         &self,
         peer: &Peer,
         what: Fetch,
@@ -53,6 +61,7 @@ impl PeerClient {
         name: &RepoName,
         digest: &Digest,
         token: &str,
+        from: Option<u64>,
     ) -> Result<PeerResponse, PeerError> {
         let kind = match what {
             Fetch::Blob => "blobs",
@@ -67,6 +76,9 @@ impl PeerClient {
         if what == Fetch::Manifest {
             req = req.header(header::ACCEPT, media::MANIFEST_ACCEPT);
         }
+        if let Some(from) = from {
+            req = req.header(header::RANGE, format!("bytes={from}-"));
+        }
         let req = req
             .body(Empty::new())
             .map_err(|e| PeerError::Connect { peer: peer.to_string(), message: format!("bad peer URL {url}: {e}") })?;
@@ -75,7 +87,7 @@ impl PeerClient {
             .map_err(|_| PeerError::Timeout { peer: peer.to_string(), after: self.header_timeout })?
             .map_err(|e| PeerError::Connect { peer: peer.to_string(), message: crate::error_text::error_chain(&e) })?;
         match resp.status() {
-            StatusCode::OK => {}
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
             StatusCode::NOT_FOUND => return Err(PeerError::NotFound { peer: peer.to_string() }),
             status => return Err(PeerError::Status { peer: peer.to_string(), status }),
         }
@@ -85,6 +97,8 @@ impl PeerClient {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
-        Ok(PeerResponse { peer: peer.clone(), len, content_type, body: resp.into_body() })
+        let content_range = h.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let status = resp.status();
+        Ok(PeerResponse { peer: peer.clone(), len, content_type, status, content_range, body: resp.into_body() })
     }
 }

@@ -113,8 +113,21 @@ impl Cluster {
         name: &RepoName,
         digest: &Digest,
     ) -> Result<PeerResponse, PeerError> {
+        self.fetch_from(peer, what, host, name, digest, None).await
+    }
+
+    /// `fetch`, from byte `from` on when given (a fill resuming at the byte it received).
+    pub async fn fetch_from(
+        &self,
+        peer: &Peer,
+        what: Fetch,
+        host: &str,
+        name: &RepoName,
+        digest: &Digest,
+        from: Option<u64>,
+    ) -> Result<PeerResponse, PeerError> {
         let m = &crate::metrics::METRICS;
-        let r = self.client.get(peer, what, host, name, digest, &self.token).await;
+        let r = self.client.get_from(peer, what, host, name, digest, &self.token, from).await;
         match &r {
             Ok(_) => m.peer_requests.with_label_values(&["made", "ok"]).inc(),
             Err(PeerError::NotFound { .. }) => m.peer_requests.with_label_values(&["made", "not_found"]).inc(),

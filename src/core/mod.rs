@@ -19,8 +19,10 @@ mod revalidate;
 mod shared_prune;
 mod vouch;
 
+pub use blob::fill::FillError;
 pub use blob::source::{Tier, Via};
-pub use blob::{fill, follow, Blob, BlobBody};
+pub(crate) use blob::{fill, follow};
+pub use blob::{Blob, ResumePolicy};
 pub use error::{CoreError, ManifestMismatch, NotCached, SharedOp};
 pub use housekeeping::{spawn as spawn_housekeeping, spawn_prefetch, CachedImage, ExpiredImage, PruneReport};
 pub use layout::{ImportError, ImportReport};

@@ -5,7 +5,7 @@
 use super::error::{CoreError, NotCached};
 use super::fill::{self, FillState};
 use super::progress::{Event, Progress, Silent};
-use super::pull::{BlobBody, Manifest, PullThrough};
+use super::pull::{Manifest, PullThrough};
 use crate::oci::media::{self, AcceptList};
 use crate::oci::{manifest, Digest, ImageRef, Reference};
 use crate::upstream::Route;
@@ -134,11 +134,11 @@ impl PullThrough {
     /// Make sure a blob is cached; the bytes fetched for it now.
     async fn ensure_blob(&self, route: &Route, digest: &Digest, progress: &dyn Progress) -> Result<u64, CoreError> {
         let blob = self.blob(route, digest).await?;
-        if blob.hit {
+        if blob.hit() {
             return Ok(0);
         }
-        match blob.body {
-            BlobBody::Cached(mut fill) => {
+        match blob.into_progress() {
+            Some(mut fill) => {
                 let n = follow_fill(&mut fill, progress).await?;
                 // Prefetch is about the cache: wait for the commit too.
                 match super::fill::settle(&mut fill, |p| p.committed.is_some()).await?.committed {
@@ -146,7 +146,7 @@ impl PullThrough {
                     _ => Err(CoreError::NotCached { digest: digest.clone(), why: NotCached::CommitFailed }),
                 }
             }
-            BlobBody::Uncached { .. } => Err(CoreError::NotCached { digest: digest.clone(), why: NotCached::NoRoom }),
+            None => Err(CoreError::NotCached { digest: digest.clone(), why: NotCached::NoRoom }),
         }
     }
 }

@@ -13,7 +13,7 @@
 //!   (see `upstream::budget`).
 //! - blobs: filled once per digest (see `fill`), verified before they enter the cache.
 
-use super::blob::fill::{FillError, Fills};
+use super::blob::fill::Fills;
 use super::blob::source::{count, Lookup, Tier, Via};
 use super::error::{CoreError, ManifestMismatch};
 use super::memory::Memory;
@@ -30,7 +30,6 @@ use http::{header, HeaderMap, Method};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::sync::watch;
 
 /// Largest tag list accepted from upstream, all its pages together.
 const MAX_TAGS_BYTES: usize = 16 * 1024 * 1024;

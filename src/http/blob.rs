@@ -7,12 +7,11 @@ use super::error::ApiError;
 use super::handlers::Call;
 use super::outcome::{CacheOutcome, Outcome};
 use super::range::{ByteRange, RangeError, RangeRequest};
-use crate::core::{fill::Progress, follow, BlobBody, PullThrough};
+use crate::core::{Blob, PullThrough};
 use crate::oci::Digest;
 use crate::upstream::Route;
 use http::response::Builder;
 use http::{header, HeaderMap, Response, StatusCode};
-use tokio::sync::watch;
 
 pub async fn blob(
     pull: &PullThrough,
@@ -32,22 +31,17 @@ pub async fn blob(
         return Ok(octet_stream(resp, size).body(body::empty()).expect("valid response"));
     }
     let blob = pull.blob_via(route, digest, call.via()).await?;
-    out.cache(CacheOutcome::hit_if(blob.hit));
-    let progress = match blob.body {
-        BlobBody::Cached(rx) => rx,
-        // Uncached relays cannot seek: the whole blob, as HTTP allows for a Range request.
-        BlobBody::Uncached(relay) => {
-            out.cache(CacheOutcome::Uncached);
-            let resp = octet_stream(resp, blob.size);
-            return Ok(resp.body(body::stream(relay.stream())).expect("valid response"));
-        }
-    };
+    out.cache(CacheOutcome::hit_if(blob.hit()));
     match range {
-        None => {
-            let stream = pull.whole_blob(progress, digest, blob.hit, blob.size);
-            Ok(octet_stream(resp, blob.size).body(body::stream(stream)).expect("valid response"))
+        // Uncached relays cannot seek: the whole blob, as HTTP allows for a Range request.
+        Some(range) if blob.seekable() => ranged(resp, blob, range).await,
+        _ => {
+            if !blob.seekable() {
+                out.cache(CacheOutcome::Uncached);
+            }
+            let resp = octet_stream(resp, blob.size());
+            Ok(resp.body(body::stream(blob.whole(pull))).expect("valid response"))
         }
-        Some(range) => ranged(pull, resp, progress, blob.size, range).await,
     }
 }
 
@@ -63,19 +57,10 @@ fn range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
 }
 
 /// 206 with the range, or 416 with the blob's size when the range is outside it.
-async fn ranged(
-    pull: &PullThrough,
-    resp: Builder,
-    mut progress: watch::Receiver<Progress>,
-    size: Option<u64>,
-    range: ByteRange,
-) -> Result<Response<Body>, ApiError> {
+async fn ranged(resp: Builder, mut blob: Blob, range: ByteRange) -> Result<Response<Body>, ApiError> {
     // A range needs the total size; an upstream that did not announce it makes us wait for
     // the whole fill.
-    let total = match size {
-        Some(s) => s,
-        None => pull.wait_verified(&mut progress).await?,
-    };
+    let total = blob.total().await?;
     let Some((start, end)) = range.resolve(total) else {
         let mut e = ApiError::range_not_satisfiable(total).into_response();
         e.headers_mut().insert(header::CONTENT_RANGE, format!("bytes */{total}").parse().expect("valid header"));
@@ -83,7 +68,7 @@ async fn ranged(
     };
     let resp = octet_stream(resp.status(StatusCode::PARTIAL_CONTENT), Some(end - start))
         .header(header::CONTENT_RANGE, format!("bytes {start}-{}/{total}", end - 1));
-    Ok(resp.body(body::stream(follow::stream(progress, start, Some(end)))).expect("valid response"))
+    Ok(resp.body(body::stream(blob.range(start, end))).expect("valid response"))
 }
 
 /// Blob bytes: `application/octet-stream`, and their length when it is known.
