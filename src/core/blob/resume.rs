@@ -38,9 +38,10 @@ impl Default for ResumePolicy {
 /// Why a source's body stopped before the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Break {
-    /// The transfer failed (a reset, a broken connection).
+    /// The transfer failed: a reset, a broken connection, or one closed before the
+    /// announced length (hyper reports that as a failed transfer).
     Reset,
-    /// The body ended cleanly before the size it announced.
+    /// The body ended without an error before the size it announced.
     Truncated,
     /// No data for the source's idle timeout.
     Stalled,
