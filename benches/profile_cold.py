@@ -143,7 +143,7 @@ def start(binary, d, port, admin, upstream):
     path = os.path.join(d, "pullthrough.toml")
     open(path, "w").write(cfg)
     p = harness.Proc([binary, "serve", "--config", path], os.path.join(d, "pullthrough.log"),
-                     env=dict(os.environ, RUST_LOG="warn,pullthrough::core::fill=debug"))
+                     env=dict(os.environ, RUST_LOG="warn,pullthrough::core::blob::fill=debug"))
     harness.wait_port(port)
     return p
 

@@ -117,5 +117,6 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
     Ok(core::PullThrough::new(Arc::new(store), upstreams, pins, cfg.cache.max_concurrent_fills, shared, cluster)
         .with_memory(cfg.cache.memory.0)
         .with_integrity(settings::integrity_settings(&cfg.cache))
+        .with_resume(settings::resume_policy(&cfg.cache))
         .with_tag_policies(settings::tag_policies(&cfg.upstreams)))
 }

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub tier_requests: IntCounterVec,
     pub tier_bytes: IntCounterVec,
     pub tier_verification_failures: IntCounterVec,
+    pub fill_resumes: IntCounterVec,
     pub shared_uploads: IntCounterVec,
     pub shared_up: IntGauge,
     pub peer_requests: IntCounterVec,
@@ -259,6 +260,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Content that failed verification, by the tier it came from (shared, upstream).",
             &["tier"],
         ),
+        fill_resumes: counter(
+            &r,
+            "pullthrough_fill_resumes_total",
+            "Fills resumed at the byte received from the next source, by the tier of the source that broke (shared, peer, upstream) and why (reset, truncated, stalled, slow).",
+            &["tier", "reason"],
+        ),
         shared_uploads: counter(
             &r,
             "pullthrough_shared_uploads_total",
@@ -375,6 +382,7 @@ impl Metrics {
             &self.tier_requests,
             &self.tier_bytes,
             &self.tier_verification_failures,
+            &self.fill_resumes,
             &self.shared_uploads,
             &self.shared_up,
             &self.peer_requests,

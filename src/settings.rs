@@ -189,6 +189,15 @@ pub fn integrity_settings(c: &config::CacheConfig) -> core::integrity::Integrity
     }
 }
 
+/// How fills resume when their source breaks off, from `[cache]`.
+pub fn resume_policy(c: &config::CacheConfig) -> core::ResumePolicy {
+    core::ResumePolicy {
+        attempts: c.fill_resume_attempts,
+        slow_floor: c.slow_source_floor.0,
+        slow_window: c.slow_source_window,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,10 @@ pub struct PeerResponse {
     pub peer: Peer,
     pub len: Option<u64>,
     pub content_type: Option<String>,
+    /// `200`, or `206` for a ranged `GET` the peer answered with a range.
+    pub status: StatusCode,
+    /// The `Content-Range` of a `206`, as sent (the asker checks it).
+    pub content_range: Option<String>,
     pub body: Incoming,
 }
 
@@ -31,6 +35,10 @@ pub struct Wanted<'a> {
     pub host: &'a str,
     pub name: &'a RepoName,
     pub digest: &'a Digest,
+    /// A blob from this byte on (`Range: bytes=<from>-`), for a fill resuming at the byte
+    /// it received: the peer answers `206` from its cache or its fill in flight, or a `200`
+    /// of the whole blob.
+    pub from: Option<u64>,
 }
 
 /// A peer's answer: the content, or a referral to another node that is receiving it.
@@ -87,13 +95,16 @@ impl PeerClient {
         if let Some((me, ask)) = ask {
             req = req.header(FROM_HEADER, me.as_str()).header(ASK_HEADER, ask.as_str());
         }
+        if let Some(from) = w.from {
+            req = req.header(header::RANGE, format!("bytes={from}-"));
+        }
         let req = req.body(Empty::new()).map_err(|e| bad(format!("bad peer URL {url}: {e}")))?;
         let resp = tokio::time::timeout(self.header_timeout, self.client.request(req))
             .await
             .map_err(|_| PeerError::Timeout { peer: peer.to_string(), after: self.header_timeout })?
             .map_err(|e| bad(crate::error_text::error_chain(&e)))?;
         match resp.status() {
-            StatusCode::OK => {}
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
             StatusCode::TEMPORARY_REDIRECT => {
                 let to = resp.headers().get(REFERRAL_HEADER).and_then(|v| v.to_str().ok());
                 return match to {
@@ -111,6 +122,8 @@ impl PeerClient {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
-        Ok(Answer::Body(PeerResponse { peer: peer.clone(), len, content_type, body: resp.into_body() }))
+        let content_range = h.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let status = resp.status();
+        Ok(Answer::Body(PeerResponse { peer: peer.clone(), len, content_type, status, content_range, body: resp.into_body() }))
     }
 }

@@ -170,7 +170,20 @@ impl Cluster {
         name: &RepoName,
         digest: &Digest,
     ) -> Result<PeerResponse, PeerError> {
-        let w = Wanted { what, host, name, digest };
+        self.fetch_from(peer, what, host, name, digest, None).await
+    }
+
+    /// `fetch`, from byte `from` on when given (a fill resuming at the byte it received).
+    pub async fn fetch_from(
+        &self,
+        peer: &Peer,
+        what: Fetch,
+        host: &str,
+        name: &RepoName,
+        digest: &Digest,
+        from: Option<u64>,
+    ) -> Result<PeerResponse, PeerError> {
+        let w = Wanted { what, host, name, digest, from };
         let ask = (what == Fetch::Blob).then_some(Ask::Referable);
         match self.ask(peer, &w, ask).await? {
             Answer::Body(r) => Ok(r),

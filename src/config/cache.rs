@@ -50,6 +50,16 @@ pub struct CacheConfig {
     /// `"0"`: off.
     #[serde(default)]
     pub scrub_rate: ByteRate,
+    /// Times one fill may resume at the byte received when its source breaks off (a reset,
+    /// a truncation, a stall, a slow source), from the next source; `0`: a break fails it.
+    #[serde(default = "default_fill_resume_attempts")]
+    pub fill_resume_attempts: u32,
+    /// A peer or shared-tier read slower than this over `slow_source_window` counts as
+    /// broken and is resumed from the next source; `"0"`: off.
+    #[serde(default = "default_slow_source_floor")]
+    pub slow_source_floor: ByteRate,
+    #[serde(default = "default_slow_source_window", deserialize_with = "duration")]
+    pub slow_source_window: Duration,
 }
 
 impl Default for CacheConfig {
@@ -78,6 +88,15 @@ fn default_prefetch_interval() -> Duration {
 }
 fn default_lifecycle_interval() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_fill_resume_attempts() -> u32 {
+    3
+}
+fn default_slow_source_floor() -> ByteRate {
+    ByteRate(1 << 20)
+}
+fn default_slow_source_window() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_memory() -> ByteSize {
     ByteSize(64 << 20)

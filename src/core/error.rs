@@ -120,9 +120,12 @@ impl CoreError {
             // A shared-tier or peer body that broke off mid-stream, storage, no room: the
             // fill is gone, and the client must retry (the next fill skips the failing tier
             // or goes upstream).
-            FillError::Io { .. } | FillError::NoSpace { .. } | FillError::Shared(_) | FillError::Peer(_) => {
-                CoreError::Fill(e.clone())
-            }
+            FillError::Io { .. }
+            | FillError::NoSpace { .. }
+            | FillError::Shared(_)
+            | FillError::Peer(_)
+            | FillError::Slow { .. }
+            | FillError::Range { .. } => CoreError::Fill(e.clone()),
         }
     }
 

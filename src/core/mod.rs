@@ -17,8 +17,10 @@ mod upkeep;
 mod vouch;
 
 pub use answers::{Manifest, TagsPage};
+pub use blob::fill::FillError;
 pub use blob::source::{Tier, Via};
-pub use blob::{fill, follow, Blob, BlobBody, PeerBlob};
+pub(crate) use blob::{fill, follow};
+pub use blob::{Blob, PeerBlob, ResumePolicy};
 pub use error::{CoreError, ManifestMismatch, NotCached, SharedOp};
 pub use policy::{RepositoryPolicy, TagPolicies, TagPolicy};
 pub use pull::PullThrough;

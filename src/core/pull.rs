@@ -135,6 +135,10 @@ impl PullThrough {
     }
 
     /// The blob fills, for the upkeep (which they ask for room).
+    pub(super) fn fills_mut(&mut self) -> &mut Arc<Fills> {
+        &mut self.fills
+    }
+
     pub(super) fn fills(&self) -> &Arc<Fills> {
         &self.fills
     }

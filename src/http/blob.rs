@@ -9,12 +9,11 @@ use super::handlers::Call;
 use super::outcome::{CacheOutcome, Outcome};
 use super::peer::{Answer, Egress};
 use super::range::{ByteRange, RangeError, RangeRequest};
-use crate::core::{fill::Progress, follow, BlobBody, PullThrough};
+use crate::core::{Blob, PullThrough};
 use crate::oci::Digest;
 use crate::upstream::Route;
 use http::response::Builder;
 use http::{header, HeaderMap, Response, StatusCode};
-use tokio::sync::watch;
 
 pub async fn blob(
     pull: &PullThrough,
@@ -37,22 +36,17 @@ pub async fn blob(
         Answer::Blob(blob, egress) => (blob, egress),
         Answer::Done(resp) => return Ok(resp),
     };
-    out.cache(CacheOutcome::hit_if(blob.hit));
-    let progress = match blob.body {
-        BlobBody::Cached(rx) => rx,
-        // Uncached relays cannot seek: the whole blob, as HTTP allows for a Range request.
-        BlobBody::Uncached(relay) => {
-            out.cache(CacheOutcome::Uncached);
-            let resp = octet_stream(resp, blob.size);
-            return Ok(resp.body(egress.body(relay.stream())).expect("valid response"));
-        }
-    };
+    out.cache(CacheOutcome::hit_if(blob.hit()));
     match range {
-        None => {
-            let stream = pull.whole_blob(progress, digest, blob.hit, blob.size);
-            Ok(octet_stream(resp, blob.size).body(egress.body(stream)).expect("valid response"))
+        // Uncached relays cannot seek: the whole blob, as HTTP allows for a Range request.
+        Some(range) if blob.seekable() => ranged(resp, blob, range, egress).await,
+        _ => {
+            if !blob.seekable() {
+                out.cache(CacheOutcome::Uncached);
+            }
+            let resp = octet_stream(resp, blob.size());
+            Ok(resp.body(egress.body(blob.whole(pull))).expect("valid response"))
         }
-        Some(range) => ranged(pull, resp, progress, blob.size, range, egress).await,
     }
 }
 
@@ -68,20 +62,10 @@ fn range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
 }
 
 /// 206 with the range, or 416 with the blob's size when the range is outside it.
-async fn ranged(
-    pull: &PullThrough,
-    resp: Builder,
-    mut progress: watch::Receiver<Progress>,
-    size: Option<u64>,
-    range: ByteRange,
-    egress: Egress,
-) -> Result<Response<Body>, ApiError> {
+async fn ranged(resp: Builder, mut blob: Blob, range: ByteRange, egress: Egress) -> Result<Response<Body>, ApiError> {
     // A range needs the total size; an upstream that did not announce it makes us wait for
     // the whole fill.
-    let total = match size {
-        Some(s) => s,
-        None => pull.wait_verified(&mut progress).await?,
-    };
+    let total = blob.total().await?;
     let Some((start, end)) = range.resolve(total) else {
         let mut e = ApiError::range_not_satisfiable(total).into_response();
         e.headers_mut().insert(header::CONTENT_RANGE, format!("bytes */{total}").parse().expect("valid header"));
@@ -89,7 +73,7 @@ async fn ranged(
     };
     let resp = octet_stream(resp.status(StatusCode::PARTIAL_CONTENT), Some(end - start))
         .header(header::CONTENT_RANGE, format!("bytes {start}-{}/{total}", end - 1));
-    Ok(resp.body(egress.body(follow::stream(progress, start, Some(end)))).expect("valid response"))
+    Ok(resp.body(egress.body(blob.range(start, end))).expect("valid response"))
 }
 
 /// Blob bytes: `application/octet-stream`, and their length when it is known.

@@ -250,7 +250,7 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::fill::FillError;
+    use crate::core::FillError;
     use crate::core::NotCached;
     use crate::oci::Digest;
     use std::sync::Arc;

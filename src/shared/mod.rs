@@ -67,6 +67,8 @@ pub struct S3Settings {
 pub struct SharedBlob {
     /// The object's size, when the bucket announced it.
     pub len: Option<u64>,
+    /// The `Content-Range` of a ranged read, as the bucket sent it (the reader checks it).
+    pub content_range: Option<String>,
     pub body: ByteStream,
 }
 
@@ -130,15 +132,23 @@ impl SharedTier {
     /// Open a blob (or manifest) by digest; `None` when the bucket does not have it, or is
     /// being skipped after a recent failure.
     pub async fn open_blob(&self, digest: &Digest) -> Result<Option<SharedBlob>, SharedError> {
+        self.open_blob_from(digest, 0).await
+    }
+
+    /// `open_blob` from byte `from` on (a ranged read when `from > 0`).
+    pub async fn open_blob_from(&self, digest: &Digest, from: u64) -> Result<Option<SharedBlob>, SharedError> {
         if self.health.skipping() {
             return Ok(None);
         }
         let key = self.keys.blob(digest);
-        let r = self.clients.reads().await.get_object().bucket(&self.settings.bucket).key(&key).send().await;
-        let r = match r {
-            Ok(out) => {
-                Ok(Some(SharedBlob { len: out.content_length().and_then(|l| u64::try_from(l).ok()), body: out.body }))
-            }
+        let get = self.clients.reads().await.get_object().bucket(&self.settings.bucket).key(&key);
+        let get = if from > 0 { get.range(format!("bytes={from}-")) } else { get };
+        let r = match get.send().await {
+            Ok(out) => Ok(Some(SharedBlob {
+                len: out.content_length().and_then(|l| u64::try_from(l).ok()),
+                content_range: out.content_range().map(str::to_string),
+                body: out.body,
+            })),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) if error::is_not_found(&e) => Ok(None),
             Err(e) => Err(SharedError::sdk("get", &key, e)),

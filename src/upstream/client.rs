@@ -21,6 +21,14 @@ use std::time::Duration;
 /// Redirect hops followed before giving up (registries use one, to a CDN or S3).
 const MAX_REDIRECTS: usize = 5;
 
+/// What a request asks for besides its path: the `Accept` header, and the byte a ranged
+/// blob `GET` starts from.
+#[derive(Clone, Copy, Default)]
+struct Ask<'a> {
+    accept: Option<&'a str>,
+    from: Option<u64>,
+}
+
 /// A client for one upstream registry.
 pub struct Registry {
     host: String,
@@ -152,6 +160,21 @@ impl Registry {
         self.send(method, &path, name, None).await
     }
 
+    /// `GET` a blob from byte `from` on (`Range: bytes=<from>-`), following redirects to its
+    /// storage, which receives the `Range` too (never the registry's `Authorization`). The
+    /// caller checks the answer: `206` with its `Content-Range`, or a `200` of the whole blob.
+    pub async fn blob_from(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        from: u64,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let path = format!("/v2/{name}/blobs/{digest}");
+        self.admit(Cost::Uncounted)?;
+        let ask = Ask { accept: None, from: Some(from) };
+        self.send_scoped(Method::GET, &path, &format!("repository:{name}:pull"), ask).await
+    }
+
     /// `GET` a tag list page; `query` is the already-validated `n`/`last` query string.
     pub async fn tags(&self, name: &RepoName, query: &str) -> Result<Response<Incoming>, UpstreamError> {
         let mut path = format!("/v2/{name}/tags/list");
@@ -166,7 +189,7 @@ impl Registry {
     /// `GET /v2/`: whether the registry answers and accepts this upstream's credentials
     /// (from a Bearer registry, a token for no repository). For `pullthrough doctor`.
     pub async fn ping(&self) -> Result<StatusCode, UpstreamError> {
-        self.send_scoped(Method::GET, "/v2/", "", None).await.map(|r| r.status())
+        self.send_scoped(Method::GET, "/v2/", "", Ask::default()).await.map(|r| r.status())
     }
 
     /// `GET` the referrers of `subject` (distribution-spec 1.1), unfiltered: the cache keeps
@@ -198,22 +221,22 @@ impl Registry {
         name: &RepoName,
         accept: Option<&str>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        self.send_scoped(method, path_and_query, &format!("repository:{name}:pull"), accept).await
+        self.send_scoped(method, path_and_query, &format!("repository:{name}:pull"), Ask { accept, from: None }).await
     }
 
-    /// `send` with the token scope given (empty: none).
+    /// `send` with the token scope given (empty: none) and the request's own headers.
     async fn send_scoped(
         &self,
         method: Method,
         path_and_query: &str,
         scope: &str,
-        accept: Option<&str>,
+        ask: Ask<'_>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let url = self.url(path_and_query)?;
         let mut attempt = Attempt::First;
         loop {
             let authz = self.auth.authorization(scope).await?;
-            let resp = self.follow(method.clone(), url.clone(), accept, authz.header().cloned()).await?;
+            let resp = self.follow(method.clone(), url.clone(), ask, authz.header().cloned()).await?;
             self.budget.observe(resp.status(), resp.headers());
             if resp.status() != StatusCode::UNAUTHORIZED {
                 self.auth.accepted(scope, &authz);
@@ -271,7 +294,7 @@ impl Registry {
         &self,
         method: Method,
         mut url: Uri,
-        accept: Option<&str>,
+        ask: Ask<'_>,
         authz: Option<HeaderValue>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         for _ in 0..=MAX_REDIRECTS {
@@ -280,8 +303,11 @@ impl Registry {
                 .method(method.clone())
                 .uri(url.clone())
                 .header(header::USER_AGENT, crate::oci::USER_AGENT);
-            if let Some(a) = accept {
+            if let Some(a) = ask.accept {
                 req = req.header(header::ACCEPT, a);
+            }
+            if let Some(from) = ask.from {
+                req = req.header(header::RANGE, format!("bytes={from}-"));
             }
             if same_origin {
                 if let Some(v) = &authz {

@@ -1,8 +1,10 @@
 //! A fault-injecting fake upstream, for what no real registry does on demand: flipped bits,
 //! connection resets and truncation mid-blob, redirects to another host, Docker Hub's
 //! rate limit (its `ratelimit-limit`/`ratelimit-remaining: 98;w=21600` headers, manifest GETs
-//! counted and HEADs free, 429 with `Retry-After` once spent), and slow manifests. Raw TCP,
-//! one response per connection, serving until dropped.
+//! counted and HEADs free, 429 with `Retry-After` once spent), and slow manifests. Blob GETs
+//! answer `Range: bytes=<n>-` with a `206` (or, on demand, a `200` or a wrong
+//! `Content-Range`), a blob's faults may differ GET by GET (`set_faults`), and the blob bytes
+//! sent are counted. Raw TCP, one response per connection, serving until dropped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,10 +21,14 @@ pub enum Fault {
     Good,
     /// Flip one bit in the middle; length and headers stay right.
     FlipBit,
-    /// Send this many bytes, then reset the connection (RST).
+    /// Send this many bytes (of the body, ranged or not), then reset the connection (RST).
     ResetAfter(usize),
     /// Announce the full length, send this many bytes, then close cleanly (FIN).
     TruncateAt(usize),
+    /// Answer a `Range` with a `200` and the whole blob.
+    IgnoreRange,
+    /// Answer `Range: bytes=<n>-` with a `206` of the bytes from `n + 1`, labelled as such.
+    WrongRange,
     /// Answer with a 307 to this URL.
     RedirectTo(String),
     /// Send the blob in `chunk`-byte pieces with `delay_ms` between them.
@@ -40,6 +46,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub authorization: Option<String>,
+    /// The `Range` header, when sent.
+    pub range: Option<String>,
 }
 
 /// A manifest served by path (`/v2/<name>/manifests/<reference>`).
@@ -71,6 +79,10 @@ struct State {
     seen: Vec<Seen>,
     /// When set, every /v2/ request without exactly this Authorization gets a Basic 401.
     require_auth: Option<String>,
+    /// Faults for a blob's next GETs, one each, before its standing fault applies again.
+    next_faults: HashMap<String, std::collections::VecDeque<Fault>>,
+    /// Blob body bytes written to sockets.
+    blob_bytes_sent: u64,
     /// Holds `Fault::Gate` bodies; closed (every wait ends) by `open_gate`.
     gate: Gate,
 }
@@ -125,6 +137,16 @@ impl FakeUpstream {
 
     pub fn set_fault(&self, digest: &str, fault: Fault) {
         self.state.lock().unwrap().blobs.get_mut(digest).unwrap().1 = fault;
+    }
+
+    /// The blob's next GETs (to the registry) get these faults, one each, in order.
+    pub fn set_faults(&self, digest: &str, faults: Vec<Fault>) {
+        self.state.lock().unwrap().next_faults.insert(digest.to_string(), faults.into());
+    }
+
+    /// Blob body bytes written so far (to every client).
+    pub fn blob_bytes_sent(&self) -> u64 {
+        self.state.lock().unwrap().blob_bytes_sent
     }
 
     pub fn require_auth(&self, authorization: &str) {
@@ -260,21 +282,30 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
     let mut first = lines.next().unwrap_or("").split(' ');
     let method = first.next().unwrap_or("").to_string();
     let path = first.next().unwrap_or("").split('?').next().unwrap_or("").to_string();
-    let authorization = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        .map(|(_, v)| v.trim().to_string());
-    let (blob, required, manifest, delay) = {
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string())).collect();
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (authorization, range) = (header("authorization"), header("range"));
+    let is_api = path.starts_with("/v2/");
+    let (blob, required, manifest, delay, next_fault) = {
         let mut s = st.lock().unwrap();
-        s.seen.push(Seen { method: method.clone(), path: path.clone(), authorization: authorization.clone() });
+        s.seen.push(Seen {
+            method: method.clone(),
+            path: path.clone(),
+            authorization: authorization.clone(),
+            range: range.clone(),
+        });
         let digest = path.rsplit('/').next().unwrap_or("");
         let manifest = manifest_answer(&mut s, &method, &path);
-        (s.blobs.get(digest).cloned(), s.require_auth.clone(), manifest, s.delays.get(&path).copied())
+        let next = match (is_api, method.as_str()) {
+            (true, "GET") => s.next_faults.get_mut(digest).and_then(|q| q.pop_front()),
+            _ => None,
+        };
+        (s.blobs.get(digest).cloned(), s.require_auth.clone(), manifest, s.delays.get(&path).copied(), next)
     };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
-    let is_api = path.starts_with("/v2/");
     if is_api && required.is_some() && authorization != required {
         return respond(&mut sock, "401 Unauthorized", &[("WWW-Authenticate", "Basic realm=\"fake\"")], b"").await;
     }
@@ -302,22 +333,49 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
         return respond(&mut sock, "404 Not Found", &[], br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#).await;
     };
     // The CDN side of a redirect serves plain bytes.
-    let fault = if is_api { fault } else { Fault::Good };
-    let head = |len: usize| {
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
+    let fault = if is_api { next_fault.unwrap_or(fault) } else { Fault::Good };
+    let from = range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|r| r.parse::<usize>().ok())
+        .filter(|f| *f <= bytes.len());
+    let len = bytes.len();
+    let (status, start, content_range) = match (from, &fault) {
+        (None, _) | (Some(_), Fault::IgnoreRange) => ("200 OK", 0, None),
+        (Some(f), Fault::WrongRange) => {
+            ("206 Partial Content", (f + 1).min(len), Some(format!("bytes {}-{}/{len}", f + 1, len - 1)))
+        }
+        (Some(f), _) => ("206 Partial Content", f, Some(format!("bytes {f}-{}/{len}", len.saturating_sub(1)))),
     };
+    let part = &bytes[start..];
+    let head = |n: usize| {
+        let cr = content_range.as_ref().map(|c| format!("Content-Range: {c}\r\n")).unwrap_or_default();
+        format!("HTTP/1.1 {status}\r\nContent-Length: {n}\r\n{cr}Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
+    };
+    let sent = |n: usize| st.lock().unwrap().blob_bytes_sent += n as u64;
     match fault {
-        Fault::Good => respond(&mut sock, "200 OK", &[], &bytes).await,
+        Fault::Good | Fault::IgnoreRange | Fault::WrongRange => {
+            sock.write_all(head(part.len()).as_bytes()).await?;
+            sock.write_all(part).await?;
+            sent(part.len());
+            sock.shutdown().await
+        }
         Fault::FlipBit => {
-            let mut b = bytes.clone();
+            let mut b = part.to_vec();
             let mid = b.len() / 2;
             b[mid] ^= 0x10;
-            respond(&mut sock, "200 OK", &[], &b).await
+            sock.write_all(head(b.len()).as_bytes()).await?;
+            sock.write_all(&b).await?;
+            sent(b.len());
+            sock.shutdown().await
         }
         Fault::ResetAfter(n) => {
-            sock.write_all(head(bytes.len()).as_bytes()).await?;
-            sock.write_all(&bytes[..n]).await?;
+            let n = n.min(part.len());
+            sock.write_all(head(part.len()).as_bytes()).await?;
+            sock.write_all(&part[..n]).await?;
             sock.flush().await?;
+            sent(n);
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             // Zero linger turns the close into an RST; on loopback it never blocks.
             #[allow(deprecated)]
@@ -326,8 +384,10 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
             Ok(())
         }
         Fault::TruncateAt(n) => {
-            sock.write_all(head(bytes.len()).as_bytes()).await?;
-            sock.write_all(&bytes[..n]).await?;
+            let n = n.min(part.len());
+            sock.write_all(head(part.len()).as_bytes()).await?;
+            sock.write_all(&part[..n]).await?;
+            sent(n);
             sock.shutdown().await
         }
         Fault::RedirectTo(url) => respond(&mut sock, "307 Temporary Redirect", &[("Location", &url)], b"").await,
@@ -337,11 +397,12 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
             respond(&mut sock, &status, &h, br#"{"errors":[{"code":"UNKNOWN"}]}"#).await
         }
         Fault::SlowHeaders { delay_ms } => {
-            for b in head(bytes.len()).as_bytes() {
+            for b in head(part.len()).as_bytes() {
                 sock.write_all(&[*b]).await?;
                 tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
             }
-            sock.write_all(&bytes).await?;
+            sock.write_all(part).await?;
+            sent(part.len());
             sock.shutdown().await
         }
         Fault::Gate(n) => {
@@ -354,10 +415,11 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
             sock.shutdown().await
         }
         Fault::Slow { chunk, delay_ms } => {
-            sock.write_all(head(bytes.len()).as_bytes()).await?;
-            for piece in bytes.chunks(chunk) {
+            sock.write_all(head(part.len()).as_bytes()).await?;
+            for piece in part.chunks(chunk) {
                 sock.write_all(piece).await?;
                 sock.flush().await?;
+                sent(piece.len());
                 tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
             }
             sock.shutdown().await

@@ -11,7 +11,10 @@
 //! the next pull of that blob is then a cache hit (see README, "Fill policy").
 
 use super::pipeline::{DiskWriter, Mismatch, VerifiedBody, Window};
-use super::source::{self, Tier, Tiers, Via};
+use super::range::At;
+use super::resume::{Resume, ResumePolicy};
+use super::source::{Tier, Via};
+use super::tiers::{TierSources, Tiers};
 use crate::cluster::PeerError;
 use crate::events::{Event, EventKind};
 use crate::oci::Digest;
@@ -74,6 +77,17 @@ pub enum FillError {
         #[source]
         source: io::Error,
     },
+    /// A source that delivered less than the floor over a window (see `resume`).
+    #[error("the {} source {from} sent {bytes} bytes in {window:?}, below the floor of {floor} bytes/s", tier.as_str())]
+    Slow { tier: Tier, from: String, bytes: u64, floor: u64, window: Duration },
+    /// A source that answered a resumed read with the wrong bytes' range (see `range`).
+    #[error("the {} source {from} cannot resume the fill", tier.as_str())]
+    Range {
+        tier: Tier,
+        from: String,
+        #[source]
+        refused: super::range::RangeRefused,
+    },
     /// The cache has no room for this blob; it must be served without caching.
     #[error("not caching {digest}")]
     NoSpace {
@@ -120,6 +134,8 @@ pub struct Fills {
     shared: Option<Arc<SharedTier>>,
     /// The peers that own digests, asked before the upstream by a client's fill.
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// How a fill whose source breaks off resumes (see `resume`).
+    resume: ResumePolicy,
 }
 
 /// Bytes of recent chunks a fill keeps in memory for its followers: a follower further
@@ -138,7 +154,13 @@ impl Fills {
             housekeeping: Arc::default(),
             shared,
             cluster,
+            resume: ResumePolicy::default(),
         }
+    }
+
+    /// Resume fills as `policy` says (before the fills are shared).
+    pub fn set_resume(&mut self, policy: ResumePolicy) {
+        self.resume = policy;
     }
 
     /// Follow the fill of `digest`, starting one from `route` if none is running. Returns
@@ -169,9 +191,16 @@ impl Fills {
         let limit = self.limit.clone();
         tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let tiers = Tiers { shared: fills.shared.as_deref(), cluster: fills.cluster.as_deref(), via };
-            let fill =
-                Fill { store: &store, shared: fills.shared.as_ref(), tiers, route: &route, digest: &digest, tx: &tx };
+            let tiers = Tiers { shared: fills.shared.clone(), cluster: fills.cluster.clone(), via };
+            let fill = Fill {
+                store: &store,
+                shared: fills.shared.as_ref(),
+                tiers,
+                resume: fills.resume,
+                route: &route,
+                digest: &digest,
+                tx: &tx,
+            };
             match fill.run().await {
                 Ok(()) => fills.succeeded(&store),
                 Err(e) => fills.failed(&route, &digest, e, &tx),
@@ -250,7 +279,8 @@ struct Opened {
 struct Fill<'a> {
     store: &'a Arc<Store>,
     shared: Option<&'a Arc<SharedTier>>,
-    tiers: Tiers<'a>,
+    tiers: Tiers,
+    resume: ResumePolicy,
     route: &'a Route,
     digest: &'a Digest,
     tx: &'a watch::Sender<Progress>,
@@ -262,8 +292,7 @@ impl Fill<'_> {
             return Ok(());
         }
         let Opened { body, temp, reservation, window } = self.open().await?;
-        let tier = body.tier();
-        let (temp, received) = self.receive(body, temp, window).await?;
+        let (temp, received, tier) = self.receive(body, temp, window).await?;
         self.commit(temp, reservation).await;
         self.publish(tier, received);
         Ok(())
@@ -299,7 +328,9 @@ impl Fill<'_> {
     /// Open stage: the body from the first tier that has it, room in the cache (with none,
     /// the waiters are told to relay from upstream uncached), and the temp file followers read.
     async fn open(&self) -> Result<Opened, FillError> {
-        let body = VerifiedBody::new(source::open(self.tiers, self.route, self.digest).await?, self.digest)?;
+        let mut sources = TierSources::new(self.tiers.clone(), self.route, self.digest);
+        let first = sources.open(At::START).await?.resumable(Resume::new(Box::new(sources), self.resume));
+        let body = VerifiedBody::new(first, self.digest)?;
         let total = body.total();
         let no_space = |source| FillError::NoSpace { digest: self.digest.clone(), source };
         let s = self.store.clone();
@@ -334,14 +365,14 @@ impl Fill<'_> {
     }
 
     /// Receive stage: every chunk of the verified body to the disk writer, which hands it
-    /// on to the followers' window. Ends verified (the state says so) with the temp file and
-    /// the bytes received.
+    /// on to the followers' window. Ends verified (the state says so) with the temp file,
+    /// the bytes received and the tier of the last source (resumes may change it).
     async fn receive(
         &self,
         mut body: VerifiedBody,
         temp: TempBlob,
         window: Arc<Window>,
-    ) -> Result<(TempBlob, u64), FillError> {
+    ) -> Result<(TempBlob, u64, Tier), FillError> {
         let tx = self.tx.clone();
         let started = Instant::now();
         let writer = DiskWriter::spawn(temp, window, move |written| tx.send_modify(|p| p.written = written));
@@ -381,21 +412,21 @@ impl Fill<'_> {
             p.state = FillState::Verified;
             p.total = Some(p.written);
         });
-        Ok((temp, received))
+        Ok((temp, received, body.tier()))
     }
 
     /// A source that broke off or sent bad bytes: skip that peer for a while, drop a bad
     /// object from the bucket, so the clients' retry goes elsewhere.
     fn rejected(&self, e: &FillError, peer: Option<crate::cluster::Peer>) {
         let FillError::Verification { tier, .. } = e else {
-            if let (Some(p), Some(c)) = (&peer, self.tiers.cluster) {
+            if let (Some(p), Some(c)) = (&peer, &self.tiers.cluster) {
                 c.failed(p);
             }
             return;
         };
         crate::metrics::METRICS.tier_verification_failures.with_label_values(&[tier.as_str()]).inc();
         crate::events::emit(self.event(EventKind::BlobCorrupt).tier(tier.as_str()).cause(e));
-        if let (Some(p), Some(c)) = (&peer, self.tiers.cluster) {
+        if let (Some(p), Some(c)) = (&peer, &self.tiers.cluster) {
             tracing::warn!(%p, digest = %self.digest, "a peer sent bytes that failed verification; ignoring that peer for a while");
             c.failed(p);
         }

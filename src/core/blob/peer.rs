@@ -4,7 +4,7 @@
 //! in flight or a blob on disk, else refuse (see `cluster`'s module doc).
 
 use super::fill::{self, FillState};
-use super::handle::{Blob, BlobBody};
+use super::handle::Blob;
 use super::source::Via;
 use crate::cluster::{Admission, Ask, Peer, PeerAsk, StreamGuard};
 use crate::core::error::CoreError;
@@ -47,14 +47,14 @@ impl PullThrough {
         // The fill first: one that ends meanwhile has committed before it leaves the map.
         let Some(mut rx) = self.fills().join(digest) else {
             let Some((f, len)) = self.store().open_blob_async(digest).await? else { return Ok(None) };
-            return Ok(Some(Blob { body: BlobBody::Cached(fill::complete(f, len)), size: Some(len), hit: true }));
+            return Ok(Some(Blob::committed(f, len, digest)));
         };
         let Ok(p) = fill::settle(&mut rx, |p| !matches!(p.state, FillState::Connecting)).await else {
             return Ok(None);
         };
         Ok(match p.state {
             FillState::Failed(_) => None,
-            _ => Some(Blob { size: p.total, body: BlobBody::Cached(rx), hit: false }),
+            _ => Some(Blob::following(rx, p.total, digest)),
         })
     }
 }

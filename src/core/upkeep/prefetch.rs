@@ -3,7 +3,6 @@
 //! that serve clients. Used by `pullthrough prefetch` and the config's `[[prefetch]]` list.
 
 use crate::core::answers::Manifest;
-use crate::core::blob::BlobBody;
 use crate::core::error::{CoreError, NotCached};
 use crate::core::fill::{self, FillState};
 use crate::core::progress::{Event, Progress, Silent};
@@ -136,11 +135,11 @@ impl PullThrough {
     /// Make sure a blob is cached; the bytes fetched for it now.
     async fn ensure_blob(&self, route: &Route, digest: &Digest, progress: &dyn Progress) -> Result<u64, CoreError> {
         let blob = self.blob(route, digest).await?;
-        if blob.hit {
+        if blob.hit() {
             return Ok(0);
         }
-        match blob.body {
-            BlobBody::Cached(mut fill) => {
+        match blob.into_progress() {
+            Some(mut fill) => {
                 let n = follow_fill(&mut fill, progress).await?;
                 // Prefetch is about the cache: wait for the commit too.
                 match crate::core::fill::settle(&mut fill, |p| p.committed.is_some()).await?.committed {
@@ -148,7 +147,7 @@ impl PullThrough {
                     _ => Err(CoreError::NotCached { digest: digest.clone(), why: NotCached::CommitFailed }),
                 }
             }
-            BlobBody::Uncached { .. } => Err(CoreError::NotCached { digest: digest.clone(), why: NotCached::NoRoom }),
+            None => Err(CoreError::NotCached { digest: digest.clone(), why: NotCached::NoRoom }),
         }
     }
 

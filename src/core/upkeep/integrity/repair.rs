@@ -9,7 +9,7 @@
 
 use crate::core::fill::{self, FillState};
 use crate::core::manifest::read_verified_manifest;
-use crate::core::{BlobBody, CoreError, NotCached, PullThrough, Via};
+use crate::core::{CoreError, NotCached, PullThrough, Via};
 use crate::oci::media;
 use crate::oci::{Digest, Reference, RepoName};
 use crate::upstream::Route;
@@ -88,7 +88,7 @@ impl PullThrough {
     /// Fill a blob through the normal fill, and wait until it is committed.
     async fn refetch_blob(&self, route: &Route, digest: &Digest) -> Result<(), CoreError> {
         let blob = self.blob_via(route, digest, Via::Client).await?;
-        let BlobBody::Cached(mut progress) = blob.body else {
+        let Some(mut progress) = blob.into_progress() else {
             return Err(CoreError::NotCached { digest: digest.clone(), why: NotCached::NoRoom });
         };
         let p =
