@@ -163,14 +163,14 @@ fn space_check(dir: &Path, cfg: &Config) -> Check {
     };
     let keep = cfg.cache.min_free.bytes_of(space.size);
     let budget = match &cfg.cache.max_size {
-        Some(m) => format!(", max_size {}", crate::human_bytes(m.0)),
+        Some(m) => format!(", max_size {}", super::human_bytes(m.0)),
         None => String::new(),
     };
     let detail = format!(
         "{} available of {} (min_free keeps {} free{budget})",
-        crate::human_bytes(space.available),
-        crate::human_bytes(space.size),
-        crate::human_bytes(keep)
+        super::human_bytes(space.available),
+        super::human_bytes(space.size),
+        super::human_bytes(keep)
     );
     if space.available <= keep {
         Check::fail(

@@ -2,7 +2,7 @@
 //! handlers, and the mapping of every error to an OCI error response.
 //!
 //! A request goes one way, each decision made once:
-//! `server` (connections, identity, metrics, the request log; drops a HEAD's body) →
+//! `listener` (connections) → `app` (identity, metrics, the request log; drops a HEAD's body) →
 //! `router` (path → `Endpoint`, or a 4xx) → `handlers::handle` (routes the repository to an
 //! upstream and checks access, then one handler per endpoint; blobs in `blob`) → `core`.
 //! Handlers build the GET answer from `body`; what the answer was (`outcome`: cache hit or
@@ -10,19 +10,21 @@
 //! the OCI error JSON with its status.
 
 pub mod access;
+mod app;
 mod blob;
 mod body;
 mod error;
 mod handlers;
 mod idle;
+mod listener;
 mod outcome;
 pub mod range;
 mod request_log;
 pub mod router;
-mod server;
 pub mod tls;
 mod tracked;
 
+pub use app::App;
 pub use body::Body;
 pub use error::ApiError;
-pub use server::{serve, App, Listeners};
+pub use listener::{serve, Listeners};
