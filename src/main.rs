@@ -18,6 +18,11 @@ struct Cli {
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Log what the command does at info level. Without it, every command but `serve` logs
+    /// only warnings and errors (its results and progress are its output); RUST_LOG, when
+    /// set, decides instead.
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,11 +33,12 @@ enum Command {
     Serve {
         #[command(flatten)]
         loc: Location,
-        /// Address to listen on, overriding [server] listen.
-        #[arg(long, value_name = "ADDR")]
+        /// Address to listen on, overriding [server] listen: an IP address and port, e.g.
+        /// 127.0.0.1:5000.
+        #[arg(long, value_name = "ADDR", value_parser = pullthrough::config::parse_listen)]
         listen: Option<SocketAddr>,
         /// Admin address (metrics, health), overriding [server] admin_listen.
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", value_parser = pullthrough::config::parse_listen)]
         admin_listen: Option<SocketAddr>,
         /// How the other cluster nodes reach this one, overriding [cluster] advertise
         /// (in a DaemonSet: "http://$(POD_IP):5000", which Kubernetes expands).
@@ -153,7 +159,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     cli::memory::tune();
     let cli = Cli::parse();
-    let log_guard = cli::logging::init(cli.log_format, cli.command.log_level());
+    let log_guard = cli::logging::init(cli.log_format, cli.command.log_level(cli.verbose));
     let result = run(cli.command);
     // Every queued log line out before the final message.
     drop(log_guard);
@@ -178,7 +184,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::DefaultConfig => {
-            print!("{}", pullthrough::config::DEFAULT_TOML);
+            cli::stdout::write(pullthrough::config::DEFAULT_TOML);
             Ok(())
         }
         Command::Prune { loc, dry_run, json, shared } => cli::prune::run(&loc, dry_run, json, shared),
@@ -212,13 +218,13 @@ fn run(command: Command) -> anyhow::Result<()> {
 }
 
 impl Command {
-    /// The log level without RUST_LOG: lower for a command whose progress is on show.
-    fn log_level(&self) -> &'static str {
+    /// The log level without RUST_LOG: the daemon logs at info, a command at warn unless
+    /// `--verbose` (its output is its results; "cache index rebuilt" is not one of them).
+    fn log_level(&self, verbose: bool) -> &'static str {
         match self {
-            Command::Prefetch { progress, .. }
-            | Command::Export { progress, .. }
-            | Command::Import { progress, .. } => progress.log_level(),
-            _ => "info",
+            Command::Serve { .. } => "info",
+            _ if verbose => "info",
+            _ => "warn",
         }
     }
 }

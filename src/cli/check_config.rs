@@ -2,6 +2,7 @@
 //! say what it configures.
 
 use super::location::Location;
+use super::stdout::outln;
 
 pub fn run(loc: &Location) -> anyhow::Result<()> {
     let r = loc.resolve()?;
@@ -9,6 +10,6 @@ pub fn run(loc: &Location) -> anyhow::Result<()> {
         Some(p) => p.display().to_string(),
         None => "embedded default config".to_string(),
     };
-    println!("{what}: ok ({} upstreams, cache dir {})", r.config.upstreams.len(), r.cache_dir.display());
+    outln!("{what}: ok ({} upstreams, cache dir {})", r.config.upstreams.len(), r.cache_dir.display());
     Ok(())
 }

@@ -11,8 +11,9 @@ pub fn run(
     progress: &super::progress::ProgressArgs,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!images.is_empty(), "name at least one image to export");
-    let refs: Vec<pullthrough::oci::ImageRef> = images.iter().map(|i| i.parse()).collect::<Result<_, _>>()?;
-    let (pt, _) = super::open::offline(loc, "export", "reading")?;
+    let r = loc.resolve()?;
+    let refs = super::open::images(&r, images)?;
+    let pt = super::open::offline(loc, &r, "export", "reading")?;
     let reporter = progress.reporter("export");
     let is_tar = out.extension().is_some_and(|e| e == "tar");
     let dir = if is_tar { super::stage_dir(out)? } else { out.to_path_buf() };

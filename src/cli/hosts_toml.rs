@@ -2,6 +2,7 @@
 //! configured upstream.
 
 use super::location::ConfigArg;
+use super::stdout::outln;
 use anyhow::Context as _;
 use std::path::Path;
 
@@ -16,7 +17,7 @@ pub fn run(config: &ConfigArg, mirror: &str, out: &Path) -> anyhow::Result<()> {
     for p in pullthrough::hosts_toml::write_all(&cfg, mirror, out)
         .with_context(|| format!("cannot write under {}", out.display()))?
     {
-        println!("{}", p.display());
+        outln!("{}", p.display());
     }
     Ok(())
 }

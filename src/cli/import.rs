@@ -11,7 +11,7 @@ pub fn run(
     loc: &Location,
     progress: &super::progress::ProgressArgs,
 ) -> anyhow::Result<()> {
-    let pt = super::open::writer(loc, "import")?;
+    let pt = super::open::writer(loc, &loc.resolve()?, "import")?;
     let reporter = progress.reporter("import");
     let (layout, staged) = if path.is_file() {
         // In this process's own temp directory: nobody else removes it while we run.
@@ -35,17 +35,27 @@ pub fn run(
     for i in &report.images {
         reporter.result(&format!("imported {i}"), serde_json::json!({"command": "import", "image": i}));
     }
+    let failed = report.failed.len();
+    let not_imported = if failed == 0 { String::new() } else { format!("; {failed} not imported (see above)") };
     // Blobs already in the cache are verified but not written again: the count is of every
     // blob the images reference, the bytes of what was written.
     reporter.finish(
         &format!(
-            "{} images, {} blobs verified; {} written to the cache (blobs it had already are not written again)",
+            "{} images, {} blobs verified; {} written to the cache (blobs it had already are not written again){not_imported}",
             report.images.len(),
             report.blobs,
             super::human_bytes(report.bytes)
         ),
         serde_json::json!({"command": "import", "images": report.images.len(), "blobs": report.blobs,
-                           "written_bytes": report.bytes}),
+                           "written_bytes": report.bytes, "failed": report.failed}),
+    );
+    // Each failure was named as it happened (stderr, or a "failed" line with --json).
+    let names: Vec<&str> = report.failed.iter().map(|f| f.image.as_str()).collect();
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} images were not imported: {}",
+        failed + report.images.len(),
+        names.join(", ")
     );
     Ok(())
 }

@@ -19,6 +19,7 @@ pub mod prefetch;
 pub mod progress;
 pub mod prune;
 pub mod serve;
+pub mod stdout;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

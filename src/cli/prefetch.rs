@@ -28,14 +28,15 @@ pub fn platforms_arg(platforms: Vec<String>, all_platforms: bool) -> pullthrough
     }
 }
 
-/// The images named on the command line and in `--file` (one a line, # comments).
-fn prefetch_list(mut images: Vec<String>, file: Option<PathBuf>) -> anyhow::Result<Vec<pullthrough::oci::ImageRef>> {
+/// The images named on the command line and in `--file` (one a line, # comments), as
+/// written.
+fn prefetch_list(mut images: Vec<String>, file: Option<PathBuf>) -> anyhow::Result<Vec<String>> {
     if let Some(f) = file {
         let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
         images.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
     }
     anyhow::ensure!(!images.is_empty(), "name at least one image (or --file)");
-    Ok(images.iter().map(|i| i.parse()).collect::<Result<_, _>>()?)
+    Ok(images)
 }
 
 /// Why one image of a prefetch failed; the run goes on with the next.
@@ -63,8 +64,10 @@ pub fn run(
     progress: &super::progress::ProgressArgs,
 ) -> anyhow::Result<()> {
     use pullthrough::core::progress::{Event, Progress as _};
-    let refs = prefetch_list(images, file)?;
-    let pt = super::open::writer(loc, "prefetch")?;
+    let written = prefetch_list(images, file)?;
+    let r = loc.resolve()?;
+    let refs = super::open::images(&r, &written)?;
+    let pt = super::open::writer(loc, &r, "prefetch")?;
     let rt = super::runtime()?;
     let reporter = progress.reporter("prefetch");
     reporter.event(Event::Planned { items: refs.len(), bytes: None });

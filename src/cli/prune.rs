@@ -2,9 +2,11 @@
 //! shared tier's tag records, and print what expired.
 
 use super::location::Location;
+use super::stdout::outln;
 
 pub fn run(loc: &Location, dry_run: bool, json: bool, shared: bool) -> anyhow::Result<()> {
-    let (pt, r) = super::open::offline(loc, "prune", if dry_run { "reading" } else { "pruning" })?;
+    let r = loc.resolve()?;
+    let pt = super::open::offline(loc, &r, "prune", if dry_run { "reading" } else { "pruning" })?;
     let policies = r.config.upstreams.iter().flat_map(|u| &u.repositories).any(|r| r.lifecycle_policy.is_some());
     if !shared {
         // The bucket's records need no lock: the local cache is not touched. Taken even
@@ -23,12 +25,12 @@ pub fn run(loc: &Location, dry_run: bool, json: bool, shared: bool) -> anyhow::R
     };
     if json {
         let v = serde_json::json!({"dry_run": dry_run, "policies_configured": policies, "report": report});
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     if !policies {
         // Say so, rather than "removed 0 images".
-        println!(
+        outln!(
             "no lifecycle policy is configured (lifecycle_policy in an [[upstream.repositories]] section of \
              the config); nothing to prune"
         );
@@ -37,10 +39,10 @@ pub fn run(loc: &Location, dry_run: bool, json: bool, shared: bool) -> anyhow::R
     let verb = if dry_run { "would expire" } else { "expired" };
     for e in &report.expired {
         let tags = if e.tags.is_empty() { "untagged".to_string() } else { format!("tags {}", e.tags.join(", ")) };
-        println!("{verb} {}/{}@{} ({tags})", e.upstream, e.repository, e.digest);
+        outln!("{verb} {}/{}@{} ({tags})", e.upstream, e.repository, e.digest);
     }
     let verb = if dry_run { "would remove" } else { "removed" };
-    println!(
+    outln!(
         "{verb} {} images, {} blobs, {} ({} bytes)",
         report.expired.len(),
         report.blobs_removed,

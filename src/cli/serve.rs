@@ -32,7 +32,7 @@ pub fn run(
             version = env!("CARGO_PKG_VERSION"),
             "pullthrough serving"
         );
-        start_background(&app, &cfg);
+        start_background(&app, &cfg)?;
         let drained =
             pullthrough::http::serve(listeners, app.clone(), shutdown_signal(), cfg.server.shutdown_grace).await;
         wind_down(&app, drained).await;
@@ -100,7 +100,10 @@ async fn listeners(
 /// What runs beside the requests: upstream token refresh, housekeeping (eviction,
 /// lifecycle), the integrity scrub, and the `[[prefetch]]` images, now and every
 /// `prefetch_interval`.
-fn start_background(app: &std::sync::Arc<pullthrough::http::App>, cfg: &pullthrough::config::Config) {
+fn start_background(
+    app: &std::sync::Arc<pullthrough::http::App>,
+    cfg: &pullthrough::config::Config,
+) -> anyhow::Result<()> {
     app.pull.start_background();
     pullthrough::core::spawn_housekeeping(
         app.pull.clone(),
@@ -110,8 +113,9 @@ fn start_background(app: &std::sync::Arc<pullthrough::http::App>, cfg: &pullthro
     pullthrough::core::integrity::spawn_scrub(app.pull.clone());
     let pull = app.pull.clone();
     super::memory::spawn_release_idle(move || pull.fills_in_flight() == 0);
-    let prefetch = pullthrough::settings::prefetch_list(&cfg.prefetch);
+    let prefetch = pullthrough::settings::prefetch_list(cfg)?;
     pullthrough::core::spawn_prefetch(app.pull.clone(), prefetch, cfg.cache.prefetch_interval);
+    Ok(())
 }
 
 /// After the listeners closed: let the fills of finished clients commit, send the last
