@@ -5,6 +5,8 @@
 //! images; commands log only warnings unless asked; refusals say what a valid value looks
 //! like.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::image::{self, Built};

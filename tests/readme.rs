@@ -2,6 +2,8 @@
 //! daemon's `/metrics`, and /metrics has none it does not name; its example configuration
 //! agrees with the embedded default wherever both set a key.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::*;
