@@ -77,6 +77,8 @@ pub use settings::shared_settings;
 pub fn build_app(cfg: &config::Config, cache_dir: &std::path::Path) -> anyhow::Result<Arc<http::App>> {
     // Before anything can happen that is reported (fills, eviction, outages).
     events::install(events::Events::start(settings::events_settings(&cfg.events)));
+    // Every documented family is in /metrics from the first scrape, zero where it can be.
+    metrics::METRICS.init_series(cfg.upstreams.iter().map(|u| u.host.as_str()));
     let pt = build_pull_through(cfg, cache_dir)?;
     Ok(Arc::new(http::App {
         // With a handle on itself, for background work (stale-while-revalidate refreshes).
@@ -103,10 +105,7 @@ pub fn build_pull_through(cfg: &config::Config, cache_dir: &std::path::Path) -> 
         list.push(upstream::Upstream { registry: upstream::Registry::new(&s, &tls, cfg.server.offline), settings: s });
     }
     let upstreams = upstream::Upstreams::new(list);
-    let mut pins = cfg.cache.pins.iter().map(|p| p.parse()).collect::<Result<Vec<_>, _>>()?;
-    for p in cfg.prefetch.iter().filter(|p| p.pin) {
-        pins.push(p.image.parse()?);
-    }
+    let pins = settings::pins(cfg)?;
     let shared = cfg.shared.s3.as_ref().map(|s| shared::SharedTier::new(settings::shared_settings(s)));
     let cluster = match &cfg.cluster {
         Some(c) => {

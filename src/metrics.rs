@@ -343,64 +343,136 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
 });
 
-impl Metrics {
-    /// The name of every metric family, whether or not it has samples yet.
-    pub fn names(&self) -> Vec<String> {
-        use prometheus::core::Collector;
-        let collectors: Vec<&dyn Collector> = vec![
-            &self.upstream_up,
-            &self.upstream_ratelimit_remaining,
-            &self.upstream_ratelimit_reset,
-            &self.upstream_ratelimit_held,
-            &self.tag_refreshes,
-            &self.http_requests,
-            &self.http_duration,
-            &self.cache_requests,
-            &self.cache_bytes,
-            &self.upstream_requests,
-            &self.upstream_duration,
-            &self.upstream_errors,
-            &self.fill_verification_failures,
-            &self.fills_joined,
-            &self.follow_bytes,
-            &self.fills_in_flight,
-            &self.uncached_blobs,
-            &self.evictions,
-            &self.evicted_bytes,
-            &self.cache_size_bytes,
-            &self.cache_blobs,
-            &self.cache_budget_bytes,
-            &self.token_refreshes,
-            &self.token_forced_refreshes,
-            &self.token_refreshes_suppressed,
-            &self.stale_serves,
-            &self.vouch_checks,
-            &self.build_info,
-            &self.scrub_bytes,
-            &self.corruptions_found,
-            &self.corruptions_repaired,
-            &self.tier_requests,
-            &self.tier_bytes,
-            &self.tier_verification_failures,
-            &self.fill_resumes,
-            &self.shared_uploads,
-            &self.shared_up,
-            &self.peer_requests,
-            &self.peer_streams,
-            &self.peer_streams_peak,
-            &self.peer_referrals,
-            &self.peer_sent_bytes,
-            &self.events_sent,
-            &self.events_dropped,
-            &self.events_retries,
-        ];
-        collectors.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).collect()
+/// A metric family's type, as the text exposition's `# TYPE` line names it.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
     }
 }
 
-/// The text exposition of every metric.
+/// The outcomes a peer request is counted under: (direction, result).
+const PEER_RESULTS: [(&str, &str); 5] =
+    [("made", "ok"), ("made", "not_found"), ("made", "failed_over"), ("served", "ok"), ("served", "error")];
+/// What finds a corrupt cached file.
+const FOUND_BY: [&str; 2] = ["scrub", "read"];
+/// Where blob bytes sent to clients are read from.
+const FOLLOW_FROM: [&str; 3] = ["memory", "fill_file", "blob"];
+
+impl Metrics {
+    /// Every family and its type, whether or not it has samples yet.
+    fn families(&self) -> Vec<(&dyn prometheus::core::Collector, Kind)> {
+        use Kind::{Counter as C, Gauge as G, Histogram as H};
+        vec![
+            (&self.upstream_up, G),
+            (&self.upstream_ratelimit_remaining, G),
+            (&self.upstream_ratelimit_reset, G),
+            (&self.upstream_ratelimit_held, C),
+            (&self.tag_refreshes, C),
+            (&self.http_requests, C),
+            (&self.http_duration, H),
+            (&self.cache_requests, C),
+            (&self.cache_bytes, C),
+            (&self.upstream_requests, C),
+            (&self.upstream_duration, H),
+            (&self.upstream_errors, C),
+            (&self.fill_verification_failures, C),
+            (&self.fills_joined, C),
+            (&self.follow_bytes, C),
+            (&self.fills_in_flight, G),
+            (&self.uncached_blobs, C),
+            (&self.evictions, C),
+            (&self.evicted_bytes, C),
+            (&self.cache_size_bytes, G),
+            (&self.cache_blobs, G),
+            (&self.cache_budget_bytes, G),
+            (&self.token_refreshes, C),
+            (&self.token_forced_refreshes, C),
+            (&self.token_refreshes_suppressed, C),
+            (&self.stale_serves, C),
+            (&self.vouch_checks, C),
+            (&self.build_info, G),
+            (&self.scrub_bytes, C),
+            (&self.corruptions_found, C),
+            (&self.corruptions_repaired, C),
+            (&self.tier_requests, C),
+            (&self.tier_bytes, C),
+            (&self.tier_verification_failures, C),
+            (&self.fill_resumes, C),
+            (&self.shared_uploads, C),
+            (&self.shared_up, G),
+            (&self.peer_requests, C),
+            (&self.peer_streams, G),
+            (&self.peer_streams_peak, G),
+            (&self.peer_referrals, C),
+            (&self.peer_sent_bytes, C),
+            (&self.events_sent, C),
+            (&self.events_dropped, C),
+            (&self.events_retries, C),
+        ]
+    }
+
+    /// The name of every metric family, whether or not it has samples yet.
+    pub fn names(&self) -> Vec<String> {
+        self.families().iter().flat_map(|(c, _)| c.desc()).map(|d| d.fq_name.clone()).collect()
+    }
+
+    /// Zero-valued series for the label values known at start, so a rate over them works
+    /// from the first scrape: each of `upstreams` (the configured hosts) in the families
+    /// labelled by upstream alone, and the fixed outcomes of the peer, corruption and
+    /// follow counters. Families whose labels are learned as they happen (a status code, a
+    /// webhook's event kind) have no series until then; `render` still lists them.
+    pub fn init_series<'a>(&self, upstreams: impl IntoIterator<Item = &'a str>) {
+        for host in upstreams {
+            for c in [
+                &self.upstream_ratelimit_held,
+                &self.fill_verification_failures,
+                &self.uncached_blobs,
+                &self.token_forced_refreshes,
+                &self.token_refreshes_suppressed,
+                &self.stale_serves,
+            ] {
+                c.with_label_values(&[host]);
+            }
+            self.upstream_duration.with_label_values(&[host]);
+        }
+        for (direction, result) in PEER_RESULTS {
+            self.peer_requests.with_label_values(&[direction, result]);
+        }
+        for found_by in FOUND_BY {
+            self.corruptions_found.with_label_values(&[found_by]);
+        }
+        for from in FOLLOW_FROM {
+            self.follow_bytes.with_label_values(&[from]);
+        }
+    }
+}
+
+/// The text exposition of every metric. A family with no series yet (a labelled counter
+/// before its first count) is listed by its `# HELP` and `# TYPE` lines, so every family
+/// the README names is in /metrics from the start.
 pub fn render() -> String {
+    use std::fmt::Write as _;
+    let gathered = METRICS.registry.gather();
     let mut buf = Vec::new();
-    TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf).expect("text encoding cannot fail");
-    String::from_utf8(buf).expect("metrics are UTF-8")
+    TextEncoder::new().encode(&gathered, &mut buf).expect("text encoding cannot fail");
+    let mut text = String::from_utf8(buf).expect("metrics are UTF-8");
+    let present: std::collections::HashSet<&str> = gathered.iter().map(|f| f.name()).collect();
+    for (collector, kind) in METRICS.families() {
+        for d in collector.desc().into_iter().filter(|d| !present.contains(d.fq_name.as_str())) {
+            let help = d.help.replace('\\', "\\\\").replace('\n', "\\n");
+            let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} {}\n", kind.as_str(), name = d.fq_name);
+        }
+    }
+    text
 }

@@ -96,17 +96,78 @@ pub fn cluster_settings(c: &ClusterConfig) -> cluster::ClusterSettings {
     }
 }
 
-/// The `[[prefetch]]` images the daemon keeps cached, each with the platforms it wants.
-/// Validation parsed every image already; one that no longer parses is skipped.
-pub fn prefetch_list(list: &[config::PrefetchConfig]) -> Vec<(oci::ImageRef, core::Platforms)> {
-    list.iter()
-        .filter_map(|p| {
-            let image = p.image.parse().ok()?;
+/// The `[[prefetch]]` images the daemon keeps cached, routed, each with the platforms it
+/// wants.
+pub fn prefetch_list(cfg: &config::Config) -> Result<Vec<(oci::ImageRef, core::Platforms)>, ConfigImageError> {
+    cfg.prefetch
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let image = config_image(&cfg.upstreams, format!("prefetch[{i}].image"), &p.image)?;
             let platforms =
                 if p.platforms.is_empty() { core::Platforms::All } else { core::Platforms::Only(p.platforms.clone()) };
-            Some((image, platforms))
+            Ok((image, platforms))
         })
         .collect()
+}
+
+/// The pinned images, routed: `[cache] pins` and the `[[prefetch]]` entries with `pin = true`.
+pub fn pins(cfg: &config::Config) -> Result<Vec<oci::ImageRef>, ConfigImageError> {
+    let pins = cfg.cache.pins.iter().enumerate().map(|(i, p)| (format!("cache.pins[{i}]"), p));
+    let prefetch =
+        cfg.prefetch.iter().enumerate().filter(|(_, p)| p.pin).map(|(i, p)| (format!("prefetch[{i}].image"), &p.image));
+    pins.chain(prefetch).map(|(key, text)| config_image(&cfg.upstreams, key, text)).collect()
+}
+
+/// Every image the configuration names routes to a configured upstream (`check-config`
+/// and every command that loads a configuration ask this; `Config::load` checks only how
+/// each is written, as routing is the upstream layer's).
+pub fn check_images(cfg: &config::Config) -> Result<(), ConfigImageError> {
+    pins(cfg)?;
+    prefetch_list(cfg).map(drop)
+}
+
+/// An image an operator wrote (a command's argument, a pin, a `[[prefetch]]`), routed over
+/// the configured upstreams by the rules a client's repository path follows: a registry
+/// host, a prefix, or the default upstream (`upstream::route_written`).
+pub fn route_image(upstreams: &[UpstreamConfig], text: &str) -> Result<oci::ImageRef, ImageError> {
+    let written: oci::WrittenImage = text.parse()?;
+    Ok(upstream::route_written(upstreams, &written)?)
+}
+
+fn config_image(upstreams: &[UpstreamConfig], key: String, text: &str) -> Result<oci::ImageRef, ConfigImageError> {
+    route_image(upstreams, text).map_err(|source| ConfigImageError { key, source })
+}
+
+/// Routing reads a configured upstream as it reads a running one.
+impl upstream::Routable for UpstreamConfig {
+    fn host(&self) -> &str {
+        &self.host
+    }
+    fn prefix(&self) -> Option<&str> {
+        self.prefix.as_deref()
+    }
+    fn is_default(&self) -> bool {
+        self.default
+    }
+}
+
+/// An image that names no configured upstream, or is not written as an image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Written(#[from] oci::WrittenImageError),
+    #[error(transparent)]
+    Route(#[from] upstream::WrittenRouteError),
+}
+
+/// An image of the configuration (its key: `cache.pins[0]`) that routes to no upstream.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}")]
+pub struct ConfigImageError {
+    pub key: String,
+    #[source]
+    pub source: ImageError,
 }
 
 /// The webhooks' settings from `[events]` (validated: URLs parse, kinds are known).

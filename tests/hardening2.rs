@@ -316,12 +316,13 @@ async fn export_names_the_real_cause_and_keeps_shared_tags_apart() {
         proxy.cli(&["prefetch", "lab.test/test/app:v1", "lab.test/test/other:v1", "lab.test/test/app:v2"]);
     assert!(ok, "{out}{err}");
 
-    // A name without a configured registry: the error says so, as prefetch's does.
+    // A name no configured registry, prefix or default upstream serves: the error says so,
+    // as prefetch's does, with what is configured.
     let work = tempfile::tempdir().unwrap();
     let tar = work.path().join("x.tar");
     let (ok, _, err) = proxy.cli(&["export", "library/app:2", "--out", tar.to_str().unwrap()]);
     assert!(!ok);
-    assert!(err.contains("registry \"library\" is not a configured upstream"), "{err}");
+    assert!(err.contains("no upstream serves \"library/app\"") && err.contains("configured: lab.test"), "{err}");
     assert!(!err.contains("not in the cache"), "{err}");
     let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "a failed export left {left:?} behind");

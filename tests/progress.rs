@@ -334,7 +334,7 @@ async fn quiet_prints_errors_and_the_summary_only() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failed_import_says_why_once_and_json_ends_with_a_failed_line() {
+async fn a_failed_import_says_why_once_and_json_names_the_failed_image() {
     let lab = Lab::start().await;
     let out = run(&["prefetch", "-q", "lab.test/test/small:v1"], &lab.cfg);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -355,8 +355,13 @@ async fn a_failed_import_says_why_once_and_json_ends_with_a_failed_line() {
     let out = run(&["import", "--json", dir.to_str().unwrap()], &site);
     assert!(!out.status.success());
     let lines = json_lines(&out.stdout);
+    // The image failed (and the run went on to the end): its `failed` line, then the
+    // summary naming it.
+    let failed = events(&lines, "failed");
+    assert_eq!(failed.len(), 1, "{lines:?}");
+    assert!(failed[0]["error"].as_str().unwrap().contains("does not match its digest"), "{lines:?}");
     let last = lines.last().unwrap();
-    assert_eq!(last["event"], "failed", "{lines:?}");
-    assert!(last["error"].as_str().unwrap().contains("does not match its digest"), "{last}");
-    assert!(events(&lines, "summary").is_empty(), "{lines:?}");
+    assert_eq!(last["event"], "summary", "{lines:?}");
+    assert_eq!(last["images"], 0, "{last}");
+    assert_eq!(last["failed"].as_array().unwrap().len(), 1, "{last}");
 }

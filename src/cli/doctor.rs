@@ -7,6 +7,7 @@
 //! shared tier's probe. Only the peers' `/healthz` is asked with a plain client.
 
 use super::location::{Location, Resolved};
+use super::stdout::outln;
 use pullthrough::config::{AuthConfig, Config, UpstreamConfig};
 use pullthrough::upstream::UpstreamError;
 use std::path::Path;
@@ -62,7 +63,7 @@ pub fn run(loc: &Location) -> anyhow::Result<bool> {
         if c.status == Status::Fail {
             failed += 1;
         }
-        println!("{}", c.line());
+        outln!("{}", c.line());
     };
     let resolved = match loc.resolve() {
         Ok(r) => {
@@ -78,7 +79,7 @@ pub fn run(loc: &Location) -> anyhow::Result<bool> {
                 super::error_text(&e),
                 "correct the file (`pullthrough check-config --config FILE` says the same)",
             ));
-            println!("doctor: the configuration is unusable; nothing else was checked");
+            outln!("doctor: the configuration is unusable; nothing else was checked");
             return Ok(false);
         }
     };
@@ -91,9 +92,9 @@ pub fn run(loc: &Location) -> anyhow::Result<bool> {
         report(c);
     }
     if failed == 0 {
-        println!("doctor: all {total} checks passed");
+        outln!("doctor: all {total} checks passed");
     } else {
-        println!("doctor: {failed} of {total} checks failed");
+        outln!("doctor: {failed} of {total} checks failed");
     }
     Ok(failed == 0)
 }
@@ -163,14 +164,14 @@ fn space_check(dir: &Path, cfg: &Config) -> Check {
     };
     let keep = cfg.cache.min_free.bytes_of(space.size);
     let budget = match &cfg.cache.max_size {
-        Some(m) => format!(", max_size {}", crate::human_bytes(m.0)),
+        Some(m) => format!(", max_size {}", super::human_bytes(m.0)),
         None => String::new(),
     };
     let detail = format!(
         "{} available of {} (min_free keeps {} free{budget})",
-        crate::human_bytes(space.available),
-        crate::human_bytes(space.size),
-        crate::human_bytes(keep)
+        super::human_bytes(space.available),
+        super::human_bytes(space.size),
+        super::human_bytes(keep)
     );
     if space.available <= keep {
         Check::fail(

@@ -44,12 +44,18 @@ pub struct Resolved {
 }
 
 impl ConfigArg {
-    /// The configuration file, validated, or the embedded default.
+    /// The configuration file, validated (every image it names routes to an upstream), or
+    /// the embedded default.
     pub fn load(&self) -> anyhow::Result<Config> {
-        Ok(match &self.config {
+        let config = match &self.config {
             Some(p) => Config::load(p)?,
             None => Config::embedded(),
-        })
+        };
+        pullthrough::settings::check_images(&config).map_err(|e| {
+            let origin = self.config.as_deref().map_or("embedded default config".into(), |p| p.display().to_string());
+            anyhow::Error::new(e).context(origin)
+        })?;
+        Ok(config)
     }
 
     /// "config /etc/pullthrough.toml", or says the embedded default is used.

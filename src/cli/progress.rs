@@ -19,10 +19,11 @@
 //! reporter's own reads the counter on its clock and draws or prints, so a transfer never
 //! waits for a terminal or a pipe.
 
+use super::stdout::outln;
 use indicatif::{HumanBytes, HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pullthrough::core::progress::{Event, Progress};
 use serde_json::json;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -43,7 +44,7 @@ pub struct ProgressArgs {
     pub json: bool,
     /// How often a progress line is printed when stderr is not a terminal, and with --json
     /// (e.g. 5s, 500ms).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = pullthrough::config::parse_duration)]
     pub progress_interval: Duration,
 }
 
@@ -57,15 +58,6 @@ pub enum Mode {
 }
 
 impl ProgressArgs {
-    /// The log level when RUST_LOG does not say: warnings and errors only where info lines
-    /// would break into the bars or the JSON, or where quiet was asked for.
-    pub fn log_level(&self) -> &'static str {
-        match self.mode() {
-            Mode::Lines => "info",
-            Mode::Bars | Mode::Json | Mode::Quiet => "warn",
-        }
-    }
-
     /// The mode these options and this process's stderr call for.
     pub fn mode(&self) -> Mode {
         if self.json {
@@ -190,8 +182,8 @@ impl Reporter {
         match self.inner.mode {
             Mode::Quiet => {}
             Mode::Json => self.inner.json_line("result", json),
-            Mode::Lines => println!("{human}"),
-            Mode::Bars => self.inner.suspend(|| println!("{human}")),
+            Mode::Lines => outln!("{human}"),
+            Mode::Bars => self.inner.suspend(|| outln!("{human}")),
         }
     }
 
@@ -213,7 +205,7 @@ impl Reporter {
                 }
                 self.inner.json_line("summary", json);
             }
-            _ => println!("{human}"),
+            _ => outln!("{human}"),
         }
     }
 
@@ -277,9 +269,7 @@ impl Inner {
             None => v = json!({"event": event, "value": v}),
         }
         // One write of one whole line: a reader never sees half an object.
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{v}");
-        let _ = out.flush();
+        super::stdout::line(v);
     }
 
     fn event(&self, event: Event<'_>) {

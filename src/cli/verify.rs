@@ -66,10 +66,12 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
     let todo = to_repair(&pt, &report)?;
     // Quarantined before this run (by an earlier `verify` or the daemon) and not cached again.
     let earlier = todo.len() - moved;
-    let (mut left, mut repaired) = (moved, 0);
+    // Every quarantined file not back in the cache counts, this run's and earlier ones':
+    // a second run stays non-zero until the corruption is repaired.
+    let (mut left, mut repaired) = (todo.len(), 0);
     if args.repair {
         repaired = repair(&pt, &todo, &reporter)?;
-        left = todo.len() - repaired;
+        left -= repaired;
     }
     let counts = Counts { repaired, earlier, repair: args.repair };
     reporter.finish(&summary(&report, &counts), summary_json(&report, &counts));

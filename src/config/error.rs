@@ -2,7 +2,7 @@
 //! (`upstream[0].url`, `cluster.token_env`) and says what to do.
 
 use super::credentials::CredentialError;
-use crate::oci::ImageRefError;
+use crate::oci::WrittenImageError;
 use std::path::PathBuf;
 
 /// A configuration that cannot be used.
@@ -41,9 +41,10 @@ pub enum Problem {
     /// A value outside what the key accepts (the message says what it accepts).
     #[error("{0}")]
     Rule(String),
-    /// A pinned or prefetched image reference that does not parse.
+    /// A pinned or prefetched image that is not written as an image (which upstream it
+    /// names is checked by `settings::check_images`: routing is the upstream layer's).
     #[error(transparent)]
-    Image(#[from] ImageRefError),
+    Image(#[from] WrittenImageError),
     /// A credential the key points at: an unset environment variable, an unreadable file.
     #[error(transparent)]
     Credentials(#[from] CredentialError),

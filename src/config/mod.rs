@@ -36,6 +36,7 @@ pub use ecr_host::parse_ecr_host;
 pub use error::{ConfigError, Invalid, Problem};
 pub use events::{EventsConfig, WebhookConfig, WebhookMode, EVENT_KINDS};
 pub use prefetch::PrefetchConfig;
+pub use serde_util::{parse_duration, parse_listen};
 pub use server::ServerConfig;
 pub use shared::{S3Config, SharedConfig};
 pub use size::{ByteRate, ByteSize, SpaceAmount};

@@ -1,6 +1,6 @@
 //! `[server]`: listeners, TLS, shutdown and idle timeouts, offline mode.
 
-use super::serde_util::duration;
+use super::serde_util::{duration, listen, parse_listen};
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    #[serde(default = "default_listen")]
+    #[serde(default = "default_listen", deserialize_with = "listen")]
     pub listen: SocketAddr,
     /// Where /metrics, /healthz and /readyz are served; `""` or `"off"` disables it.
     #[serde(default = "default_admin_listen", deserialize_with = "optional_addr")]
@@ -52,9 +52,7 @@ fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, 
     let s = String::deserialize(d)?;
     match s.trim() {
         "" | "off" => Ok(None),
-        a => a.parse().map(Some).map_err(|_| {
-            serde::de::Error::custom(format!("{a:?} is not an address like \"127.0.0.1:5001\" (or \"off\")"))
-        }),
+        a => parse_listen(a).map(Some).map_err(|e| serde::de::Error::custom(format!("{e}, or \"off\""))),
     }
 }
 

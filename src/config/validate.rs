@@ -30,20 +30,14 @@ impl Config {
         self.events.validate()
     }
 
-    /// Pins and prefetch entries name images on configured upstreams.
+    /// Pins and prefetch entries are written as images. Which upstream each names is
+    /// routing's decision, checked by `settings::check_images` with the upstream layer's rules.
     fn validate_images(&self) -> Result<(), Invalid> {
         let pins = self.cache.pins.iter().enumerate().map(|(i, p)| (format!("cache.pins[{i}]"), p));
         let prefetch = self.prefetch.iter().enumerate().map(|(i, p)| (format!("prefetch[{i}].image"), &p.image));
         for (key, text) in pins.chain(prefetch) {
-            let r: crate::oci::ImageRef = match text.parse() {
-                Ok(r) => r,
-                Err(e) => return Err(Invalid { key, problem: Problem::Image(e) }),
-            };
-            if !self.upstreams.iter().any(|u| u.host == r.host) {
-                return Err(Invalid::rule(
-                    key,
-                    format!("{text:?} names registry {:?}, which is not a configured upstream host", r.host),
-                ));
+            if let Err(e) = text.parse::<crate::oci::WrittenImage>() {
+                return Err(Invalid { key, problem: Problem::Image(e) });
             }
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! handlers, and the mapping of every error to an OCI error response.
 //!
 //! A request goes one way, each decision made once:
-//! `server` (connections, identity, metrics, the request log; drops a HEAD's body) →
+//! `listener` (connections) → `app` (identity, metrics, the request log; drops a HEAD's body) →
 //! `router` (path → `Endpoint`, or a 4xx) → `handlers::handle` (routes the repository to an
 //! upstream and checks access, then one handler per endpoint; blobs in `blob`, and their
 //! answers to peer nodes in `peer`) → `core`.
@@ -11,20 +11,22 @@
 //! the OCI error JSON with its status.
 
 pub mod access;
+mod app;
 mod blob;
 mod body;
 mod error;
 mod handlers;
 mod idle;
+mod listener;
 mod outcome;
 mod peer;
 pub mod range;
 mod request_log;
 pub mod router;
-mod server;
 pub mod tls;
 mod tracked;
 
+pub use app::App;
 pub use body::Body;
 pub use error::ApiError;
-pub use server::{serve, App, Listeners};
+pub use listener::{serve, Listeners};

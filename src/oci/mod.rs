@@ -12,12 +12,14 @@ mod name;
 mod pagination;
 mod reference;
 pub mod referrers;
+mod written_image;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher, Sha256Hasher};
 pub use image_ref::{ImageRef, ImageRefError};
 pub use name::{NameError, RepoName};
 pub use pagination::{query_pairs, query_param, TagsPageOf, TagsQuery, TagsQueryError};
 pub use reference::{Reference, ReferenceError, Tag, TagError};
+pub use written_image::{WrittenImage, WrittenImageError};
 
 /// How pullthrough names itself on the wire (`User-Agent` of every request it makes to
 /// upstreams, peers and webhooks), so operators can tell who is calling. Here, at the bottom,

@@ -24,7 +24,7 @@ pub use client::Registry;
 pub use ecr::EcrTokens;
 pub use error::UpstreamError;
 pub use reachability::Reachability;
-pub use route::{Route, RouteError, Upstream, Upstreams};
+pub use route::{route_written, Routable, Route, RouteError, Upstream, Upstreams, WrittenRouteError};
 pub use settings::{AuthSettings, EcrSettings, UpstreamSettings};
 
 /// TLS settings for one upstream: system roots plus its `ca_file`, or no verification at

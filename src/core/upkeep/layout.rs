@@ -37,9 +37,28 @@ pub enum ImportError {
 
 #[derive(Debug, Serialize, Default)]
 pub struct ImportReport {
+    /// The images imported.
     pub images: Vec<String>,
     pub blobs: usize,
     pub bytes: u64,
+    /// The images not imported, and why.
+    pub failed: Vec<ImportFailure>,
+}
+
+/// An image of a layout that was not imported.
+#[derive(Debug, Serialize)]
+pub struct ImportFailure {
+    /// Its name, or the index entry's tag or digest when it has none.
+    pub image: String,
+    pub error: String,
+}
+
+/// An index entry ready to import.
+struct Planned {
+    image: ImageRef,
+    route: Route,
+    top: Digest,
+    media_type: String,
 }
 
 #[derive(serde::Deserialize, serde::Serialize)]
@@ -199,11 +218,14 @@ impl PullThrough {
     }
 
     /// Import an OCI layout directory. `default_repo` (`registry/repo`) names entries that
-    /// carry only a tag (as `skopeo copy … oci:DIR:TAG` writes them). Every entry's name and
-    /// upstream are checked before anything is imported. Each image is all or nothing: every
-    /// blob is verified before any is stored, and its tag record is written last. Each image
-    /// is an item of `progress`; its bytes are those read from the layout (to verify, and
-    /// again to store what the cache lacks). Blocking.
+    /// carry only a tag (as `skopeo copy … oci:DIR:TAG` writes them). Each image is all or
+    /// nothing: every blob is verified before any is stored, and its tag record is written
+    /// last. An image that cannot be imported (no name, an unconfigured registry, a blob
+    /// that fails verification) is reported as failed and named in the report, and the run
+    /// goes on with the next: one bad image does not keep the good ones out. Each image is
+    /// an item of `progress`; its bytes are those read from the layout (to verify, and again
+    /// to store what the cache lacks). Only a directory that is no layout fails the whole
+    /// run. Blocking.
     pub fn import_layout(
         &self,
         layout: &Path,
@@ -211,33 +233,44 @@ impl PullThrough {
         progress: &dyn Progress,
     ) -> Result<ImportReport, ImportError> {
         let index = read_index(layout)?;
-        let mut images = Vec::new();
-        for entry in &index.manifests {
-            if let Some(image) = entry_image(entry, default_repo)? {
-                let route = self.route_image(&image).map_err(|e| ImportError::Layout(format!("{image}: {e}")))?;
-                let top: Digest =
-                    entry.digest.parse().map_err(|_| ImportError::Layout(format!("bad digest {:?}", entry.digest)))?;
-                images.push((image, route, top, entry.media_type.clone()));
-            }
-        }
-        progress.event(Event::Planned { items: images.len(), bytes: None });
+        let entries: Vec<(String, Result<Planned, ImportError>)> = index
+            .manifests
+            .iter()
+            .filter_map(|entry| {
+                let planned = self.plan_entry(entry, default_repo).transpose()?;
+                let name = planned.as_ref().map_or_else(|_| entry_label(entry), |p| p.image.to_string());
+                Some((name, planned))
+            })
+            .collect();
+        progress.event(Event::Planned { items: entries.len(), bytes: None });
         let mut report = ImportReport::default();
-        for (image, route, top, media_type) in &images {
-            let name = image.to_string();
+        for (name, planned) in entries {
             progress.event(Event::Started { name: &name });
-            let imported = self.import_image(layout, image, route, (top, media_type), progress);
+            let imported = planned.and_then(|p| self.import_image(layout, &p, progress));
             match imported {
                 Ok((blobs, bytes)) => {
                     report.blobs += blobs;
                     report.bytes += bytes;
-                    report.images.push(name.clone());
                     progress.event(Event::Finished { name: &name });
+                    report.images.push(name);
                 }
-                // The run ends here: the caller reports the error, once.
-                Err(e) => return Err(e),
+                Err(e) => {
+                    progress.event(Event::Failed { name: &name, error: &e });
+                    report.failed.push(ImportFailure { image: name, error: e.to_string() });
+                }
             }
         }
         Ok(report)
+    }
+
+    /// What an index entry imports: its image, route and top manifest; `None` for an entry
+    /// with nothing to call it by.
+    fn plan_entry(&self, entry: &Descriptor, default_repo: Option<&str>) -> Result<Option<Planned>, ImportError> {
+        let Some(image) = entry_image(entry, default_repo)? else { return Ok(None) };
+        let route = self.route_image(&image).map_err(|e| ImportError::Layout(format!("{image}: {e}")))?;
+        let top: Digest =
+            entry.digest.parse().map_err(|_| ImportError::Layout(format!("bad digest {:?}", entry.digest)))?;
+        Ok(Some(Planned { image, route, top, media_type: entry.media_type.clone() }))
     }
 
     /// Import one image of a layout: its blobs verified, then stored, then its records.
@@ -245,11 +278,10 @@ impl PullThrough {
     fn import_image(
         &self,
         layout: &Path,
-        image: &ImageRef,
-        route: &Route,
-        (top, top_type): (&Digest, &str),
+        planned: &Planned,
         progress: &dyn Progress,
     ) -> Result<(usize, u64), ImportError> {
+        let Planned { image, route, top, media_type: top_type } = planned;
         let blobs = walk_layout(layout, image, top, top_type, progress)?;
         let unverified: Vec<&(Digest, Option<String>, u64)> = blobs.iter().filter(|(_, mt, _)| mt.is_none()).collect();
         let to_write: u64 = unverified.iter().filter(|(d, _, _)| !self.store().contains(d)).map(|(_, _, n)| n).sum();
@@ -340,6 +372,11 @@ fn read_index(layout: &Path) -> Result<Index, ImportError> {
         .map_err(|e| ImportError::Layout(format!("{}: {e} (is this an OCI image layout?)", index_path.display())))?;
     serde_json::from_slice(&text)
         .map_err(|e| ImportError::Layout(format!("{} is not an OCI index: {e}", index_path.display())))
+}
+
+/// An index entry, for a message when its name cannot be read: its tag, else its digest.
+fn entry_label(entry: &Descriptor) -> String {
+    entry.annotations.get(REF_ANNOTATION).cloned().unwrap_or_else(|| entry.digest.clone())
 }
 
 /// The image an index entry names: its containerd name, or `default_repo` with its tag;
