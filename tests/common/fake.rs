@@ -1,7 +1,8 @@
 //! A fault-injecting fake upstream, for what no real registry does on demand: flipped bits,
 //! connection resets and truncation mid-blob, redirects to another host, Docker Hub's
 //! rate limit (its `ratelimit-limit`/`ratelimit-remaining: 98;w=21600` headers, manifest GETs
-//! counted and HEADs free, 429 with `Retry-After` once spent), and slow manifests. Raw TCP,
+//! counted and HEADs free, 429 with `Retry-After` once spent), and answers held at a gate
+//! the test opens (a slow upstream, without a clock). Raw TCP,
 //! one response per connection, serving until dropped.
 
 use std::collections::HashMap;
@@ -31,6 +32,43 @@ pub enum Fault {
     Status(u16, Vec<(String, String)>),
     /// Send the response head one byte every `delay_ms` (slow-loris).
     SlowHeaders { delay_ms: u64 },
+    /// Announce the full length, send `at` bytes, then wait for `gate` to open before the
+    /// rest: a transfer the test holds mid-way for as long as it needs, not for a time.
+    Hold { at: usize, gate: Gate },
+}
+
+/// A gate held transfers wait at: the test waits until `reached` counts the ones it
+/// expects, then opens it (for every held transfer and every later one).
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<GateState>);
+
+#[derive(Debug)]
+struct GateState {
+    reached: std::sync::atomic::AtomicUsize,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate(Arc::new(GateState { reached: 0.into(), open: tokio::sync::watch::channel(false).0 }))
+    }
+}
+
+impl Gate {
+    /// How many transfers have reached the gate.
+    pub fn reached(&self) -> usize {
+        self.0.reached.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn open(&self) {
+        self.0.open.send_replace(true);
+    }
+
+    async fn pass(&self) {
+        let mut open = self.0.open.subscribe();
+        self.0.reached.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = open.wait_for(|o| *o).await;
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -64,8 +102,8 @@ struct State {
     blobs: HashMap<String, (Vec<u8>, Fault)>,
     manifests: HashMap<String, Manifest>,
     rate: Option<RateLimit>,
-    /// Paths answered only after this long.
-    delays: HashMap<String, std::time::Duration>,
+    /// Paths answered only once their gate opens.
+    holds: HashMap<String, Gate>,
     seen: Vec<Seen>,
     /// When set, every /v2/ request without exactly this Authorization gets a Basic 401.
     require_auth: Option<String>,
@@ -190,9 +228,9 @@ impl FakeUpstream {
         }
     }
 
-    /// Answer requests for `path` only after `delay` (e.g. a slow manifest).
-    pub fn delay(&self, path: &str, delay: std::time::Duration) {
-        self.state.lock().unwrap().delays.insert(path.to_string(), delay);
+    /// Answer requests for `path` (any method) only once `gate` opens.
+    pub fn hold(&self, path: &str, gate: &Gate) {
+        self.state.lock().unwrap().holds.insert(path.to_string(), gate.clone());
     }
 }
 
@@ -245,15 +283,15 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
         .map(|(_, v)| v.trim().to_string());
-    let (blob, required, manifest, delay) = {
+    let (blob, required, manifest, hold) = {
         let mut s = st.lock().unwrap();
         s.seen.push(Seen { method: method.clone(), path: path.clone(), authorization: authorization.clone() });
         let digest = path.rsplit('/').next().unwrap_or("");
         let manifest = manifest_answer(&mut s, &method, &path);
-        (s.blobs.get(digest).cloned(), s.require_auth.clone(), manifest, s.delays.get(&path).copied())
+        (s.blobs.get(digest).cloned(), s.require_auth.clone(), manifest, s.holds.get(&path).cloned())
     };
-    if let Some(d) = delay {
-        tokio::time::sleep(d).await;
+    if let Some(gate) = hold {
+        gate.pass().await;
     }
     let is_api = path.starts_with("/v2/");
     if is_api && required.is_some() && authorization != required {
@@ -323,6 +361,14 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
                 tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
             }
             sock.write_all(&bytes).await?;
+            sock.shutdown().await
+        }
+        Fault::Hold { at, gate } => {
+            sock.write_all(head(bytes.len()).as_bytes()).await?;
+            sock.write_all(&bytes[..at]).await?;
+            sock.flush().await?;
+            gate.pass().await;
+            sock.write_all(&bytes[at..]).await?;
             sock.shutdown().await
         }
         Fault::Slow { chunk, delay_ms } => {
