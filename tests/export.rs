@@ -4,12 +4,9 @@
 mod common;
 
 use common::containerd::start_containerd;
-use common::fake::{FakeUpstream, Fault};
-use common::image::{self, pseudo_random};
+use common::image;
 use common::*;
 use std::path::Path;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `ref.name` → digest, from an OCI layout's index.json.
 fn ref_names(layout: &Path) -> Vec<(String, String)> {

@@ -4,12 +4,8 @@
 mod common;
 
 use common::containerd::start_containerd;
-use common::fake::{FakeUpstream, Fault};
-use common::image::{self, pseudo_random};
+use common::image;
 use common::*;
-use std::path::Path;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn basic(user: &str, pw: &str) -> String {
     use base64::Engine as _;

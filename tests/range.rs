@@ -3,13 +3,9 @@
 
 mod common;
 
-use common::containerd::start_containerd;
 use common::fake::{FakeUpstream, Fault};
-use common::image::{self, pseudo_random};
+use common::image::pseudo_random;
 use common::*;
-use std::path::Path;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn range_requests_follow_rfc_9110() {

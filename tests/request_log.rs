@@ -3,13 +3,10 @@
 
 mod common;
 
-use common::containerd::start_containerd;
-use common::fake::{FakeUpstream, Fault};
-use common::image::{self, pseudo_random};
+use common::fake::{FakeUpstream, Fault, Gate};
+use common::image::pseudo_random;
 use common::*;
-use std::path::Path;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
 
 /// The `request` log lines of a text log that contain all of `needles`.
 fn request_lines<'a>(log: &'a str, needles: &[&str]) -> Vec<&'a str> {
