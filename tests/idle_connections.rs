@@ -1,6 +1,8 @@
 //! Idle and silent connections (issue 12): closed after `[server] idle_timeout`, over
 //! HTTP/1.1 and HTTP/2, while a transfer slower than the timeout is not idle and completes.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault};

@@ -1,6 +1,8 @@
 //! Anonymous requests that credentials could allow are challenged (401) rather than refused
 //! (issue 12), so real containerd and skopeo can log in.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::containerd::start_containerd;

@@ -1,6 +1,8 @@
 //! `Range` on blobs follows RFC 9110 §14.2 (issue 12): one range is a 206, several ranges or
 //! another unit the whole blob, an unsatisfiable range a 416.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault};

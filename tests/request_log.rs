@@ -1,6 +1,8 @@
 //! The request log (issue 12): it names the upstream of forwarded errors and times the whole
 //! body, not just the head.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault, Gate};
