@@ -445,18 +445,9 @@ async fn client_certificates_identify_users() {
         ),
     );
     std::fs::write(&cfg, text).unwrap();
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let addr = text.lines().find_map(|l| l.strip_prefix("listen = ")).unwrap().trim_matches('"').to_string();
-    let admin = text.lines().find_map(|l| l.strip_prefix("admin_listen = ")).unwrap().trim_matches('"').to_string();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pullthrough"));
-    cmd.arg("serve").arg("--config").arg(&cfg);
-    let _proc = Proc::spawn(cmd, dir.path().join("pt.log"));
-    wait_until(
-        "the mTLS proxy",
-        Duration::from_secs(20),
-        async || matches!(get(&format!("http://{admin}/healthz"), &[]).await, Ok(r) if r.status == 200),
-    )
-    .await;
+    // The daemon binds port 0 and logs the address it bound.
+    let proxy = Proxy::launch(dir, &cfg, |c| c).await;
+    let addr = proxy.addr;
 
     let url = |repo: &str| format!("https://{addr}/v2/lab/{repo}/manifests/v1");
     let (nc, nk) = (node_crt.to_str().unwrap(), node_key.to_str().unwrap());
