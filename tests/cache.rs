@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::fake::{FakeUpstream, Fault};
+use common::fake::{FakeUpstream, Fault, Gate};
 use common::image::{self, pseudo_random};
 use common::*;
 use std::process::Command;
@@ -68,41 +68,46 @@ async fn eviction_keeps_the_budget_under_a_stream_of_fills() {
         let url = format!("{}/v2/r/blobs/{d}?ns=fake.test", proxy.url());
         let (status, _, hex) = get_hashed(&url, &[]).await.unwrap();
         assert_eq!((status, format!("sha256:{hex}")), (200, d.clone()));
+        proxy.wait_cached(d).await;
         settle_under(&proxy, budget).await;
     }
-    // 24 MiB went through a 10 MiB cache: the newest blob stayed, the oldest went.
-    assert!(proxy.cached_bytes() <= budget);
-    assert!(
-        cached(&proxy, &blobs[7].0),
-        "the most recent blob was evicted: {:?}\n{}",
-        proxy.cached_blobs(),
-        proxy.proc.log_text()
-    );
-    assert!(
-        !cached(&proxy, &blobs[0].0),
-        "the oldest blob was kept over budget: {:?}\n{}",
-        proxy.cached_blobs(),
-        proxy.proc.log_text()
-    );
+    // 24 MiB went through a 10 MiB cache. Over the high watermark (95%) a pass frees down to
+    // the low one (85%): the fourth 3 MiB blob makes 12 MiB, two go, and so on; the last
+    // two blobs stay, every other went.
+    let cached_set = |proxy: &Proxy| -> Vec<String> {
+        let blobs = proxy.cached_blobs();
+        let mut v: Vec<String> = blobs.iter().map(|p| format!("sha256:{}", p.rsplit('/').next().unwrap())).collect();
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(cached_set(&proxy), sorted(vec![blobs[6].0.clone(), blobs[7].0.clone()]), "{}", proxy.proc.log_text());
     wait_log(&proxy.proc, "evicted least recently used blobs").await;
-    // A hit refreshes recency: touch blob 5, fill two more, and 5 survives while 6 goes.
+    // A hit refreshes recency: fill a third blob, hit blob 6 (now more recent than 7 and the
+    // new one), fill a fourth: the pass evicts the two least recently used, 7 and the third.
     let url = |d: &str| format!("{}/v2/r/blobs/{d}?ns=fake.test", proxy.url());
-    let touched = &blobs[5].0;
-    if cached(&proxy, touched) {
-        get_hashed(&url(touched), &[]).await.unwrap();
-        for (d, b) in [blob(200, 3 * MIB), blob(201, 3 * MIB)] {
-            fake.set_blob(&d, b, Fault::Good);
-            get_hashed(&url(&d), &[]).await.unwrap();
-            settle_under(&proxy, budget).await;
-        }
-        assert!(
-            cached(&proxy, touched),
-            "a recently hit blob was evicted before colder ones: {:?}\n{}",
-            proxy.cached_blobs(),
-            proxy.proc.log_text()
-        );
-        assert!(!cached(&proxy, &blobs[6].0));
+    let touched = &blobs[6].0;
+    let (third, fourth) = (blob(200, 3 * MIB), blob(201, 3 * MIB));
+    for (d, b) in [&third, &fourth] {
+        fake.set_blob(d, b.clone(), Fault::Good);
     }
+    get_hashed(&url(&third.0), &[]).await.unwrap();
+    settle_under(&proxy, budget).await;
+    proxy.wait_cached(&third.0).await;
+    let (status, _, hex) = get_hashed(&url(touched), &[]).await.unwrap();
+    assert_eq!((status, format!("sha256:{hex}")), (200, touched.clone()));
+    get_hashed(&url(&fourth.0), &[]).await.unwrap();
+    proxy.wait_cached(&fourth.0).await;
+    settle_under(&proxy, budget).await;
+    assert_eq!(
+        cached_set(&proxy),
+        sorted(vec![touched.clone(), fourth.0.clone()]),
+        "the recently hit blob must outlive colder ones\n{}",
+        proxy.proc.log_text()
+    );
     assert_all_cached_blobs_verify(&proxy);
 }
 
@@ -110,8 +115,9 @@ async fn eviction_keeps_the_budget_under_a_stream_of_fills() {
 async fn a_blob_being_filled_is_never_evicted() {
     let fake = FakeUpstream::start().await;
     let (slow_d, slow_b) = blob(1, 4 * MIB);
-    // About 1.6 s of transfer.
-    fake.set_blob(&slow_d, slow_b, Fault::Slow { chunk: 128 * 1024, delay_ms: 50 });
+    // Held half-way until the other fills have made the cache evict.
+    let gate = Gate::default();
+    fake.set_blob(&slow_d, slow_b, Fault::Hold { at: 2 * MIB, gate: gate.clone() });
     let others: Vec<_> = (0..4).map(|i| blob(10 + i, 3 * MIB)).collect();
     for (d, b) in &others {
         fake.set_blob(d, b.clone(), Fault::Good);
@@ -124,13 +130,16 @@ async fn a_blob_being_filled_is_never_evicted() {
     let url = |d: &str| format!("{}/v2/r/blobs/{d}?ns=fake.test", proxy.url());
     let slow_url = url(&slow_d);
     let slow = tokio::spawn(async move { get_hashed(&slow_url, &[]).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until("the slow fill to reach the gate", Duration::from_secs(10), async || gate.reached() == 1).await;
     // Meanwhile 12 MiB of other fills push the cache over budget again and again.
     for (d, _) in &others {
         get_hashed(&url(d), &[]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        proxy.wait_cached(d).await;
     }
-    assert!(!slow.is_finished(), "the slow fill should still be running while eviction works");
+    wait_log(&proxy.proc, "evicted least recently used blobs").await;
+    assert!(!slow.is_finished(), "the slow fill is held at the gate while eviction works");
+    gate.open();
+
     let (status, n, hex) = slow.await.unwrap().unwrap();
     assert_eq!((status, n, format!("sha256:{hex}")), (200, 4 * MIB as u64, slow_d.clone()));
     wait_log(&proxy.proc, "evicted least recently used blobs").await;
@@ -143,25 +152,34 @@ async fn a_blob_being_filled_is_never_evicted() {
 async fn sigkill_during_twenty_fills_leaves_no_partial_blob() {
     let fake = FakeUpstream::start().await;
     let blobs: Vec<_> = (0..20).map(|i| blob(300 + i, MIB + i as usize * 1000)).collect();
+    // Every fourth completes before the kill; the others are held mid-transfer when it lands.
+    let gate = Gate::default();
+    let held = |i: usize| i % 4 != 0;
     for (i, (d, b)) in blobs.iter().enumerate() {
-        // Some finish before the kill, most are mid-transfer when it lands.
-        let fault = if i % 4 == 0 { Fault::Good } else { Fault::Slow { chunk: 64 * 1024, delay_ms: 40 } };
+        let fault = if held(i) { Fault::Hold { at: MIB / 2, gate: gate.clone() } } else { Fault::Good };
         fake.set_blob(d, b.clone(), fault);
     }
     let proxy = Proxy::start(&upstream_toml("fake.test", &fake.url(), "")).await;
-    let tasks: Vec<_> = blobs
+    let mut tasks: Vec<_> = blobs
         .iter()
         .map(|(d, _)| {
             let u = format!("{}/v2/r/blobs/{d}?ns=fake.test", proxy.url());
-            tokio::spawn(async move { get_hashed(&u, &[]).await })
+            Some(tokio::spawn(async move { get_hashed(&u, &[]).await }))
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The completed downloads are whole and right (hashed), before the kill.
+    for (i, (d, b)) in blobs.iter().enumerate().filter(|(i, _)| !held(*i)) {
+        let (status, n, hex) = tasks[i].take().unwrap().await.unwrap().unwrap();
+        assert_eq!((status, n, format!("sha256:{hex}")), (200, b.len() as u64, d.clone()));
+    }
+    wait_until("15 fills held mid-transfer", Duration::from_secs(20), async || gate.reached() == 15).await;
     let tmp_before_kill = list_files(&proxy.cache.join("tmp")).len();
     assert!(tmp_before_kill > 0, "no fill was in progress at the kill");
     let proxy = proxy.restart().await; // SIGKILL, then start on the same cache
-    for t in tasks {
-        let _ = t.await; // broken transfers, or complete ones from before the kill
+                                       // A held transfer cannot complete: its proxy died mid-way.
+    for t in tasks.into_iter().flatten() {
+        let got = t.await.unwrap();
+        assert!(got.is_err(), "a transfer cut by SIGKILL completed: {got:?}");
     }
     assert!(list_files(&proxy.cache.join("tmp")).is_empty(), "temp files survived the restart");
     assert_all_cached_blobs_verify(&proxy);

@@ -63,13 +63,18 @@ async fn serve_runs_on_the_embedded_default_and_cleans_leftover_temp_files() {
     std::fs::write(cache.join("tmp").join(dead).join("ab.4242-1.tmp"), b"partial fill").unwrap();
     std::fs::create_dir_all(cache.join("locks").join("sessions")).unwrap();
     std::fs::write(cache.join("locks").join("sessions").join(dead), b"").unwrap();
-    let port = free_port();
     let mut cmd = pullthrough();
-    let admin = free_port();
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .env("XDG_CACHE_HOME", home.path().join("xdg"));
     let proc = Proc::spawn(cmd, home.path().join("log"));
-    let url = format!("http://127.0.0.1:{port}");
+    // The address this daemon logged it bound.
+    let mut addr = None;
+    wait_until("the default-config daemon to serve", Duration::from_secs(20), async || {
+        addr = serving_addrs(&proc.log_text()).map(|(listen, _)| listen);
+        addr.is_some()
+    })
+    .await;
+    let url = format!("http://{}", addr.unwrap());
     wait_until(
         "the default-config daemon",
         Duration::from_secs(20),
@@ -322,7 +327,8 @@ fn commands_say_which_cache_and_config_they_use() {
 async fn prefetch_suggests_a_second_run_only_when_one_could_help() {
     let fake = FakeUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dead_port = DeadPort::new();
+    let dead = dead_port.url();
     let ups = format!(
         "{}{}",
         upstream_toml("fake.test", &fake.url(), ""),

@@ -128,12 +128,11 @@ fn dashboard_names_only_real_metrics() {
 fn scraped_families() -> BTreeSet<String> {
     use std::io::{Read as _, Write as _};
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (common::free_port(), common::free_port());
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n[cache]\ndir = \"{}\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[cache]\ndir = \"{}\"\n\
              min_free = \"0\"\n[[upstream]]\nhost = \"r.test\"\nurl = \"http://127.0.0.1:9\"\n",
             dir.path().join("cache").display()
         ),
@@ -141,10 +140,18 @@ fn scraped_families() -> BTreeSet<String> {
     .unwrap();
     let mut cmd = bin();
     cmd.arg("serve").arg("--config").arg(&cfg);
-    let _daemon = common::Proc::spawn(cmd, dir.path().join("log"));
+    let daemon = common::Proc::spawn(cmd, dir.path().join("log"));
     let started = std::time::Instant::now();
+    // The admin address this daemon logged it bound (port 0 in the config).
+    let admin = loop {
+        if let Some((_, admin)) = common::serving_addrs(&daemon.log_text()) {
+            break admin;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "not serving: {}", daemon.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     loop {
-        let got = std::net::TcpStream::connect(("127.0.0.1", admin)).and_then(|mut s| {
+        let got = std::net::TcpStream::connect(admin).and_then(|mut s| {
             s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
             s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
             let mut text = String::new();

@@ -68,7 +68,8 @@ async fn passes_on_a_real_registry_and_names_a_dead_upstream() {
     assert!(registry.count_gets("/v2/") >= 1, "the registry was not asked");
 
     // A second upstream nothing listens for.
-    let dead_url = format!("http://127.0.0.1:{}", free_port());
+    let dead_port = DeadPort::new();
+    let dead_url = dead_port.url();
     let both = format!("{live}{}", upstream_toml("dead.test", &dead_url, "connect_timeout = \"2s\""));
     let cfg = Proxy::write_config(dir.path(), "", &both);
     let run = doctor(&cfg, &[]).await;
@@ -143,16 +144,26 @@ async fn fails_on_a_cache_directory_it_cannot_use_and_on_a_bad_config() {
         assert!(line.contains("fix: make it a directory"), "{line}");
     }
 
-    // A directory without write permission (root writes anyway: then this case is moot).
-    use std::os::unix::fs::PermissionsExt as _;
+    // A directory nobody can write to, root included: a read-only bind mount of it, in a
+    // mount namespace of the doctor's own (so the mount goes with the process).
     let ro = dir.path().join("read-only");
     std::fs::create_dir(&ro).unwrap();
-    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
-    if std::fs::write(ro.join("probe"), b"x").is_err() {
-        let run = doctor(&cfg, &["--cache-dir", ro.to_str().unwrap()]).await;
-        assert!(!run.ok, "{run:?}");
-        assert!(run.line("cache directory").contains("cannot write to it"), "{run:?}");
-    }
+    let id = Command::new("id").arg("-u").output().unwrap();
+    let root = String::from_utf8_lossy(&id.stdout).trim() == "0";
+    let mut cmd = Command::new("unshare");
+    cmd.args(if root { vec!["-m"] } else { vec!["-r", "-m"] });
+    cmd.args(["--propagation", "private", "sh", "-c"]);
+    cmd.arg("mount --bind \"$0\" \"$0\" && mount -o remount,bind,ro \"$0\" && exec \"$@\"");
+    cmd.arg(&ro).arg(env!("CARGO_BIN_EXE_pullthrough")).arg("doctor").arg("--config").arg(&cfg);
+    cmd.arg("--cache-dir").arg(&ro);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let run = Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(!run.ok, "{run:?}");
+    assert!(run.line("cache directory").contains("cannot write to it"), "{run:?}");
 
     // An invalid config: named, and nothing else is checked.
     let bad = dir.path().join("bad.toml");
@@ -176,10 +187,11 @@ async fn checks_ecr_tokens_the_shared_tier_and_cluster_peers() {
     assert_eq!(String::from_utf8_lossy(&made.stdout), "200", "cannot create the moto bucket");
     let reg_dir = tempfile::tempdir().unwrap();
     let yaml = htpasswd_yaml(reg_dir.path(), "AWS", &common::moto::password());
-    let registry = Registry::start_at(reg_dir, free_port(), &yaml).await;
+    let registry = Registry::start_in(reg_dir, &yaml).await;
     // A live peer (a pullthrough daemon) and a dead one.
     let peer = Proxy::start(&upstream_toml("r.test", "http://127.0.0.1:9", "")).await;
-    let dead_peer = format!("http://127.0.0.1:{}", free_port());
+    let dead_peer_port = DeadPort::new();
+    let dead_peer = dead_peer_port.url();
     let dir = tempfile::tempdir().unwrap();
     let config = |s3_endpoint: &str| {
         let path = dir.path().join("pullthrough.toml");
@@ -235,7 +247,8 @@ async fn checks_ecr_tokens_the_shared_tier_and_cluster_peers() {
     assert!(!run1.ok && run1.stdout.contains("1 of "), "only the dead peer should fail: {run1:?}");
 
     // A shared tier nothing answers for.
-    let run2 = run(config(&format!("http://127.0.0.1:{}", free_port()))).await;
+    let dead_s3 = DeadPort::new();
+    let run2 = run(config(&dead_s3.url())).await;
     let shared = run2.line("shared tier s3://pt-doctor/");
     assert!(shared.starts_with("FAIL") && shared.contains("fix: check [shared.s3]"), "{shared}");
     assert!(!run2.ok);

@@ -39,11 +39,13 @@ async fn cred_helpers_and_creds_store_run_the_helper_and_again_after_a_refusal()
     let lab = tempfile::tempdir().unwrap();
     let reg_dir = tempfile::tempdir().unwrap();
     let yaml = htpasswd_yaml(reg_dir.path(), "u", "pw-first-91a");
-    let registry = Registry::start_at(reg_dir, free_port(), &yaml).await;
+    let registry = Registry::start_in(reg_dir, &yaml).await;
     let layout = lab.path().join("layout");
     let img = common::image::manifest(&layout, 91, &[20_000], "amd64");
     common::image::finish_layout(&layout, &[(&img.top, "v1")]);
     push(&layout, "v1", &registry.addr.to_string(), "team/app:v1", Some("u:pw-first-91a"));
+    // The proxy's address for the registry, which restarts (a new password) on a new port.
+    let relay = common::relay::Relay::start(registry.addr).await;
 
     let bin = helper_script(lab.path());
     std::fs::write(lab.path().join("password"), "pw-first-91a").unwrap();
@@ -55,17 +57,17 @@ async fn cred_helpers_and_creds_store_run_the_helper_and_again_after_a_refusal()
     let upstreams = [
         upstream_toml(
             "helper.test",
-            &registry.url(),
+            &relay.url(),
             &docker_config("helpers.json", r#"{"credHelpers": {"helper.test": "pttest"}}"#),
         ),
         upstream_toml(
             "store.test",
-            &registry.url(),
+            &relay.url(),
             &docker_config("store.json", r#"{"credsStore": "pttest", "auths": {"store.test": {}}}"#),
         ),
         upstream_toml(
             "missing.test",
-            &registry.url(),
+            &relay.url(),
             &docker_config("missing.json", r#"{"credHelpers": {"missing.test": "not-installed-pt"}}"#),
         ),
     ]
@@ -92,9 +94,10 @@ async fn cred_helpers_and_creds_store_run_the_helper_and_again_after_a_refusal()
 
     // The registry's password changes (and so does the helper's answer): the kept answer is
     // refused, the helper runs once more, and the request succeeds.
-    let (reg_dir, port) = registry.stop();
+    let (reg_dir, _port) = registry.stop();
     let yaml = htpasswd_yaml(reg_dir.path(), "u", "pw-second-7f3a");
-    let registry = Registry::start_at(reg_dir, port, &yaml).await;
+    let registry = Registry::start_in(reg_dir, &yaml).await;
+    relay.point_to(Some(registry.addr));
     std::fs::write(lab.path().join("password"), "pw-second-7f3a").unwrap();
     let r = get(&tags("helper.test"), &[]).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());

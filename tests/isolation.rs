@@ -24,7 +24,7 @@ struct Lab {
 async fn lab() -> Lab {
     let dir = tempfile::tempdir().unwrap();
     let auth = htpasswd_yaml(dir.path(), "alice", "s3cret");
-    let private = Registry::start_at(dir, free_port(), &auth).await;
+    let private = Registry::start_in(dir, &auth).await;
     let public = Registry::start(None).await;
 
     let src = tempfile::tempdir().unwrap();

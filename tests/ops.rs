@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::fake::{FakeUpstream, Fault};
+use common::fake::{FakeUpstream, Fault, Gate};
 use common::image::pseudo_random;
 use common::*;
 use std::process::Command;
@@ -24,11 +24,11 @@ async fn metrics_count_hits_and_misses_and_pass_promtool() {
     let miss = "pullthrough_cache_requests_total{kind=\"blob\",result=\"miss\",upstream=\"fake.test\"}";
     let miss_bytes = "pullthrough_cache_served_bytes_total{result=\"miss\",upstream=\"fake.test\"}";
     let upstream_gets = "pullthrough_upstream_requests_total{method=\"GET\",status=\"200\",upstream=\"fake.test\"}";
-    assert_eq!(proxy.metric(miss).await, 0.0);
+    assert_eq!(proxy.metric_opt(miss).await.unwrap_or(0.0), 0.0);
 
     get_hashed(&url, &[]).await.unwrap();
     assert_eq!(proxy.metric(miss).await, 1.0);
-    assert_eq!(proxy.metric(hit).await, 0.0);
+    assert_eq!(proxy.metric_opt(hit).await.unwrap_or(0.0), 0.0);
     assert_eq!(proxy.metric(miss_bytes).await, 300_000.0);
     assert_eq!(proxy.metric(upstream_gets).await, 1.0);
 
@@ -95,12 +95,13 @@ async fn readyz_fails_when_the_cache_dir_is_not_writable() {
     assert_eq!(get(&format!("http://{}/readyz", proxy.admin), &[]).await.unwrap().status, 200);
 }
 
-async fn slow_blob_proxy(grace: &str) -> (FakeUpstream, Proxy, String, u64) {
+/// A proxy whose one blob's transfer is held half-way at the returned gate.
+async fn slow_blob_proxy(grace: &str) -> (FakeUpstream, Gate, Proxy, String, u64) {
     let fake = FakeUpstream::start().await;
     let bytes = pseudo_random(77, 4 << 20);
     let digest = format!("sha256:{}", sha256_hex(&bytes));
-    // About 2 s of transfer.
-    fake.set_blob(&digest, bytes, Fault::Slow { chunk: 128 * 1024, delay_ms: 60 });
+    let gate = Gate::default();
+    fake.set_blob(&digest, bytes, Fault::Hold { at: 2 << 20, gate: gate.clone() });
     let dir = tempfile::tempdir().unwrap();
     let cfg = Proxy::write_config(dir.path(), "", &upstream_toml("fake.test", &fake.url(), ""));
     let text = std::fs::read_to_string(&cfg)
@@ -108,21 +109,23 @@ async fn slow_blob_proxy(grace: &str) -> (FakeUpstream, Proxy, String, u64) {
         .replace("shutdown_grace = \"5s\"", &format!("shutdown_grace = \"{grace}\""));
     std::fs::write(&cfg, text).unwrap();
     let proxy = Proxy::launch(dir, &cfg, |c| c).await;
-    (fake, proxy, digest, 4 << 20)
+    (fake, gate, proxy, digest, 4 << 20)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_a_transfer_finish_and_leaves_no_temp_file() {
-    let (_fake, mut proxy, digest, size) = slow_blob_proxy("10s").await;
+    let (_fake, gate, mut proxy, digest, size) = slow_blob_proxy("10min").await;
     let url = format!("{}/v2/r/blobs/{digest}?ns=fake.test", proxy.url());
     let client = tokio::spawn(async move { get_hashed(&url, &[]).await });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_until("the transfer to be held mid-way", Duration::from_secs(10), async || gate.reached() == 1).await;
     proxy.proc.signal("TERM");
     // New connections are refused soon after the signal...
     wait_until("the listener to close", Duration::from_secs(5), async || {
         tokio::net::TcpStream::connect(proxy.addr).await.is_err()
     })
     .await;
+    assert!(!client.is_finished(), "the transfer ended before its upstream finished");
+    gate.open();
     // ...while the transfer in flight completes, correct.
     let (status, n, hex) = client.await.unwrap().unwrap();
     assert_eq!((status, n, format!("sha256:{hex}")), (200, size, digest.clone()));
@@ -135,10 +138,11 @@ async fn sigterm_lets_a_transfer_finish_and_leaves_no_temp_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_past_the_grace_period_aborts_cleanly() {
-    let (_fake, mut proxy, digest, _) = slow_blob_proxy("300ms").await;
+    // The transfer stays held (the gate never opens): the grace period must end it.
+    let (_fake, gate, mut proxy, digest, _) = slow_blob_proxy("300ms").await;
     let url = format!("{}/v2/r/blobs/{digest}?ns=fake.test", proxy.url());
     let client = tokio::spawn(async move { get_hashed(&url, &[]).await });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_until("the transfer to be held mid-way", Duration::from_secs(10), async || gate.reached() == 1).await;
     proxy.proc.signal("TERM");
     assert!(client.await.unwrap().is_err(), "a cut transfer must not look complete");
     let status = wait_exit(&mut proxy).await;
@@ -195,9 +199,7 @@ async fn serves_tls_with_http2_and_reloads_its_certificate_on_sighup() {
         .unwrap()
         .replace("[cache]", &format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n[cache]", cert.display(), key.display()));
     std::fs::write(&cfg, text).unwrap();
-    // Readiness of a TLS listener: the launcher's plain-HTTP probe cannot see it, so wait
-    // on the admin listener instead.
-    let proxy = launch_tls(dir, &cfg).await;
+    let proxy = Proxy::launch(dir, &cfg, |c| c).await;
     let base = format!("https://{}", proxy.addr);
     let version = curl(&["-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}", &format!("{base}/v2/")]);
     assert_eq!(version, "2", "HTTP/2 was not negotiated by ALPN");
@@ -212,34 +214,36 @@ async fn serves_tls_with_http2_and_reloads_its_certificate_on_sighup() {
     ]);
 
     assert_eq!(served_fingerprint(proxy.addr), file_fingerprint(&cert));
+    // SIGHUP alone: new files with the old mtimes, which the mtime watcher cannot see.
     let rotated = tempfile::tempdir().unwrap();
     let (new_cert, new_key) = self_signed_cert(rotated.path(), "server");
-    std::fs::copy(&new_cert, &cert).unwrap();
-    std::fs::copy(&new_key, &key).unwrap();
+    replace_keeping_mtime(&new_cert, &cert);
+    replace_keeping_mtime(&new_key, &key);
     proxy.proc.signal("HUP");
-    wait_until("the new certificate to be served", Duration::from_secs(10), async || {
+    wait_until("the new certificate to be served after SIGHUP", Duration::from_secs(10), async || {
         served_fingerprint(proxy.addr) == file_fingerprint(&new_cert)
     })
     .await;
     wait_log(&proxy.proc, "TLS certificate reloaded").await;
+
+    // The watcher alone: files rewritten with a later mtime, and no signal.
+    let (third_cert, third_key) = self_signed_cert(rotated.path(), "third");
+    let later = std::fs::metadata(&cert).unwrap().modified().unwrap() + Duration::from_secs(10);
+    for (from, to) in [(&third_cert, &cert), (&third_key, &key)] {
+        std::fs::copy(from, to).unwrap();
+        std::fs::File::options().write(true).open(to).unwrap().set_modified(later).unwrap();
+    }
+    wait_until("the watcher to serve the third certificate", Duration::from_secs(30), async || {
+        served_fingerprint(proxy.addr) == file_fingerprint(&third_cert)
+    })
+    .await;
 }
 
-async fn launch_tls(dir: tempfile::TempDir, cfg: &std::path::Path) -> Proxy {
-    let text = std::fs::read_to_string(cfg).unwrap();
-    let value =
-        |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().trim_matches('"').to_string();
-    let addr: std::net::SocketAddr = value("listen = ").parse().unwrap();
-    let admin: std::net::SocketAddr = value("admin_listen = ").parse().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullthrough"));
-    cmd.arg("serve").arg("--config").arg(cfg);
-    let proc = Proc::spawn(cmd, dir.path().join("pullthrough.log"));
-    wait_until(
-        "the TLS proxy to be ready",
-        Duration::from_secs(20),
-        async || matches!(get(&format!("http://{admin}/healthz"), &[]).await, Ok(r) if r.status == 200),
-    )
-    .await;
-    Proxy { addr, admin, cache: dir.path().join("cache"), proc, dir }
+/// Overwrite `to` with `from`'s bytes, leaving `to`'s modification time as it was.
+fn replace_keeping_mtime(from: &std::path::Path, to: &std::path::Path) {
+    let mtime = std::fs::metadata(to).unwrap().modified().unwrap();
+    std::fs::copy(from, to).unwrap();
+    std::fs::File::options().write(true).open(to).unwrap().set_modified(mtime).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -247,7 +251,7 @@ async fn a_tls_upstream_with_a_private_ca_needs_its_ca_file() {
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = ca_signed_cert(certs.path(), "upstream");
     let tls_yaml = format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display());
-    let registry = Registry::start_at(tempfile::tempdir().unwrap(), free_port(), &tls_yaml).await;
+    let registry = Registry::start_in(tempfile::tempdir().unwrap(), &tls_yaml).await;
     let src = tempfile::tempdir().unwrap();
     let img = common::image::manifest(src.path(), 41, &[10_000], "amd64");
     common::image::finish_layout(src.path(), &[(&img.top, "v1")]);

@@ -84,3 +84,50 @@ pub struct IntegritySettings {
     /// The daemon's background scrub speed; `None`: no background scrub.
     pub scrub_rate: Option<Rate>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(pattern: &str, immutable: &[&str]) -> RepositoryPolicy {
+        RepositoryPolicy {
+            pattern: Pattern::new(pattern),
+            immutable_tags: immutable.iter().map(|p| Pattern::new(p)).collect(),
+            stale_while_revalidate: None,
+            lifecycle: None,
+        }
+    }
+
+    fn policies(rules: Vec<RepositoryPolicy>) -> TagPolicies {
+        let policy =
+            TagPolicy { tag_ttl: Duration::from_secs(60), stale_while_revalidate: Duration::ZERO, repositories: rules };
+        TagPolicies::new([("hub.test".to_string(), policy)])
+    }
+
+    fn name(s: &str) -> RepoName {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_first_matching_repository_rule_wins() {
+        // `library/*` comes first and makes nothing immutable: its repositories' tags are
+        // all mutable, though the catch-all after it would make `v*` immutable.
+        let p = policies(vec![rule("library/*", &[]), rule("*", &["v*"]), rule("team/*", &["*"])]);
+        assert!(!p.immutable("hub.test", &name("library/nginx"), "v1"));
+        assert!(p.immutable("hub.test", &name("team/app"), "v1"), "the catch-all applies");
+        assert!(!p.immutable("hub.test", &name("team/app"), "latest"), "team/* comes after the catch-all");
+        assert!(!p.immutable("other.test", &name("team/app"), "v1"), "another upstream has no rules");
+    }
+
+    #[test]
+    fn any_of_several_tag_patterns_makes_a_tag_immutable() {
+        let p = policies(vec![rule("app", &["v*.*.*", "sha-*", "stable"])]);
+        for tag in ["v1.2.3", "sha-0abc", "stable"] {
+            assert!(p.immutable("hub.test", &name("app"), tag), "{tag}");
+        }
+        for tag in ["v1", "latest", "stable2", "my-sha-0abc"] {
+            assert!(!p.immutable("hub.test", &name("app"), tag), "{tag}");
+        }
+        assert!(!p.immutable("hub.test", &name("other"), "stable"), "the rule names one repository");
+    }
+}

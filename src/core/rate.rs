@@ -46,9 +46,14 @@ impl Pace {
 
     /// How long the bytes counted so far are ahead of the rate, if they are.
     fn due(&self) -> Option<Duration> {
+        self.due_after(self.since.elapsed())
+    }
+
+    /// `due`, `elapsed` after the count started (the clock is a parameter for the tests).
+    fn due_after(&self, elapsed: Duration) -> Option<Duration> {
         let rate = self.rate?;
         let at = Duration::from_secs_f64(self.bytes as f64 / rate.get() as f64);
-        at.checked_sub(self.since.elapsed()).filter(|d| !d.is_zero())
+        at.checked_sub(elapsed).filter(|d| !d.is_zero())
     }
 
     /// Start counting afresh (after an idle time, so it does not allow a burst).
@@ -65,15 +70,25 @@ mod tests {
     #[test]
     fn holds_reads_to_the_rate() {
         assert_eq!(Rate::bytes_per_second(0), None);
+        let ms = Duration::from_millis;
         let mut p = Pace::new(Rate::bytes_per_second(10 << 20));
-        let start = Instant::now();
-        for _ in 0..4 {
-            p.take(1 << 20); // 4 MiB at 10 MiB/s: at least 0.4 s
-        }
-        assert!(start.elapsed() >= Duration::from_millis(380), "{:?}", start.elapsed());
+        p.bytes = 4 << 20; // 4 MiB at 10 MiB/s: due at 0.4 s
+        assert_eq!(p.due_after(Duration::ZERO), Some(ms(400)));
+        assert_eq!(p.due_after(ms(300)), Some(ms(100)));
+        assert_eq!(p.due_after(ms(400)), None);
+        assert_eq!(p.due_after(ms(900)), None);
+        p.restart();
+        assert_eq!(p.due_after(Duration::ZERO), None, "a restart forgets the bytes");
         let mut free = Pace::new(None);
-        let start = Instant::now();
-        free.take(u64::MAX / 2);
-        assert!(start.elapsed() < Duration::from_millis(100));
+        free.bytes = u64::MAX / 2;
+        assert_eq!(free.due_after(Duration::ZERO), None, "unpaced never waits");
+    }
+
+    #[test]
+    fn take_returns_once_the_bytes_fit() {
+        // No bound on the time taken: that `take` returned with nothing due is the claim.
+        let mut p = Pace::new(Rate::bytes_per_second(10 << 20));
+        p.take(1 << 20);
+        assert_eq!(p.due(), None);
     }
 }

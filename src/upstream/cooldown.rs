@@ -10,7 +10,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock (std's outside a runtime): unit tests run it paused.
+use tokio::time::Instant;
 
 /// The longest cooldown (unless `base` itself is longer).
 pub const MAX: Duration = Duration::from_secs(600);
@@ -101,8 +103,8 @@ pub fn jitter() -> f64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn doubles_up_to_the_cap_and_resets_on_success() {
+    #[tokio::test(start_paused = true)]
+    async fn doubles_up_to_the_cap_and_resets_on_success() {
         let c = Cooldown::new(Duration::from_secs(30));
         assert_eq!(c.running(), None);
         let first = c.trip("refused").left;
@@ -123,13 +125,18 @@ mod tests {
         assert!(again <= Duration::from_secs(36), "a success must restart at base: {again:?}");
     }
 
-    #[test]
-    fn a_short_base_for_tests_still_runs_out() {
+    #[tokio::test(start_paused = true)]
+    async fn runs_out_after_its_length_and_not_before() {
         let c = Cooldown::new(Duration::from_millis(20));
-        c.trip("x");
-        assert!(c.running().is_some());
-        std::thread::sleep(Duration::from_millis(40));
+        let len = c.trip("x").left;
+        assert!(len >= Duration::from_millis(16) && len <= Duration::from_millis(24), "{len:?}");
+        tokio::time::advance(len - Duration::from_millis(1)).await;
+        assert_eq!(c.running().map(|r| r.left), Some(Duration::from_millis(1)));
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(c.running(), None);
+        // The next failure doubles it (a success in between would not).
+        let next = c.trip("y").left;
+        assert!(next >= Duration::from_millis(32) && next <= Duration::from_millis(48), "{next:?}");
     }
 
     #[test]

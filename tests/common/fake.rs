@@ -1,10 +1,11 @@
 //! A fault-injecting fake upstream, for what no real registry does on demand: flipped bits,
 //! connection resets and truncation mid-blob, redirects to another host, Docker Hub's
 //! rate limit (its `ratelimit-limit`/`ratelimit-remaining: 98;w=21600` headers, manifest GETs
-//! counted and HEADs free, 429 with `Retry-After` once spent), and slow manifests. Blob GETs
-//! answer `Range: bytes=<n>-` with a `206` (or, on demand, a `200` or a wrong
-//! `Content-Range`), a blob's faults may differ GET by GET (`set_faults`), and the blob bytes
-//! sent are counted. Raw TCP, one response per connection, serving until dropped.
+//! counted and HEADs free, 429 with `Retry-After` once spent), and answers held at a gate
+//! the test opens (a slow upstream, without a clock). Blob GETs answer
+//! `Range: bytes=<n>-` with a `206` (or, on demand, a `200` or a wrong `Content-Range`), a
+//! blob's faults may differ GET by GET (`set_faults`), and the blob bytes sent are counted.
+//! Raw TCP, one response per connection, serving until dropped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,8 +38,43 @@ pub enum Fault {
     Status(u16, Vec<(String, String)>),
     /// Send the response head one byte every `delay_ms` (slow-loris).
     SlowHeaders { delay_ms: u64 },
-    /// Send the head and this many bytes, then the rest only once `open_gate` is called.
-    Gate(usize),
+    /// Announce the full length, send `at` bytes, then wait for `gate` to open before the
+    /// rest: a transfer the test holds mid-way for as long as it needs, not for a time.
+    Hold { at: usize, gate: Gate },
+}
+
+/// A gate held transfers wait at: the test waits until `reached` counts the ones it
+/// expects, then opens it (for every held transfer and every later one).
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<GateState>);
+
+#[derive(Debug)]
+struct GateState {
+    reached: std::sync::atomic::AtomicUsize,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate(Arc::new(GateState { reached: 0.into(), open: tokio::sync::watch::channel(false).0 }))
+    }
+}
+
+impl Gate {
+    /// How many transfers have reached the gate.
+    pub fn reached(&self) -> usize {
+        self.0.reached.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn open(&self) {
+        self.0.open.send_replace(true);
+    }
+
+    async fn pass(&self) {
+        let mut open = self.0.open.subscribe();
+        self.0.reached.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = open.wait_for(|o| *o).await;
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -74,8 +110,8 @@ struct State {
     blobs: HashMap<String, (Vec<u8>, Fault)>,
     manifests: HashMap<String, Manifest>,
     rate: Option<RateLimit>,
-    /// Paths answered only after this long.
-    delays: HashMap<String, std::time::Duration>,
+    /// Paths answered only once their gate opens.
+    holds: HashMap<String, Gate>,
     seen: Vec<Seen>,
     /// When set, every /v2/ request without exactly this Authorization gets a Basic 401.
     require_auth: Option<String>,
@@ -83,18 +119,6 @@ struct State {
     next_faults: HashMap<String, std::collections::VecDeque<Fault>>,
     /// Blob body bytes written to sockets.
     blob_bytes_sent: u64,
-    /// Holds `Fault::Gate` bodies; closed (every wait ends) by `open_gate`.
-    gate: Gate,
-}
-
-/// A semaphore with no permits: waits end only when it is closed.
-#[derive(Clone)]
-struct Gate(Arc<tokio::sync::Semaphore>);
-
-impl Default for Gate {
-    fn default() -> Gate {
-        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
-    }
 }
 
 pub struct FakeUpstream {
@@ -226,14 +250,9 @@ impl FakeUpstream {
         }
     }
 
-    /// Let every `Fault::Gate` body, held now or later, send its rest.
-    pub fn open_gate(&self) {
-        self.state.lock().unwrap().gate.0.close();
-    }
-
-    /// Answer requests for `path` only after `delay` (e.g. a slow manifest).
-    pub fn delay(&self, path: &str, delay: std::time::Duration) {
-        self.state.lock().unwrap().delays.insert(path.to_string(), delay);
+    /// Answer requests for `path` (any method) only once `gate` opens.
+    pub fn hold(&self, path: &str, gate: &Gate) {
+        self.state.lock().unwrap().holds.insert(path.to_string(), gate.clone());
     }
 }
 
@@ -287,7 +306,7 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
     let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let (authorization, range) = (header("authorization"), header("range"));
     let is_api = path.starts_with("/v2/");
-    let (blob, required, manifest, delay, next_fault) = {
+    let (blob, required, manifest, hold, next_fault) = {
         let mut s = st.lock().unwrap();
         s.seen.push(Seen {
             method: method.clone(),
@@ -301,10 +320,10 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
             (true, "GET") => s.next_faults.get_mut(digest).and_then(|q| q.pop_front()),
             _ => None,
         };
-        (s.blobs.get(digest).cloned(), s.require_auth.clone(), manifest, s.delays.get(&path).copied(), next)
+        (s.blobs.get(digest).cloned(), s.require_auth.clone(), manifest, s.holds.get(&path).cloned(), next)
     };
-    if let Some(d) = delay {
-        tokio::time::sleep(d).await;
+    if let Some(gate) = hold {
+        gate.pass().await;
     }
     if is_api && required.is_some() && authorization != required {
         return respond(&mut sock, "401 Unauthorized", &[("WWW-Authenticate", "Basic realm=\"fake\"")], b"").await;
@@ -405,13 +424,15 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
             sent(part.len());
             sock.shutdown().await
         }
-        Fault::Gate(n) => {
-            sock.write_all(head(bytes.len()).as_bytes()).await?;
-            sock.write_all(&bytes[..n]).await?;
+        Fault::Hold { at, gate } => {
+            let at = at.min(part.len());
+            sock.write_all(head(part.len()).as_bytes()).await?;
+            sock.write_all(&part[..at]).await?;
             sock.flush().await?;
-            let gate = st.lock().unwrap().gate.clone();
-            let _ = gate.0.acquire().await;
-            sock.write_all(&bytes[n..]).await?;
+            sent(at);
+            gate.pass().await;
+            sock.write_all(&part[at..]).await?;
+            sent(part.len() - at);
             sock.shutdown().await
         }
         Fault::Slow { chunk, delay_ms } => {

@@ -10,6 +10,7 @@ pub mod fake;
 pub mod image;
 pub mod moto;
 pub mod net;
+pub mod relay;
 pub mod token;
 pub mod webhook;
 
@@ -22,9 +23,33 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use net::{get, get_hashed, Resp};
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, for a child that cannot bind port 0 and
+/// report what it bound (docker-registry, garage, moto): its caller confirms that the child
+/// itself listens there (its own log line) and retries with another port if it could not.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A loopback port held bound but never listening, for as long as the value lives: a
+/// connection to it is refused (a dead upstream or peer), and no other process can take the
+/// port meanwhile (no `SO_REUSEADDR`, so a listener cannot bind next to it).
+pub struct DeadPort {
+    _socket: tokio::net::TcpSocket,
+    pub addr: SocketAddr,
+}
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        DeadPort { _socket: socket, addr }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 /// Fail the test with `what` unless `cond` becomes true within `limit`.
@@ -196,12 +221,27 @@ pub struct Registry {
 impl Registry {
     pub async fn start(auth: Option<&TokenAuth>) -> Registry {
         let yaml = auth.map(TokenAuth::yaml).unwrap_or_default();
-        Self::start_at(tempfile::tempdir().unwrap(), free_port(), &yaml).await
+        Self::start_in(tempfile::tempdir().unwrap(), &yaml).await
     }
 
-    /// Start on a given directory and port (to restart a stopped registry with its data),
-    /// with an `auth:` section in YAML (empty: none).
-    pub async fn start_at(dir: tempfile::TempDir, port: u16, auth_yaml: &str) -> Registry {
+    /// Start on a given directory (with an `auth:` section in YAML, empty: none) on a fresh
+    /// port: docker-registry cannot bind port 0 and report it, so a port taken by another
+    /// process between the pick and the bind (the child exits) is retried with a new one.
+    pub async fn start_in(dir: tempfile::TempDir, auth_yaml: &str) -> Registry {
+        let mut dir = dir;
+        for _ in 0..5 {
+            match Self::try_start(dir, free_port(), auth_yaml).await {
+                Ok(r) => return r,
+                Err(d) => dir = d,
+            }
+        }
+        panic!("docker-registry found no free port in 5 tries");
+    }
+
+    /// Start on `port`; `Err` (with the directory back) if the child exited because the port
+    /// was taken. Ready means this child logged that it listens on the address and still runs:
+    /// a connect would also succeed to another process's listener on the port.
+    async fn try_start(dir: tempfile::TempDir, port: u16, auth_yaml: &str) -> Result<Registry, tempfile::TempDir> {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let cfg = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n{auth_yaml}",
@@ -211,13 +251,22 @@ impl Registry {
         std::fs::write(&cfg_path, cfg).unwrap();
         let mut cmd = Command::new("docker-registry");
         cmd.arg("serve").arg(&cfg_path);
-        let proc = Proc::spawn(cmd, dir.path().join(format!("registry-{port}.log")));
-        // Readiness by TCP: the registry binds only once it is ready, and may speak TLS.
-        wait_until("docker-registry to listen", Duration::from_secs(20), async || {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-        Registry { addr, dir, proc }
+        let mut proc = Proc::spawn(cmd, dir.path().join(format!("registry-{port}.log")));
+        let listening = format!("listening on {addr}");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                let log = proc.log_text();
+                assert!(log.contains("address already in use"), "docker-registry exited with {status}:\n{log}");
+                drop(proc);
+                return Err(dir);
+            }
+            if proc.log_text().contains(&listening) {
+                return Ok(Registry { addr, dir, proc });
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "docker-registry did not start:\n{}", proc.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn url(&self) -> String {
@@ -260,10 +309,11 @@ impl Proxy {
         Self::launch(dir, &cfg_path, |c| c).await
     }
 
-    /// Write a config into `dir`; the cache is `dir/cache`, the listen port fresh.
+    /// Write a config into `dir`; the cache is `dir/cache`, the listeners on port 0 (the
+    /// daemon logs the addresses it bound, and `launch` reads them there).
     pub fn write_config(dir: &Path, cache_toml: &str, upstreams_toml: &str) -> PathBuf {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let admin = format!("127.0.0.1:{}", free_port());
+        let addr = "127.0.0.1:0";
+        let admin = "127.0.0.1:0";
         let cache = dir.join("cache");
         let cfg = format!(
             "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\nshutdown_grace = \"5s\"\n[cache]\ndir = \"{}\"\nmin_free = \"0\"\n{cache_toml}\n{upstreams_toml}",
@@ -276,43 +326,61 @@ impl Proxy {
 
     /// Start the binary on an existing config; `wrap` may put a command in front of it.
     pub async fn launch(dir: tempfile::TempDir, cfg_path: &Path, wrap: impl FnOnce(Command) -> Command) -> Proxy {
+        Self::try_launch(dir, cfg_path, wrap).await.unwrap_or_else(|log| panic!("pullthrough exited:\n{log}"))
+    }
+
+    /// `launch`, but a daemon that exits before serving is `Err(its log)` (a caller that had
+    /// to pick its ports ahead, as a cluster's peers must, retries on "cannot listen").
+    pub async fn try_launch(
+        dir: tempfile::TempDir,
+        cfg_path: &Path,
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Result<Proxy, String> {
         let text = std::fs::read_to_string(cfg_path).unwrap();
         let value =
             |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().trim_matches('"').to_string();
-        let addr: SocketAddr = value("listen = ").parse().unwrap();
-        let admin: SocketAddr = value("admin_listen = ").parse().unwrap();
         let cache = PathBuf::from(value("dir = "));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullthrough"));
         cmd.arg("serve").arg("--config").arg(cfg_path).env("RUST_LOG", "info,pullthrough=debug");
-        let proc = Proc::spawn(wrap(cmd), dir.path().join(format!("pullthrough-{}.log", addr.port())));
-        let url = format!("http://{addr}/v2/");
-        let mut proxy = Proxy { addr, admin, cache, proc, dir };
+        static LAUNCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut proc = Proc::spawn(wrap(cmd), dir.path().join(format!("pullthrough-{n}.log")));
+        // Ready: this child logged the addresses it bound ("pullthrough serving", after the
+        // listeners are bound), not "something on a port answers".
         let start = Instant::now();
-        loop {
-            // 401: the proxy requires credentials, and is up.
-            if matches!(get(&url, &[]).await, Ok(r) if r.status == 200 || r.status == 401) {
-                break;
+        let (addr, admin) = loop {
+            if let Some(addrs) = serving_addrs(&proc.log_text()) {
+                break addrs;
             }
-            if let Ok(Some(status)) = proxy.proc.child.try_wait() {
-                panic!("pullthrough exited with {status}:\n{}", proxy.proc.log_text());
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                return Err(format!("exit {status}:\n{}", proc.log_text()));
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "pullthrough did not start:\n{}", proxy.proc.log_text());
+            assert!(start.elapsed() < Duration::from_secs(20), "pullthrough did not start:\n{}", proc.log_text());
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        proxy
+        };
+        Ok(Proxy { addr, admin, cache, proc, dir })
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// The value of one metric series (exact name with labels, as exposed), or 0.
+    /// The value of one metric series (exact name with labels, as exposed); fails the test
+    /// if the series does not exist (a renamed metric must not read as zero).
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = get(&format!("http://{}/metrics", self.admin), &[]).await.unwrap().text();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0.0)
+        let text = self.metrics_text().await;
+        series_value(&text, series).unwrap_or_else(|| panic!("no metric series {series} in /metrics:\n{text}"))
+    }
+
+    /// The value of a series, or `None` when it is absent: for a labelled counter whose series
+    /// appears only once it happens. (Checking that its family exists needs every family
+    /// exposed from the start: issue 28 item 7.)
+    pub async fn metric_opt(&self, series: &str) -> Option<f64> {
+        series_value(&self.metrics_text().await, series)
+    }
+
+    async fn metrics_text(&self) -> String {
+        get(&format!("http://{}/metrics", self.admin), &[]).await.unwrap().text()
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -363,6 +431,29 @@ impl Proxy {
     pub fn cached_blobs(&self) -> Vec<String> {
         list_files(&self.cache.join("blobs"))
     }
+}
+
+/// The value of `series` in a Prometheus text exposition.
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// The client and admin addresses from the daemon's "pullthrough serving" log line
+/// (`listen=ADDR ... admin=Some(ADDR)`).
+pub fn serving_addrs(log: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let line = log.lines().find(|l| l.contains("pullthrough serving"))?;
+    // Text (`listen=ADDR`) or JSON (`"listen":"ADDR"`) logs.
+    let line = line.replace("\":\"", "=").replace(['"', ','], " ");
+    let field = |key: &str| line.split(' ').find_map(|w| w.strip_prefix(key)).map(str::to_string);
+    let listen = field("listen=")?.parse().ok()?;
+    // No admin listener (`admin=None`): /metrics and the probes are on the client listener.
+    let admin = match field("admin=Some(") {
+        Some(a) => a.trim_end_matches(')').parse().ok()?,
+        None => listen,
+    };
+    Some((listen, admin))
 }
 
 /// One plain-HTTP upstream section for a proxy config.

@@ -16,6 +16,8 @@ pub struct Hit {
     pub method: http::Method,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    /// When the receiver had read it (for lower bounds between deliveries).
+    pub at: std::time::Instant,
 }
 
 impl Hit {
@@ -72,7 +74,12 @@ impl Receiver {
                     async move {
                         let (parts, body) = req.into_parts();
                         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        h.lock().unwrap().push(Hit { method: parts.method, headers: parts.headers, body });
+                        h.lock().unwrap().push(Hit {
+                            method: parts.method,
+                            headers: parts.headers,
+                            body,
+                            at: std::time::Instant::now(),
+                        });
                         tokio::time::sleep(delay).await;
                         let mut resp = http::Response::new(Full::new(Bytes::new()));
                         *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
