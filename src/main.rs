@@ -80,11 +80,28 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
         /// The mirror's URL as nodes reach it, e.g. http://127.0.0.1:5000.
+        #[arg(long, value_name = "URL", required_unless_present = "remove")]
+        mirror: Option<String>,
+        /// Write fresh files into this directory (containerd's config_path).
+        #[arg(long, value_name = "DIR", required_unless_present_any = ["write", "remove"], conflicts_with_all = ["write", "remove"])]
+        out: Option<PathBuf>,
+        /// Merge into a node's files, keeping what is there (Talos: /etc/cri/conf.d/hosts).
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "/etc/containerd/certs.d")]
+        write: Option<PathBuf>,
+        /// Take out only what --write wrote (in --write's directory, default /etc/containerd/certs.d).
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Write a registries.conf drop-in (CRI-O, podman) that uses this mirror.
+    RegistriesConf {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The mirror's URL as nodes reach it, e.g. http://127.0.0.1:5000.
         #[arg(long, value_name = "URL")]
         mirror: String,
-        /// Output directory (containerd's config_path, e.g. /etc/containerd/certs.d).
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
+        /// The file to write (e.g. /etc/containers/registries.conf.d/50-pullthrough.conf); default: stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Fetch images into the cache ahead of need (works on the cache directory; the daemon
     /// may be running).
@@ -195,7 +212,18 @@ fn main() -> std::process::ExitCode {
         Command::Prune { loc, dry_run, json, shared } => prune(&loc, dry_run, json, shared),
         Command::Ls { loc, json } => ls(&loc, json),
         Command::Verify(args) => cli::verify::run(&args),
-        Command::HostsToml { config, mirror, out } => hosts_toml(&config, &mirror, &out),
+        Command::HostsToml { config, mirror, out, write, remove } => {
+            let node = write.unwrap_or_else(|| PathBuf::from("/etc/containerd/certs.d"));
+            let target = match (out.as_deref(), remove) {
+                (Some(o), _) => cli::node_config::Target::Out(o),
+                (None, true) => cli::node_config::Target::Remove(&node),
+                (None, false) => cli::node_config::Target::Merge(&node),
+            };
+            cli::node_config::hosts_toml(&config, mirror.as_deref(), target)
+        }
+        Command::RegistriesConf { config, mirror, out } => {
+            cli::node_config::registries_conf(&config, &mirror, out.as_deref())
+        }
         Command::Prefetch {
             images,
             file,
@@ -788,20 +816,4 @@ fn human_bytes(b: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
-}
-
-fn hosts_toml(config: &ConfigArg, mirror: &str, out: &Path) -> anyhow::Result<()> {
-    let uri: http::Uri = mirror.parse().with_context(|| format!("--mirror {mirror:?} is not a URL"))?;
-    anyhow::ensure!(
-        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some(),
-        "--mirror must be an http:// or https:// URL, e.g. http://127.0.0.1:5000"
-    );
-    let cfg = config.load()?;
-    eprintln!("hosts-toml: writing to {}; {}", out.display(), config.describe());
-    for p in pullthrough::hosts_toml::write_all(&cfg, mirror, out)
-        .with_context(|| format!("cannot write under {}", out.display()))?
-    {
-        println!("{}", p.display());
-    }
-    Ok(())
 }

@@ -6,6 +6,7 @@
 pub mod doctor;
 pub mod location;
 pub mod memory;
+pub mod node_config;
 pub mod progress;
 pub mod verify;
 

@@ -39,7 +39,7 @@ pub use prefetch::PrefetchConfig;
 pub use server::ServerConfig;
 pub use shared::{S3Config, SharedConfig};
 pub use size::{ByteRate, ByteSize, SpaceAmount};
-pub use upstream::{AuthConfig, EcrAuthConfig, RepositoryRule, UpstreamConfig};
+pub use upstream::{AuthConfig, EcrAuthConfig, RepositoryRule, UpstreamConfig, PROXY_NONE};
 
 use serde::Deserialize;
 use std::path::Path;

@@ -105,8 +105,13 @@ impl SourceBody {
     }
 
     /// An upstream registry's blob response, read with its read timeout between chunks.
+    /// Paid from the upstream's WAN budget (`max_rate`) as it is read.
     pub fn upstream(resp: http::Response<hyper::body::Incoming>, registry: &Registry) -> SourceBody {
-        SourceBody::from_upstream(resp, registry.host(), registry.read_timeout)
+        let mut body = SourceBody::from_upstream(resp, registry.host(), registry.read_timeout);
+        if let Some(t) = registry.throttle() {
+            body.chunks = t.limit(body.chunks, crate::upstream::throttle::Class::Live).boxed();
+        }
+        body
     }
 
     fn from_upstream(resp: http::Response<hyper::body::Incoming>, host: &str, idle_timeout: Duration) -> SourceBody {

@@ -10,6 +10,7 @@ pub mod fake;
 pub mod image;
 pub mod moto;
 pub mod net;
+pub mod squid;
 pub mod token;
 pub mod webhook;
 
