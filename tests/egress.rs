@@ -97,7 +97,7 @@ async fn skopeo_and_containerd_pull_through_squid() {
     squid.wait_tunnels(&target, 1).await;
     assert!(squid.tunnels(&target, 200) >= 1, "{}", squid.access_log());
     for blob in &lab.img.layers {
-        assert_eq!(lab.registry.count_gets(&format!("/blobs/{}", blob.digest)), 1);
+        assert_eq!(lab.registry.count_gets(&format!("/v2/team/app/blobs/{}", blob.digest)), 1);
     }
 }
 
@@ -111,7 +111,8 @@ async fn no_proxy_bypasses_the_proxy() {
     let (_out, got) = skopeo_pull(&format!("docker://{}/lab.test/team/app:v1", proxy.addr), &[]);
     assert_eq!(got, sorted_unique(&lab.img.all));
     proxy.proc.kill();
-    assert_eq!(squid.access_log(), "", "a request went through squid despite NO_PROXY");
+    let log = squid.access_log();
+    assert!(!log.contains("CONNECT"), "a request went through squid despite NO_PROXY:\n{log}");
 
     // Without NO_PROXY the same upstream goes through squid (which reaches 127.0.0.1 too).
     let mut proxy = pullthrough(&upstream_toml("lab.test", &lab.registry.url(), ""), &env[..1]).await;
@@ -130,9 +131,18 @@ async fn a_proxy_that_is_down_is_named_in_the_error() {
     assert!(r.status == 502 || r.status == 503, "{} {}", r.status, r.text());
     assert!(r.text().contains(&format!("cannot reach the egress proxy {dead}")), "{}", r.text());
 
-    // doctor names the proxy in the check and in what to fix.
-    let (ok, stdout, _) = proxy.cli(&["doctor"]);
-    assert!(!ok, "{stdout}");
+    // doctor (with the same environment) names the proxy in the check and in what to fix.
+    let out = Command::new(env!("CARGO_BIN_EXE_pullthrough"))
+        .args(["doctor", "--config"])
+        .arg(proxy.config_path())
+        .env_remove("HTTP_PROXY")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env("http_proxy", &dead)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{stdout}");
     let line = stdout.lines().find(|l| l.contains("upstream lab.test")).unwrap_or_default().to_string();
     assert!(line.starts_with("FAIL"), "{stdout}");
     assert!(line.contains(&format!("via the egress proxy {dead}")), "{line}");
