@@ -5,7 +5,9 @@
 //! are valid digests; contents are not checked at start, which is the point: start-up
 //! must not hash the cache). When run as root it also measures with a cold page cache.
 
-use pullthrough::store::{Budget, Store};
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
+use pullthrough::store::{SpaceBudget, Store};
 use std::io::Write;
 use std::time::Instant;
 
@@ -28,7 +30,7 @@ fn main() {
     let mut results = Vec::new();
     for run in 0..3 {
         let t = Instant::now();
-        let store = Store::open(dir.path(), Budget::unlimited()).expect("open store");
+        let store = Store::open(dir.path(), SpaceBudget::unlimited()).expect("open store");
         let took = t.elapsed();
         assert_eq!(store.stats().blobs, n);
         results.push(took);
@@ -37,7 +39,7 @@ fn main() {
     let drop_caches = std::fs::write("/proc/sys/vm/drop_caches", "3");
     if drop_caches.is_ok() {
         let t = Instant::now();
-        let store = Store::open(dir.path(), Budget::unlimited()).expect("open store");
+        let store = Store::open(dir.path(), SpaceBudget::unlimited()).expect("open store");
         println!("cold run: ready with {} blobs in {:?}", store.stats().blobs, t.elapsed());
     } else {
         println!("cold run: skipped (cannot drop the page cache without root)");

@@ -4,15 +4,17 @@
 //!
 //! `cargo bench --bench hot_paths`
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pullthrough::oci::media::AcceptList;
 use pullthrough::oci::{Digest, RepoName};
-use pullthrough::store::{Budget, Store};
+use pullthrough::store::{SpaceBudget, Store};
 use std::hint::black_box;
 
 fn hash_and_write(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Budget::unlimited()).unwrap();
+    let store = Store::open(dir.path(), SpaceBudget::unlimited()).unwrap();
     let mut g = c.benchmark_group("fill");
     for size in [1usize << 20, 16 << 20] {
         let data: Vec<u8> = (0..size).map(|i| ((i * 2654435761usize) >> 13) as u8).collect();

@@ -12,7 +12,7 @@
 //! # Layer rules
 //!
 //! Configuration is parsed and validated at the edge (`config`), and [`settings`] maps it
-//! into each layer's own settings type (`upstream::UpstreamSettings`, `store::Budget`,
+//! into each layer's own settings type (`upstream::UpstreamSettings`, `store::SpaceBudget`,
 //! `core::TagPolicies`, `http::access::AccessSettings`, …): no layer imports the serde
 //! schema, and nothing imports from this file (the crate root) but the binary. Leaves (`oci`, `pattern`,
 //! `secret`, `error_text`, `metrics`, `aws`, `tls_client`, `egress`, `lifecycle_policy`, `events`)

@@ -5,8 +5,8 @@ use crate::config::{self, AccessConfig, AuthConfig, CacheConfig, ClusterConfig, 
 use crate::{cluster, core, events, oci, shared, store, upstream};
 
 /// The store's budget from `[cache]`.
-pub fn store_budget(c: &CacheConfig) -> store::Budget {
-    store::Budget {
+pub fn store_budget(c: &CacheConfig) -> store::SpaceBudget {
+    store::SpaceBudget {
         max_size: c.max_size.map(|b| b.0),
         min_free: match c.min_free {
             config::SpaceAmount::Bytes(b) => store::MinFree::Bytes(b),

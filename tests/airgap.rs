@@ -2,6 +2,8 @@
 //! layout, import into a proxy that has no reachable upstream (offline mode), and pulls
 //! from it with skopeo and containerd.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::containerd::start_containerd;

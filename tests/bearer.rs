@@ -1,6 +1,8 @@
 //! A Docker-Hub-like upstream: docker-registry with token auth and a token server. The
 //! proxy pulls through it anonymously, with one token fetched per repository scope.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::image;

@@ -1,6 +1,8 @@
 //! The cache managing itself: size budget and LRU eviction, crash safety, disk full,
 //! lifecycle policies, immutable tags, pins, `prune` and `ls`.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault};

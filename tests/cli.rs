@@ -1,6 +1,8 @@
 //! The command line as an operator meets it: the embedded default, config validation,
 //! start-up cleaning of interrupted fills, and the CLI working on a cache the daemon is using.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault};

@@ -3,6 +3,8 @@
 //! owner (rendezvous hashing) fills it once; the other nodes stream it from the owner and
 //! verify every byte.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault};

@@ -3,6 +3,8 @@
 //! `pullthrough hosts-toml` generated: requests carry `?ns=`, the content equals the
 //! upstream's, and the image unpacks.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::containerd::start_containerd;

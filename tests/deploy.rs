@@ -3,6 +3,8 @@
 //! exist and queries every family a running daemon exports, and the Dockerfile builds a lean
 //! image that runs as non-root. (Schemas: `deploy/check`, run by .ci/run.)
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::list_files;

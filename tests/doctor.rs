@@ -2,6 +2,8 @@
 //! and behind a token server), a dead upstream, and cache directories it cannot use. Each
 //! check is one line, `ok`/`FAIL`, and the exit code says whether any failed.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::token::TokenServer;

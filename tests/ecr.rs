@@ -1,6 +1,8 @@
 //! ECR token injection against moto's ECR API and a real docker-registry that demands the
 //! token as Basic auth (htpasswd user `AWS`).
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::image;

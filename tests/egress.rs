@@ -4,6 +4,8 @@
 //! bypasses it; a proxy that is down, or that wants credentials (407), fails the pull with
 //! an error that names the proxy and what to set.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::containerd::start_containerd;

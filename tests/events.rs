@@ -2,6 +2,8 @@
 //! a real docker-registry upstream, an eviction and an upstream outage, in binary and
 //! structured mode; a dead webhook never slows a pull, and its drops are counted.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::image::{self, Built};

@@ -2,6 +2,8 @@
 //! upstream: the client's transfer must fail (never a clean 200 with bad bytes), nothing
 //! bad is cached, and the next request fetches again.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault};

@@ -3,6 +3,8 @@
 //! redirect loops, a manifest that does not match its digest), with a check that file
 //! descriptors return to their baseline afterwards.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault};

@@ -5,6 +5,8 @@
 //! whole body; `export` names the real cause of a failure and gives images that share a tag
 //! distinct `ref.name`s.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::containerd::start_containerd;

@@ -3,6 +3,8 @@
 //! docker-registry with htpasswd auth. The answer is kept while the registry accepts it, the
 //! helper runs again after a refusal, and a missing helper is named.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! path with the body dropped in one place, and access is checked once on the way in,
 //! before any handler (and so any upstream request) runs.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::FakeUpstream;

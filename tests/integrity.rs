@@ -3,6 +3,8 @@
 //! fixed by `verify --repair` (beside the running daemon), found by the daemon's background
 //! scrub, and with `verify_on_read` never served as a complete download.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::image::{self, Built};

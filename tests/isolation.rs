@@ -3,6 +3,8 @@
 //! docker-registry upstreams behind one pullthrough: `a.test` needs Basic credentials (which
 //! the proxy has) and holds a private image; `b.test` is public.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::image::{self, Built};

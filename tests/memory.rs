@@ -2,6 +2,8 @@
 //! hot path no longer reads or writes on disk, and what it still must (TTLs, vouching,
 //! `ls`). Real upstream (docker-registry), the real binary, files changed behind its back.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::image::{self, Built};

@@ -3,6 +3,8 @@
 //! through the written file, falls back to the file's `server` with pullthrough stopped, and
 //! `--remove` gives the file back as it was. `registries-conf` writes a valid drop-in.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::containerd::start_containerd;

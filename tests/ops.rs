@@ -2,6 +2,8 @@
 //! shutdown, TLS serving with certificate reload and HTTP/2, upstream TLS with a private CA,
 //! JSON logs, and hosts.toml generation.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault};

@@ -4,6 +4,8 @@
 //! The fake upstream supplies the slowness and the bad bytes no real registry produces on
 //! demand.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault};

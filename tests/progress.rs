@@ -4,6 +4,8 @@
 //! `--quiet`. Images come from a real docker-registry; only the slow transfer that makes
 //! periodic lines certain comes from the fake upstream.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault};

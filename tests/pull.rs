@@ -1,6 +1,8 @@
 //! Pulling real images through pullthrough from a real upstream (Debian's docker-registry),
 //! with real clients (skopeo) and containerd-style `?ns=` requests.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::image::{self, Built};

@@ -3,6 +3,8 @@
 //! HEADs are free, every manifest answer says what is left (`ratelimit-remaining: 2;w=21600`),
 //! and once spent a GET gets 429.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault, OCI_MANIFEST};

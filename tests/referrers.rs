@@ -3,6 +3,8 @@
 //! through the fallback tag plus what the cache holds; remembered for the tag TTL, served stale
 //! when the upstream is down, and kept to the repository it was found in.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::artifact::{self, SBOM, SIGNATURE};

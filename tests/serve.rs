@@ -2,6 +2,8 @@
 //! fetched at start with no client asking (README, "prefetch": "The daemon can do the same
 //! from config, at start and every `[cache] prefetch_interval`").
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::image;

@@ -2,6 +2,8 @@
 //! SHA-512 and cached like sha256 ones (`blobs/sha512/…`); missing ones are 404, a corrupt one
 //! is refused, and algorithms other than sha256 and sha512 stay `400 DIGEST_INVALID`.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault};

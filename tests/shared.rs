@@ -2,6 +2,8 @@
 //! ports) in front of one real upstream (Debian's docker-registry) and one real S3 engine
 //! (Garage), pulled through with skopeo.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 #[path = "common/garage.rs"]
 mod garage;

@@ -4,6 +4,8 @@
 //! fetched in the background, so the next pull is warm. The fake upstream delays the manifest
 //! (no real registry is slow on demand).
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, OCI_MANIFEST};

@@ -2,6 +2,8 @@
 //! one scope share one token fetch, and the token realm an upstream names passes the SSRF
 //! guard (and gets the upstream's credentials only where they may go).
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
 mod common;
 
 use common::fake::{FakeUpstream, Fault};

@@ -21,6 +21,7 @@ const TRIM_THRESHOLD: i32 = 16 << 20;
 const RELEASE_EVERY: Duration = Duration::from_secs(30);
 
 /// Set the allocator up for streaming; call once, first thing in `main`.
+#[allow(unsafe_code)] // glibc's mallopt (SAFETY below)
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes the allocator's parameters; called before any thread
@@ -45,6 +46,7 @@ pub fn spawn_release_idle(idle: impl Fn() -> bool + Send + 'static) {
     });
 }
 
+#[allow(unsafe_code)] // glibc's malloc_trim (SAFETY below)
 fn release() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the kernel.

@@ -18,22 +18,9 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(8 << 20).build()
 }
 
-/// An error and its causes on one line, each cause once: a message that already quotes
-/// its cause (e.g. "cannot read config file x: No such file or directory") is not followed
-/// by the cause again.
+/// An error and its causes on one line, each cause once (see `error_text::error_chain`).
 pub fn error_text(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if s.is_empty() || out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out
+    pullthrough::error_text::error_chain(e.as_ref())
 }
 
 #[cfg(test)]

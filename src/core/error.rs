@@ -4,7 +4,7 @@
 //! A variant that wraps a cause keeps it as its `source` and does not repeat it in its own
 //! text: print the whole chain with `error_text::error_chain`.
 
-use super::fill::FillError;
+use super::blob::fill::FillError;
 use crate::oci::{Digest, RepoName};
 use crate::shared::SharedError;
 use crate::upstream::UpstreamError;

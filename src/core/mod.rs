@@ -1,35 +1,31 @@
 //! The pull-through logic: what to answer from the cache, what to fetch, and how fills are
 //! shared. Knows nothing about HTTP clients; talks to `store` and `upstream` only.
 
+mod answers;
+mod blob;
 mod error;
-pub mod fill;
-pub mod follow;
-mod housekeeping;
-pub mod integrity;
-mod layout;
+mod flight;
 pub mod lifecycle;
-mod memory;
-mod patience;
-mod pipeline;
+mod manifest;
 mod policy;
-mod prefetch;
 pub mod progress;
 mod pull;
-mod pulls;
+mod rate;
 mod referrers;
-mod relay;
-mod revalidate;
-mod shared_prune;
-mod source;
+mod tiers;
+mod upkeep;
 mod vouch;
 
+pub use answers::{Manifest, TagsPage};
+pub use blob::source::{Tier, Via};
+pub use blob::{fill, follow, Blob, BlobBody};
 pub use error::{CoreError, ManifestMismatch, NotCached, SharedOp};
-pub use housekeeping::{spawn as spawn_housekeeping, spawn_prefetch, CachedImage, ExpiredImage, PruneReport};
-pub use layout::{ImportError, ImportReport};
 pub use policy::{RepositoryPolicy, TagPolicies, TagPolicy};
-pub use prefetch::{Platforms, PrefetchReport};
-pub use pull::{Blob, BlobBody, Manifest, PullThrough, TagsPage};
+pub use pull::PullThrough;
 pub use referrers::ReferrersAnswer;
-pub use source::{Tier, Via};
+pub use upkeep::housekeeping::{spawn as spawn_housekeeping, spawn_prefetch, CachedImage, ExpiredImage, PruneReport};
+pub use upkeep::integrity;
+pub use upkeep::layout::{ImportError, ImportReport};
+pub use upkeep::prefetch::{Platforms, PrefetchReport};
 
-pub use relay::Relay;
+pub use blob::relay::Relay;

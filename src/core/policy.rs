@@ -2,10 +2,11 @@
 //! long more it is answered while revalidated in the background (`stale_while_revalidate`),
 //! which tags never change once cached (`immutable_tags`), and which lifecycle policy prunes
 //! a repository. Built by `crate::settings` from `[[upstream]]` and its
-//! `[[upstream.repository]]` rules; core reads it by the route's upstream host.
+//! `[[upstream.repository]]` rules; core reads it by the route's upstream host. And the
+//! service's integrity settings (`[cache] verify_on_read`, `scrub_rate`).
 
 use super::lifecycle::Policy;
-use super::pull::PullThrough;
+use super::rate::Rate;
 use crate::oci::RepoName;
 use crate::pattern::Pattern;
 use std::collections::HashMap;
@@ -74,10 +75,12 @@ impl TagPolicies {
     }
 }
 
-impl PullThrough {
-    /// Use these tag policies (default: none, so every tag is revalidated).
-    pub fn with_tag_policies(mut self, policies: TagPolicies) -> PullThrough {
-        self.tag_policies = policies;
-        self
-    }
+/// The integrity settings of the pull-through service (`[cache] verify_on_read`,
+/// `[cache] scrub_rate`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IntegritySettings {
+    /// Hash cached blobs as they are served (whole-blob reads).
+    pub verify_on_read: bool,
+    /// The daemon's background scrub speed; `None`: no background scrub.
+    pub scrub_rate: Option<Rate>,
 }

@@ -15,11 +15,11 @@
 //! list, never an error: the spec forbids a 404 from a registry that has the API.
 
 use super::error::CoreError;
-use super::prefetch::{Platforms, PrefetchReport};
-use super::pull::{header_digest, PullThrough};
+use super::manifest::header_digest;
+use super::pull::PullThrough;
 use crate::oci::media::{self, MAX_MANIFEST_BYTES};
 use crate::oci::referrers::{self, Referrer, Referrers};
-use crate::oci::{Digest, ImageRef, Reference, RepoName};
+use crate::oci::{Digest, Reference, RepoName};
 use crate::store::Store;
 use crate::upstream::{Route, UpstreamError};
 use http::{Method, StatusCode};
@@ -88,15 +88,15 @@ impl PullThrough {
     /// answer came from memory.
     async fn upstream_referrers(&self, route: &Route, subject: &Digest) -> Result<(Vec<Referrer>, bool), CoreError> {
         let path = record_path(route.upstream.host(), &route.name, subject);
-        let known = read_record(&self.store, &path).await?;
+        let known = read_record(self.store(), &path).await?;
         if let Some(rec) = &known {
-            if rec.age() < self.tag_ttl(route) {
+            if rec.age() < self.manifests().tag_ttl(route) {
                 return Ok((rec.manifests.clone(), true));
             }
         }
         match ask_upstream(route, subject, known.as_ref()).await {
             Ok(rec) => {
-                write_record(&self.store, path, &rec).await?;
+                write_record(self.store(), path, &rec).await?;
                 tracing::debug!(repo = %route.name, %subject, source = ?rec.source, referrers = rec.manifests.len(), "referrers from the upstream");
                 Ok((rec.manifests, false))
             }
@@ -124,40 +124,8 @@ impl PullThrough {
     /// The manifests cached for the route's repository whose `subject` is `subject`.
     async fn cached_referrers(&self, route: &Route, subject: &Digest) -> Result<Vec<Referrer>, CoreError> {
         let (host, name, subject) = (route.upstream.host().to_string(), route.name.clone(), subject.clone());
-        let found = self.store.run(move |store| local_referrers(store, &host, &name, &subject)).await?;
+        let found = self.store().run(move |store| local_referrers(store, &host, &name, &subject)).await?;
         Ok(found.into_iter().map(|(_, r)| r).collect())
-    }
-
-    /// Fetch the referrers of `subject` (the manifest `image` resolved to) into the cache:
-    /// every manifest the upstream lists for it (signatures, SBOMs, attestations), with their
-    /// blobs, as images of the same repository, so `export` carries them and an offline site
-    /// serves them; and cosign's `sha256-<hex>.sig`/`.att`/`.sbom` tags where they exist.
-    /// `prefetch --with-referrers`.
-    pub async fn prefetch_referrers(
-        &self,
-        image: &ImageRef,
-        subject: &Digest,
-        concurrency: usize,
-    ) -> Result<Vec<PrefetchReport>, CoreError> {
-        let route = self.route_image(image)?;
-        let answer = self.referrers(&route, subject, None).await?;
-        let mut reports = Vec::new();
-        for r in answer.referrers.as_slice() {
-            // A referrer under an algorithm this proxy does not fetch is listed, not fetched.
-            let Ok(d) = r.digest.parse::<Digest>() else { continue };
-            let referrer = ImageRef { reference: Reference::Digest(d), ..image.clone() };
-            reports.push(self.prefetch(&referrer, &Platforms::All, concurrency).await?);
-        }
-        // cosign's tags, where it keeps signatures and attestations without a `subject`.
-        for tag in referrers::cosign_tags(subject) {
-            let attached = ImageRef { reference: Reference::Tag(tag), ..image.clone() };
-            match self.prefetch(&attached, &Platforms::All, concurrency).await {
-                Ok(rep) => reports.push(rep),
-                Err(CoreError::ManifestUnknown(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(reports)
     }
 }
 
@@ -171,7 +139,7 @@ pub(super) fn local_referrers(
 ) -> io::Result<Vec<(Digest, Referrer)>> {
     let want = subject.to_string();
     let mut out = Vec::new();
-    for (digest, rec) in store.records.images(host, name)? {
+    for (digest, rec) in store.images(host, name)? {
         // Only OCI manifests and indexes carry a `subject`.
         if rec.media_type != media::OCI_MANIFEST && rec.media_type != media::OCI_INDEX {
             continue;

@@ -12,10 +12,11 @@
 //! route started, from a file committed meanwhile, or from the shared tier.
 
 use super::error::CoreError;
-use super::pull::PullThrough;
 use crate::oci::{Digest, Reference};
+use crate::store::Store;
 use crate::upstream::Route;
 use http::Method;
+use std::sync::Arc;
 
 /// What the digest names, which decides the upstream endpoint asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,38 +25,41 @@ pub enum Content {
     Manifest,
 }
 
-impl PullThrough {
-    /// `Ok` when `route`'s upstream vouched for `digest` in `route.name`, asking it when
-    /// nothing recorded says so; the upstream's refusal otherwise.
-    pub(super) async fn vouch(&self, route: &Route, digest: &Digest, content: Content) -> Result<(), CoreError> {
-        let host = route.upstream.host();
-        // The common case: a blob of a manifest this repository served. No IO.
-        if self.store.vouches_known(host, &route.name, digest) {
-            return Ok(());
-        }
-        if self.store.vouched_async(host, &route.name, digest).await? {
-            return Ok(());
-        }
-        let registry = &route.upstream.registry;
-        let asked = match content {
-            Content::Blob => registry.blob(&route.name, digest, Method::HEAD).await,
-            Content::Manifest => registry.manifest(&route.name, &Reference::Digest(digest.clone()), Method::HEAD).await,
-        };
-        let metric = |result: &str| {
-            crate::metrics::METRICS.vouch_checks.with_label_values(&[host, result]).inc();
-        };
-        if let Err(e) = asked {
-            metric("refused");
-            tracing::info!(upstream = %host, repo = %route.name, %digest, error = %e,
-                "cached content not served: the upstream did not vouch for it in this repository");
-            let unknown = match content {
-                Content::Blob => CoreError::BlobUnknown,
-                Content::Manifest => CoreError::ManifestUnknown(digest.to_string()),
-            };
-            return Err(CoreError::from_upstream(e, unknown));
-        }
-        metric("confirmed");
-        self.store.confirm_async(host, &route.name, digest).await?;
-        Ok(())
+/// `Ok` when `route`'s upstream vouched for `digest` in `route.name`, asking it when
+/// nothing recorded says so; the upstream's refusal otherwise.
+pub(super) async fn vouch(
+    store: &Arc<Store>,
+    route: &Route,
+    digest: &Digest,
+    content: Content,
+) -> Result<(), CoreError> {
+    let host = route.upstream.host();
+    // The common case: a blob of a manifest this repository served. No IO.
+    if store.vouches_known(host, &route.name, digest) {
+        return Ok(());
     }
+    if store.vouched_async(host, &route.name, digest).await? {
+        return Ok(());
+    }
+    let registry = &route.upstream.registry;
+    let asked = match content {
+        Content::Blob => registry.blob(&route.name, digest, Method::HEAD).await,
+        Content::Manifest => registry.manifest(&route.name, &Reference::Digest(digest.clone()), Method::HEAD).await,
+    };
+    let metric = |result: &str| {
+        crate::metrics::METRICS.vouch_checks.with_label_values(&[host, result]).inc();
+    };
+    if let Err(e) = asked {
+        metric("refused");
+        tracing::info!(upstream = %host, repo = %route.name, %digest, error = %e,
+                "cached content not served: the upstream did not vouch for it in this repository");
+        let unknown = match content {
+            Content::Blob => CoreError::BlobUnknown,
+            Content::Manifest => CoreError::ManifestUnknown(digest.to_string()),
+        };
+        return Err(CoreError::from_upstream(e, unknown));
+    }
+    metric("confirmed");
+    store.confirm_async(host, &route.name, digest).await?;
+    Ok(())
 }

@@ -45,6 +45,20 @@ impl AcceptList {
     }
 }
 
+/// A manifest's media type, from its label (a response's or a tier's Content-Type, or the
+/// type recorded with it) and its bytes: the label when it names a vendor type (every
+/// manifest type does: `application/vnd.…`; `application/json` or S3's
+/// `binary/octet-stream` say nothing), else what the bytes say; `None` when neither tells.
+pub fn known_manifest_type(label: Option<&str>, body: &[u8]) -> Option<String> {
+    label.filter(|t| t.starts_with("application/vnd.")).map(str::to_string).or_else(|| sniff_manifest_type(body))
+}
+
+/// [`known_manifest_type`], taken to be an OCI image manifest when neither label nor bytes
+/// tell (for content verified by digest, whose type only decides the Content-Type served).
+pub fn manifest_type(label: Option<&str>, body: &[u8]) -> String {
+    known_manifest_type(label, body).unwrap_or_else(|| OCI_MANIFEST.to_string())
+}
+
 /// The media type of a manifest body, for when upstream did not say (or said something
 /// generic like `application/json`): its `mediaType` field, else the shape of the document.
 pub fn sniff_manifest_type(body: &[u8]) -> Option<String> {
@@ -95,5 +109,15 @@ mod tests {
             Some("x/y")
         );
         assert_eq!(sniff_manifest_type(b"not json"), None);
+    }
+
+    #[test]
+    fn a_vendor_label_wins_else_the_bytes_tell() {
+        let index = br#"{"schemaVersion":2,"manifests":[]}"#;
+        assert_eq!(manifest_type(Some(DOCKER_MANIFEST), index), DOCKER_MANIFEST);
+        assert_eq!(manifest_type(Some("application/json"), index), OCI_INDEX);
+        assert_eq!(manifest_type(Some("binary/octet-stream"), index), OCI_INDEX);
+        assert_eq!(manifest_type(None, b"not json"), OCI_MANIFEST);
+        assert_eq!(known_manifest_type(Some("text/plain"), b"not json"), None);
     }
 }

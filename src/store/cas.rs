@@ -227,13 +227,13 @@ impl Drop for TempBlob {
 #[cfg(test)]
 mod tests {
     use crate::oci::Digest;
-    use crate::store::{Budget, Store};
+    use crate::store::{SpaceBudget, Store};
     use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn preallocation_takes_the_blocks_keeps_the_size_and_the_blob_commits_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), Budget::unlimited()).unwrap();
+        let store = Store::open(dir.path(), SpaceBudget::unlimited()).unwrap();
         let bytes = vec![7u8; 1 << 20];
         let d = Digest::of_bytes(&bytes);
         let mut temp = store.begin(&d).unwrap();

@@ -27,17 +27,17 @@ impl MinFree {
 
 /// The limits the store keeps itself to.
 #[derive(Debug, Clone, Copy)]
-pub struct Budget {
+pub struct SpaceBudget {
     pub max_size: Option<u64>,
     pub min_free: MinFree,
     pub high_watermark: f64,
     pub low_watermark: f64,
 }
 
-impl Budget {
+impl SpaceBudget {
     /// No size cap and no free-space floor.
-    pub fn unlimited() -> Budget {
-        Budget { max_size: None, min_free: MinFree::Bytes(0), high_watermark: 0.95, low_watermark: 0.85 }
+    pub fn unlimited() -> SpaceBudget {
+        SpaceBudget { max_size: None, min_free: MinFree::Bytes(0), high_watermark: 0.95, low_watermark: 0.85 }
     }
 }
 

@@ -48,8 +48,8 @@ impl Store {
         self.run(move |s| s.put_manifest(&d, &media_type, &bytes)).await
     }
 
-    /// `records.get_tag`, off the async threads.
-    pub async fn get_tag(
+    /// `get_tag`, off the async threads.
+    pub async fn get_tag_async(
         self: &Arc<Self>,
         upstream: &str,
         name: &RepoName,
@@ -59,8 +59,8 @@ impl Store {
         self.run(move |s| s.records.get_tag(&h, &n, &t)).await
     }
 
-    /// `records.put_tag`, off the async threads.
-    pub async fn put_tag(
+    /// `put_tag`, off the async threads.
+    pub async fn put_tag_async(
         self: &Arc<Self>,
         upstream: &str,
         name: &RepoName,
@@ -71,8 +71,8 @@ impl Store {
         self.run(move |s| s.records.put_tag(&h, &n, &t, &rec)).await
     }
 
-    /// `records.note_pull`, off the async threads.
-    pub async fn note_pull(
+    /// `note_pull`, off the async threads.
+    pub async fn note_pull_async(
         self: &Arc<Self>,
         upstream: &str,
         name: &RepoName,
@@ -115,12 +115,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Budget;
+    use crate::store::SpaceBudget;
 
     #[tokio::test]
     async fn the_async_face_reads_what_it_wrote_and_the_stats_count_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path(), Budget::unlimited()).unwrap());
+        let store = Arc::new(Store::open(dir.path(), SpaceBudget::unlimited()).unwrap());
         let bytes = b"{\"schemaVersion\":2}".to_vec();
         let d = Digest::of_bytes(&bytes);
         assert_eq!(store.stats(), crate::store::Stats { bytes: 0, blobs: 0 });

@@ -42,6 +42,7 @@ mod index;
 mod lock;
 mod quarantine;
 mod reach;
+mod record_ops;
 mod records;
 mod session;
 mod space;
@@ -49,7 +50,7 @@ mod vouch;
 
 pub use blobs::Stats;
 pub use cas::{CommitError, TempBlob};
-pub use evict::{Budget, EvictionReport, MinFree, NoSpace};
+pub use evict::{EvictionReport, MinFree, NoSpace, SpaceBudget};
 pub use index::IndexedBlob;
 pub use lock::{Claim, LockError, PassLock, Role};
 pub use quarantine::{FileId, Quarantined};
@@ -66,8 +67,8 @@ pub struct Store {
     /// Private: every change to a blob goes through `blobs.rs`, which keeps the index in
     /// step.
     cas: cas::Cas,
-    pub records: Records,
-    budget: Budget,
+    records: Records,
+    budget: SpaceBudget,
     reservations: space::Reservations,
     /// This process's temp directory.
     session: session::Session,
@@ -81,7 +82,7 @@ impl Store {
     /// Open (creating if needed) a store, with a temp directory of this process's own.
     /// Nothing another process wrote is removed here: the daemon cleans up after dead
     /// processes when it claims `Role::Daemon`.
-    pub fn open(root: &Path, budget: Budget) -> io::Result<Store> {
+    pub fn open(root: &Path, budget: SpaceBudget) -> io::Result<Store> {
         std::fs::create_dir_all(root)?;
         let session = session::Session::create(root)?;
         let cas = cas::Cas::open(root, session.dir())?;
@@ -171,7 +172,7 @@ impl Store {
         std::fs::remove_file(&p)
     }
 
-    pub fn budget(&self) -> &Budget {
+    pub fn budget(&self) -> &SpaceBudget {
         &self.budget
     }
 }

@@ -122,12 +122,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Budget;
+    use crate::store::SpaceBudget;
 
     #[test]
     fn moves_only_the_file_that_was_hashed() {
         let root = tempfile::tempdir().unwrap();
-        let store = Store::open(root.path(), Budget::unlimited()).unwrap();
+        let store = Store::open(root.path(), SpaceBudget::unlimited()).unwrap();
         let d = Digest::of_bytes(b"good bytes");
         store.cas.put_manifest(&d, "application/vnd.oci.image.manifest.v1+json", b"good bytes").unwrap();
         let path = store.cas.blob_path(&d);

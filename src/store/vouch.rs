@@ -159,7 +159,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Budget, ImageRecord};
+    use crate::store::{ImageRecord, SpaceBudget};
 
     fn put(store: &Store, json: &str) -> Digest {
         let d = Digest::of_bytes(json.as_bytes());
@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn vouched_by_records_and_confirmations_per_repository() {
         let root = tempfile::tempdir().unwrap();
-        let store = Store::open(root.path(), Budget::unlimited()).unwrap();
+        let store = Store::open(root.path(), SpaceBudget::unlimited()).unwrap();
         let (a, b): (RepoName, RepoName) = ("team/private".parse().unwrap(), "other/public".parse().unwrap());
         let child =
             put(&store, &format!(r#"{{"config":{{"digest":"{}"}},"layers":[{{"digest":"{}"}}]}}"#, d('c'), d('e')));
@@ -201,7 +201,7 @@ mod tests {
         store.confirm("b.test", &b, &d('e')).unwrap();
         assert!(store.vouches.known("b.test", &b, &d('e')));
         drop(store);
-        let store = Store::open(root.path(), Budget::unlimited()).unwrap();
+        let store = Store::open(root.path(), SpaceBudget::unlimited()).unwrap();
         assert!(store.vouched("b.test", &b, &d('e')).unwrap());
         assert!(!store.vouched("b.test", &b, &d('c')).unwrap());
         assert!(store.vouched("a.test", &a, &d('e')).unwrap());
@@ -210,11 +210,11 @@ mod tests {
     #[test]
     fn records_written_by_another_process_are_picked_up() {
         let root = tempfile::tempdir().unwrap();
-        let daemon = Store::open(root.path(), Budget::unlimited()).unwrap();
+        let daemon = Store::open(root.path(), SpaceBudget::unlimited()).unwrap();
         let name: RepoName = "r".parse().unwrap();
         assert!(!daemon.vouched("a.test", &name, &d('e')).unwrap());
         // An import, through its own store, after the daemon read the (empty) records.
-        let import = Store::open(root.path(), Budget::unlimited()).unwrap();
+        let import = Store::open(root.path(), SpaceBudget::unlimited()).unwrap();
         let m = put(&import, &format!(r#"{{"layers":[{{"digest":"{}"}}]}}"#, d('e')));
         let now = SystemTime::now();
         let rec = ImageRecord { media_type: media::OCI_MANIFEST.into(), cached_at: now, pulled_at: now };
