@@ -15,7 +15,7 @@
 //! into each layer's own settings type (`upstream::UpstreamSettings`, `store::SpaceBudget`,
 //! `core::TagPolicies`, `http::access::AccessSettings`, …): no layer imports the serde
 //! schema, and nothing imports from this file (the crate root) but the binary. Leaves (`oci`, `pattern`,
-//! `secret`, `error_text`, `metrics`, `aws`, `tls_client`, `lifecycle_policy`, `events`)
+//! `secret`, `error_text`, `metrics`, `aws`, `tls_client`, `egress`, `lifecycle_policy`, `events`)
 //! are vocabulary and plumbing any layer may use; they import no layer.
 //!
 //! What each top-level module may import (`use crate::…` or a `crate::…::` path), besides
@@ -26,6 +26,7 @@
 //! |---|---|
 //! | `settings` | `config`, `http`, `core`, `store`, `upstream`, `shared`, `cluster`, `oci`, leaves |
 //! | `hosts_toml` | `config`, `oci` |
+//! | `registries_conf` | `config`, `oci` |
 //! | `http` | `core`, `store`, `upstream`, `shared`, `cluster`, `oci`, leaves |
 //! | `core` | `store`, `upstream`, `shared`, `cluster`, `oci`, leaves |
 //! | `store` | `oci`, leaves |
@@ -33,9 +34,10 @@
 //! | `shared` | `oci`, leaves |
 //! | `cluster` | `oci`, leaves |
 //! | `config` | `oci`, `pattern`, `secret`, `lifecycle_policy` |
-//! | `events` | `oci`, `error_text`, `metrics`, `tls_client` |
+//! | `events` | `oci`, `error_text`, `metrics`, `tls_client`, `egress` |
 //! | `lifecycle_policy` | `oci`, `pattern` |
-//! | `aws` | `oci` |
+//! | `aws` | `oci`, `egress` |
+//! | `egress` | `oci`, `secret` |
 //! | `error_text` | `oci` |
 //! | `metrics` | `oci` |
 //! | `pattern` | `oci` |
@@ -52,6 +54,7 @@ pub mod aws;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod egress;
 pub mod error_text;
 pub mod events;
 pub mod hosts_toml;
@@ -60,6 +63,7 @@ pub mod lifecycle_policy;
 pub mod metrics;
 pub mod oci;
 pub mod pattern;
+pub mod registries_conf;
 pub mod secret;
 pub mod settings;
 pub mod shared;

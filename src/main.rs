@@ -80,11 +80,28 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
         /// The mirror's URL as nodes reach it, e.g. http://127.0.0.1:5000.
+        #[arg(long, value_name = "URL", required_unless_present = "remove")]
+        mirror: Option<String>,
+        /// Write fresh files into this directory (containerd's config_path).
+        #[arg(long, value_name = "DIR", required_unless_present_any = ["write", "remove"], conflicts_with_all = ["write", "remove"])]
+        out: Option<PathBuf>,
+        /// Merge into a node's files, keeping what is there (Talos: /etc/cri/conf.d/hosts).
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "/etc/containerd/certs.d")]
+        write: Option<PathBuf>,
+        /// Take out only what --write wrote (in --write's directory, default /etc/containerd/certs.d).
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Write a registries.conf drop-in (CRI-O, podman) that uses this mirror.
+    RegistriesConf {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The mirror's URL as nodes reach it, e.g. http://127.0.0.1:5000.
         #[arg(long, value_name = "URL")]
         mirror: String,
-        /// Output directory (containerd's config_path, e.g. /etc/containerd/certs.d).
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
+        /// The file to write (e.g. /etc/containers/registries.conf.d/50-pullthrough.conf); default: stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Fetch images into the cache ahead of need (works on the cache directory; the daemon
     /// may be running).
@@ -190,7 +207,18 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Prune { loc, dry_run, json, shared } => cli::prune::run(&loc, dry_run, json, shared),
         Command::Ls { loc, json } => cli::ls::run(&loc, json),
         Command::Verify(args) => cli::verify::run(&args),
-        Command::HostsToml { config, mirror, out } => cli::hosts_toml::run(&config, &mirror, &out),
+        Command::HostsToml { config, mirror, out, write, remove } => {
+            let node = write.unwrap_or_else(|| PathBuf::from("/etc/containerd/certs.d"));
+            let target = match (out.as_deref(), remove) {
+                (Some(o), _) => cli::node_config::Target::Out(o),
+                (None, true) => cli::node_config::Target::Remove(&node),
+                (None, false) => cli::node_config::Target::Merge(&node),
+            };
+            cli::node_config::hosts_toml(&config, mirror.as_deref(), target)
+        }
+        Command::RegistriesConf { config, mirror, out } => {
+            cli::node_config::registries_conf(&config, &mirror, out.as_deref())
+        }
         Command::Prefetch {
             images,
             file,

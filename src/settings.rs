@@ -32,6 +32,23 @@ pub fn upstream_settings(u: &UpstreamConfig) -> upstream::UpstreamSettings {
         ca_file: u.ca_file.clone(),
         insecure_skip_verify: u.insecure_skip_verify,
         rate_limit: upstream::BudgetSettings { reserve: u.rate_limit_reserve },
+        max_rate: (u.max_rate.0 > 0).then_some(u.max_rate.0),
+        egress: egress(u),
+    }
+}
+
+/// How an upstream's connections leave the site: its `proxy` (`"none"`: direct), else the
+/// environment's proxy variables.
+fn egress(u: &UpstreamConfig) -> crate::egress::Egress {
+    use crate::egress::{Egress, Proxy};
+    match u.proxy.as_deref() {
+        None => Egress::Environment,
+        Some(config::PROXY_NONE) => Egress::Direct,
+        Some(url) => match url.parse() {
+            Ok(url) => Egress::Via(Proxy { url, password: u.proxy_password.clone() }),
+            // Validation parsed it; should it no longer parse, no proxy rather than a panic.
+            Err(_) => Egress::Direct,
+        },
     }
 }
 
@@ -239,6 +256,7 @@ pub fn shared_settings(s: &config::S3Config) -> shared::S3Settings {
         path_style: s.path_style,
         timeout: s.timeout,
         upload_concurrency: s.upload_concurrency,
+        egress: crate::egress::Egress::Environment,
     }
 }
 

@@ -247,3 +247,31 @@ async fn a_source_that_always_breaks_fails_the_fill_after_the_attempts() {
     assert_eq!((gets.len(), starts), (3, vec![(SIZE / 8) as u64, (SIZE / 4) as u64]));
     assert_eq!(proxy.metric("pullthrough_fill_resumes_total{reason=\"reset\",tier=\"upstream\"}").await, 2.0);
 }
+
+/// A vouching HEAD that gets a redirect means the registry has the blob: Docker Hub, GHCR
+/// and ECR redirect blob requests to storage URLs signed for GET, which refuse a HEAD (here
+/// the storage answers 403 to everything). The redirect is not followed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_answering_the_vouching_head_vouches_for_the_blob() {
+    let registry = FakeUpstream::start().await;
+    let storage = FakeUpstream::start().await;
+    let bytes = pseudo_random(8, 100_000);
+    let digest = format!("sha256:{}", sha256_hex(&bytes));
+    registry.set_blob(&digest, bytes.clone(), Fault::Good);
+    let proxy = Proxy::start(&upstream_toml("fake.test", &registry.url(), "")).await;
+    // Cached through one repository.
+    let (status, _, hex) = get_hashed(&format!("{}/v2/r/blobs/{digest}?ns=fake.test", proxy.url()), &[]).await.unwrap();
+    assert_eq!((status, format!("sha256:{hex}")), (200, digest.clone()));
+
+    // Asked for in another: the registry redirects (as Docker Hub does), the storage refuses.
+    let signed = format!("{}/v2/signed/blobs/{digest}", storage.url());
+    storage.set_blob(&digest, Vec::new(), Fault::Status(403, Vec::new()));
+    registry.set_fault(&digest, Fault::RedirectTo(signed));
+    let url = format!("{}/v2/other/blobs/{digest}?ns=fake.test", proxy.url());
+    let (status, _, hex) = get_hashed(&url, &[]).await.unwrap();
+    assert_eq!((status, format!("sha256:{hex}")), (200, digest.clone()), "{}", proxy.proc.log_text());
+    assert_eq!(registry.count("HEAD", &format!("/v2/other/blobs/{digest}")), 1);
+    assert_eq!(storage.seen().len(), 0, "the HEAD followed the redirect to storage signed for GET");
+    // Served from disk: the registry was not asked for the bytes again.
+    assert_eq!(registry.count("GET", &format!("/blobs/{digest}")), 1);
+}

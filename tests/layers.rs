@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 
 /// Modules any layer may use: vocabulary and plumbing that import no layer.
 const LEAVES: &[&str] =
-    &["aws", "error_text", "events", "lifecycle_policy", "metrics", "pattern", "secret", "tls_client"];
+    &["aws", "egress", "error_text", "events", "lifecycle_policy", "metrics", "pattern", "secret", "tls_client"];
 
 /// What each top-level module may import besides itself; `"leaves"` stands for [`LEAVES`].
 const RULES: &[(&str, &[&str])] = &[
     ("settings", &["config", "http", "core", "store", "upstream", "shared", "cluster", "oci", "leaves"]),
     ("hosts_toml", &["config", "oci"]),
+    ("registries_conf", &["config", "oci"]),
     ("http", &["core", "store", "upstream", "shared", "cluster", "oci", "leaves"]),
     ("core", &["store", "upstream", "shared", "cluster", "oci", "leaves"]),
     ("store", &["oci", "leaves"]),
@@ -26,9 +27,10 @@ const RULES: &[(&str, &[&str])] = &[
     ("shared", &["oci", "leaves"]),
     ("cluster", &["oci", "leaves"]),
     ("config", &["oci", "pattern", "secret", "lifecycle_policy"]),
-    ("events", &["oci", "error_text", "metrics", "tls_client"]),
+    ("events", &["oci", "error_text", "metrics", "tls_client", "egress"]),
     ("lifecycle_policy", &["oci", "pattern"]),
-    ("aws", &["oci"]),
+    ("aws", &["oci", "egress"]),
+    ("egress", &["oci", "secret"]),
     ("error_text", &["oci"]),
     ("metrics", &["oci"]),
     ("pattern", &["oci"]),

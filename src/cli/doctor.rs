@@ -196,14 +196,19 @@ async fn network_checks(cfg: &Config) -> Vec<Check> {
 }
 
 async fn upstream_checks(u: &UpstreamConfig, cfg: &Config) -> Vec<Check> {
-    let what = format!("upstream {} ({})", u.host, u.url);
+    let settings = pullthrough::settings::upstream_settings(u);
+    // The proxy this upstream's connections go through, named in the check and its fix.
+    let via = u.url.parse().ok().and_then(|url| settings.egress.proxy_for(&url));
+    let what = match &via {
+        Some(p) => format!("upstream {} ({} via the egress proxy {p})", u.host, u.url),
+        None => format!("upstream {} ({})", u.host, u.url),
+    };
     if cfg.server.offline {
         return vec![Check::skip(what, "not contacted: [server] offline = true")];
     }
     let mut out = Vec::new();
-    let settings = pullthrough::settings::upstream_settings(u);
     if let pullthrough::upstream::AuthSettings::Ecr(e) = &settings.auth {
-        out.push(ecr_check(u, e).await);
+        out.push(ecr_check(u, e, &settings.egress).await);
     }
     let tls = match pullthrough::upstream::tls_config_for(&settings) {
         Ok(t) => t,
@@ -226,23 +231,30 @@ async fn upstream_checks(u: &UpstreamConfig, cfg: &Config) -> Vec<Check> {
     out.push(match tokio::time::timeout(limit, registry.ping()).await {
         Ok(Ok(status)) => Check::ok(what, format!("GET /v2/ answered {status} {how}")),
         Ok(Err(e)) => {
-            let fix = upstream_fix(&e, u);
+            let fix = upstream_fix(&e, u, via.as_deref());
             Check::fail(what, format!("{e} (asked {how})"), fix)
         }
-        Err(_) => Check::fail(what, format!("no answer within {limit:?}"), upstream_fix_unreachable(u)),
+        Err(_) => Check::fail(what, format!("no answer within {limit:?}"), upstream_fix_unreachable(u, via.as_deref())),
     });
     out
 }
 
-fn upstream_fix_unreachable(u: &UpstreamConfig) -> String {
-    format!("check url = {:?} and that this machine reaches it (DNS, firewall, HTTP proxy)", u.url)
+fn upstream_fix_unreachable(u: &UpstreamConfig, via: Option<&str>) -> String {
+    match via {
+        Some(p) => format!(
+            "check that the egress proxy {p} is up, accepts this machine (and its credentials), and reaches url = \
+             {:?}; or bypass it (NO_PROXY, or proxy = \"none\" for this upstream)",
+            u.url
+        ),
+        None => format!("check url = {:?} and that this machine reaches it (DNS, firewall, HTTP proxy)", u.url),
+    }
 }
 
-/// What an operator should change for an upstream error.
-fn upstream_fix(e: &UpstreamError, u: &UpstreamConfig) -> String {
+/// What an operator should change for an upstream error (`via`: the egress proxy in use).
+fn upstream_fix(e: &UpstreamError, u: &UpstreamConfig, via: Option<&str>) -> String {
     match e {
         UpstreamError::Connect { .. } | UpstreamError::Timeout { .. } | UpstreamError::Transfer { .. } => {
-            upstream_fix_unreachable(u)
+            upstream_fix_unreachable(u, via)
         }
         UpstreamError::Denied { .. } => {
             "check [upstream.auth] of this upstream: the registry refused its credentials (or wants some)".into()
@@ -268,9 +280,13 @@ fn upstream_fix(e: &UpstreamError, u: &UpstreamConfig) -> String {
     }
 }
 
-async fn ecr_check(u: &UpstreamConfig, e: &pullthrough::upstream::EcrSettings) -> Check {
+async fn ecr_check(
+    u: &UpstreamConfig,
+    e: &pullthrough::upstream::EcrSettings,
+    egress: &pullthrough::egress::Egress,
+) -> Check {
     let what = format!("ECR token for {}", u.host);
-    let tokens = pullthrough::upstream::EcrTokens::new(&u.host, e.clone(), u.auth_cooldown);
+    let tokens = pullthrough::upstream::EcrTokens::new(&u.host, e.clone(), u.auth_cooldown, egress.clone());
     let fix = "give this machine AWS credentials (environment, profile, web identity, instance role) allowed \
                ecr:GetAuthorizationToken, and check region and endpoint_url";
     match tokio::time::timeout(Duration::from_secs(30), tokens.credentials()).await {

@@ -1,6 +1,6 @@
 //! The command line's own parts, beside `main.rs` (which declares the subcommands and
 //! dispatches): one file per command (`serve`, `prefetch`, `export`, `import`, `verify`,
-//! `prune`, `ls`, `doctor`, `check_config`, `hosts_toml`), where a command finds its
+//! `prune`, `ls`, `doctor`, `check_config`, `node_config` for hosts-toml and registries-conf), where a command finds its
 //! configuration and cache ([`location`]) and opens it ([`open`]), the log setup
 //! ([`logging`]), and the progress the long commands show ([`progress`]). The library knows
 //! nothing of these.
@@ -8,12 +8,12 @@
 pub mod check_config;
 pub mod doctor;
 pub mod export;
-pub mod hosts_toml;
 pub mod import;
 pub mod location;
 pub mod logging;
 pub mod ls;
 pub mod memory;
+pub mod node_config;
 pub mod open;
 pub mod prefetch;
 pub mod progress;

@@ -54,6 +54,12 @@ pub(super) fn load(cfg: &mut Config) -> Result<(), Invalid> {
         }
         let key = format!("upstream[{i}].auth");
         u.auth = resolve(&u.host, &u.auth).map_err(|e| Invalid { key, problem: e.into() })?;
+        if let Some(var) = &u.proxy_password_env {
+            let key = format!("upstream[{i}].proxy_password_env");
+            let password = std::env::var(var)
+                .map_err(|_| Invalid { key, problem: CredentialError::PasswordEnvUnset { var: var.clone() }.into() })?;
+            u.proxy_password = Some(Secret::new(password));
+        }
     }
     Ok(())
 }

@@ -40,7 +40,7 @@ pub use serde_util::{parse_duration, parse_listen};
 pub use server::ServerConfig;
 pub use shared::{S3Config, SharedConfig};
 pub use size::{ByteRate, ByteSize, SpaceAmount};
-pub use upstream::{AuthConfig, EcrAuthConfig, RepositoryRule, UpstreamConfig};
+pub use upstream::{AuthConfig, EcrAuthConfig, RepositoryRule, UpstreamConfig, PROXY_NONE};
 
 use serde::Deserialize;
 use std::path::Path;

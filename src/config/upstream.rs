@@ -55,6 +55,19 @@ pub struct UpstreamConfig {
     /// Do not verify this upstream's TLS certificate. For labs only: logged loudly.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// The WAN budget: bytes per second fetched from this upstream by all fills together
+    /// (`"20MiB/s"`); `"0"` (the default): no limit.
+    #[serde(default)]
+    pub max_rate: super::ByteRate,
+    /// The egress proxy for this upstream (its registry, token realm and ECR API):
+    /// `"http://[user[:password]@]host:port"`, or `"none"` to connect directly. Default: the
+    /// environment's `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`.
+    pub proxy: Option<String>,
+    /// The environment variable holding the password of the proxy URL's user.
+    pub proxy_password_env: Option<String>,
+    /// The password `proxy_password_env` names, read when the configuration is loaded.
+    #[serde(skip)]
+    pub proxy_password: Option<Secret>,
     /// Per-repository settings; the first entry whose `match` fits a repository applies.
     #[serde(default, rename = "repository")]
     pub repositories: Vec<RepositoryRule>,
@@ -77,6 +90,9 @@ pub struct RepositoryRule {
     /// An ECR lifecycle policy: its JSON text, or the same fields as a TOML table.
     pub lifecycle_policy: Option<LifecyclePolicy>,
 }
+
+/// The `proxy` value that bypasses every proxy, the environment's included.
+pub const PROXY_NONE: &str = "none";
 
 fn default_tag_ttl() -> Duration {
     Duration::from_secs(60)

@@ -230,7 +230,29 @@ fn validate_upstream(u: &UpstreamConfig, key: &dyn Fn(&str) -> String) -> Result
     if u.auth_cooldown < Duration::from_secs(1) {
         return Err(Invalid::rule(key("auth_cooldown"), "must be at least 1s"));
     }
+    if let Some(p) = &u.proxy {
+        validate_proxy(p).map_err(|m| Invalid::rule(key("proxy"), m))?;
+    }
+    if u.proxy_password_env.is_some() && u.proxy.as_deref().is_none_or(|p| p == super::upstream::PROXY_NONE) {
+        return Err(Invalid::rule(key("proxy_password_env"), "needs a proxy = \"http://user@host:port\" to go with"));
+    }
     validate_auth(&u.host, &u.auth, key)
+}
+
+/// An upstream's `proxy`: `"none"`, or an `http://` proxy (`CONNECT` is spoken in clear to
+/// it; TLS to the registry runs inside the tunnel).
+fn validate_proxy(p: &str) -> Result<(), String> {
+    if p == super::upstream::PROXY_NONE {
+        return Ok(());
+    }
+    let uri: http::Uri = p.parse().map_err(|e| format!("{p:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{p:?} must be \"none\" or an http:// proxy URL with a host (http://proxy.site:3128)"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("{p:?} must be the proxy's address, without a path or query"));
+    }
+    Ok(())
 }
 
 fn validate_auth(host: &str, auth: &AuthConfig, key: &dyn Fn(&str) -> String) -> Result<(), Invalid> {

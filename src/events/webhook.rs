@@ -102,7 +102,7 @@ impl DeliveryError {
 }
 
 type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    hyper_rustls::HttpsConnector<crate::egress::Connector<hyper_util::client::legacy::connect::HttpConnector>>,
     Full<Bytes>,
 >;
 
@@ -111,6 +111,9 @@ fn client(timeout: Duration) -> Client {
     http.enforce_http(false);
     http.set_connect_timeout(Some(timeout));
     http.set_nodelay(true);
+    // Through the environment's egress proxy: webhook receivers are the operator's choice.
+    let anywhere: crate::egress::TargetCheck = std::sync::Arc::new(|_| Ok(()));
+    let http = crate::egress::Connector::new(http, &crate::egress::Egress::Environment, timeout, anywhere);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(crate::tls_client::config())
         .https_or_http()

@@ -33,7 +33,7 @@ impl Clients {
             .connect_timeout(s.timeout.min(Duration::from_secs(5)))
             .operation_attempt_timeout(attempt_timeout)
             .build();
-        let loader = crate::aws::loader(&s.region, s.endpoint_url.as_deref(), attempts, timeouts);
+        let loader = crate::aws::loader(&s.region, s.endpoint_url.as_deref(), attempts, timeouts, &s.egress);
         let sdk = loader.load().await;
         // Checksums only where S3 requires them: S3-compatible engines differ in which of the
         // newer checksum headers and trailers they accept, and every byte read is verified

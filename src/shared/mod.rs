@@ -61,6 +61,8 @@ pub struct S3Settings {
     pub timeout: Duration,
     /// Background uploads running at once.
     pub upload_concurrency: usize,
+    /// How the S3 API is reached (the environment's proxy variables).
+    pub egress: crate::egress::Egress,
 }
 
 /// An object being read from the bucket.

@@ -40,7 +40,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 pub type HttpClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector<super::guard::GuardedResolver>>,
+    hyper_rustls::HttpsConnector<
+        crate::egress::Connector<hyper_util::client::legacy::connect::HttpConnector<super::guard::GuardedResolver>>,
+    >,
     Empty<Bytes>,
 >;
 

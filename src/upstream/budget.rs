@@ -14,8 +14,9 @@
 //!   ([`Cost::Counted`]: manifest GETs, which is what Docker Hub counts) are not sent until the
 //!   window resets; uncounted ones (HEADs, blobs) still are, and any answer showing budget
 //!   again ends the hold early;
-//! - below the reserve ([`Standing::Low`]) everything may be sent, and `core` keeps what is left
-//!   for content the cache cannot answer: cached tags are revalidated with HEAD only.
+//! - below the reserve ([`Standing::Low`]) what is left is kept for tags the cache has: they
+//!   are revalidated with a free HEAD, and a tag that moved may fetch its new manifest
+//!   ([`Cost::Reserved`]); a counted request for content the cache does not have is not sent.
 //!
 //! A request not sent fails as `UpstreamError::TooManyRequests` with the time left, which the
 //! HTTP layer answers as 429 `TOOMANYREQUESTS` with `Retry-After`, and through which `core`
@@ -52,8 +53,11 @@ pub struct BudgetSettings {
 /// Whether the registry counts a request against its quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cost {
-    /// A manifest GET (Docker Hub's pull), or a referrers GET.
+    /// A manifest GET (Docker Hub's pull), or a referrers GET, for content the cache does
+    /// not have: not sent below the reserve.
     Counted,
+    /// A manifest GET for a cached tag that moved upstream: what the reserve is kept for.
+    Reserved,
     /// HEADs, blobs, tag lists.
     Uncounted,
 }
@@ -193,9 +197,21 @@ impl Budget {
                 Ok(())
             }
             Some((Hold::Told, until)) => Err(left(until, now)),
-            Some((Hold::Spent, until)) if cost == Cost::Counted => Err(left(until, now)),
-            _ => Ok(()),
+            Some((Hold::Spent, until)) if cost != Cost::Uncounted => Err(left(until, now)),
+            Some(_) => Ok(()),
+            // Below the reserve: until the window resets (or, not told when, about one
+            // request's share of it), content the cache does not have waits.
+            None if cost == Cost::Counted && self.is_low(&s, now) => {
+                Err(left(s.reset_at.unwrap_or_else(|| now + s.guess()), now))
+            }
+            None => Ok(()),
         }
+    }
+
+    /// Whether the last answer left less than the reserve, in a window not reset since.
+    fn is_low(&self, s: &State, now: Instant) -> bool {
+        let reset = s.reset_at.is_some_and(|r| r <= now) || s.hold.is_some();
+        s.remaining.is_some_and(|r| r < self.reserve) && !reset
     }
 
     /// What the budget allows right now.
@@ -208,9 +224,8 @@ impl Budget {
         if let Some((hold, until)) = s.hold.filter(|(_, until)| *until > now) {
             return Standing::Held { hold, left: left(until, now) };
         }
-        let reset = s.reset_at.is_some_and(|r| r <= now) || s.hold.is_some();
         match s.remaining {
-            Some(r) if r < self.reserve && !reset => Standing::Low { remaining: r },
+            Some(r) if self.is_low(&s, now) => Standing::Low { remaining: r },
             _ => Standing::Open,
         }
     }
@@ -460,7 +475,11 @@ mod tests {
         assert_eq!(b.standing_at(now), Standing::Open);
         b.observe_at(StatusCode::OK, &headers(&[("ratelimit-remaining", "9;w=21600")]), now, wall);
         assert_eq!(b.standing_at(now), Standing::Low { remaining: 9 });
-        assert_eq!(b.admit_at(Cost::Counted, now), Ok(()));
+        // Below the reserve: uncached content waits (no limit known, so the window, capped);
+        // a cached tag that moved may fetch its new manifest.
+        assert_eq!(b.admit_at(Cost::Counted, now), Err(MAX_GUESS));
+        assert_eq!(b.admit_at(Cost::Reserved, now), Ok(()));
+        assert_eq!(b.admit_at(Cost::Uncounted, now), Ok(()));
         b.observe_at(
             StatusCode::OK,
             &headers(&[("ratelimit-limit", "100;w=21600"), ("ratelimit-remaining", "0;w=21600")]),

@@ -45,6 +45,8 @@ pub struct Registry {
     reachable: ReachabilityCell,
     /// What the registry's rate limit leaves (see `budget`).
     budget: Budget,
+    /// The WAN budget its fills share (`max_rate`).
+    throttle: Option<Arc<super::throttle::Throttle>>,
 }
 
 impl Registry {
@@ -57,6 +59,9 @@ impl Registry {
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_nodelay(true);
+        let guard = reach.clone();
+        let check: crate::egress::TargetCheck = Arc::new(move |u: &Uri| guard.check_url(u).map_err(|r| r.to_string()));
+        let http = crate::egress::Connector::new(http, &cfg.egress, cfg.connect_timeout, check);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
             .https_or_http()
@@ -70,7 +75,9 @@ impl Registry {
         let credentials = match &cfg.auth {
             AuthSettings::Anonymous => Credentials::None,
             AuthSettings::Basic { username, password } => Credentials::Static(username.clone(), password.clone()),
-            AuthSettings::Ecr(e) => Credentials::Ecr(Arc::new(EcrTokens::new(&cfg.host, e.clone(), cfg.auth_cooldown))),
+            AuthSettings::Ecr(e) => {
+                Credentials::Ecr(Arc::new(EcrTokens::new(&cfg.host, e.clone(), cfg.auth_cooldown, cfg.egress.clone())))
+            }
             AuthSettings::CredentialHelper { helper, server } => Credentials::Helper(Arc::new(
                 super::helper::HelperCredentials::new(&cfg.host, helper, server, cfg.auth_cooldown),
             )),
@@ -85,7 +92,13 @@ impl Registry {
             offline,
             reachable: ReachabilityCell::new(Reachability::Unknown),
             budget: Budget::new(&cfg.host, cfg.rate_limit),
+            throttle: cfg.max_rate.map(super::throttle::Throttle::new),
         }
+    }
+
+    /// The WAN budget this upstream's fills share, if `max_rate` is set.
+    pub fn throttle(&self) -> Option<&Arc<super::throttle::Throttle>> {
+        self.throttle.as_ref()
     }
 
     /// What the registry's rate limit leaves (see `budget`).
@@ -148,7 +161,17 @@ impl Registry {
         self.send(method, &path, name, Some(media::MANIFEST_ACCEPT)).await
     }
 
-    /// `GET` or `HEAD` a blob, following redirects to its storage.
+    /// `GET` the new manifest of a cached tag that moved upstream: allowed below the
+    /// rate-limit reserve, which is kept for this.
+    pub async fn moved_manifest(&self, name: &RepoName, tag: &Reference) -> Result<Response<Incoming>, UpstreamError> {
+        let path = format!("/v2/{name}/manifests/{tag}");
+        self.admit(Cost::Reserved)?;
+        self.send(Method::GET, &path, name, Some(media::MANIFEST_ACCEPT)).await
+    }
+
+    /// `GET` or `HEAD` a blob, following redirects to its storage. A `HEAD` answered with a
+    /// redirect is the answer (the registry has the blob): Docker Hub, GHCR and ECR redirect
+    /// to storage URLs signed for `GET`, which refuse a `HEAD`.
     pub async fn blob(
         &self,
         name: &RepoName,
@@ -240,7 +263,7 @@ impl Registry {
             self.budget.observe(resp.status(), resp.headers());
             if resp.status() != StatusCode::UNAUTHORIZED {
                 self.auth.accepted(scope, &authz);
-                return self.check_status(resp);
+                return self.check_status(resp, &method);
             }
             let challenges: Vec<_> = resp
                 .headers()
@@ -251,17 +274,19 @@ impl Registry {
                 .collect();
             match self.auth.on_unauthorized(&challenges, scope, &authz, attempt).await {
                 Verdict::Retry if attempt == Attempt::First => attempt = Attempt::Retry,
-                Verdict::Retry | Verdict::GiveUp => return self.check_status(resp),
+                Verdict::Retry | Verdict::GiveUp => return self.check_status(resp, &method),
                 Verdict::Fail(e) => return Err(e),
             }
         }
     }
 
-    fn check_status(&self, resp: Response<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    fn check_status(&self, resp: Response<Incoming>, method: &Method) -> Result<Response<Incoming>, UpstreamError> {
         let host = self.host.clone();
         let status = resp.status();
         match status {
             s if s.is_success() => Ok(resp),
+            // Only `follow` lets a redirect through: a HEAD's, which says the content exists.
+            s if s.is_redirection() && method == Method::HEAD => Ok(resp),
             StatusCode::NOT_FOUND => Err(UpstreamError::NotFound { host }),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 Err(UpstreamError::Denied { host, status, advice: Advice::CheckAuth })
@@ -318,7 +343,8 @@ impl Registry {
                 .body(Empty::<Bytes>::new())
                 .map_err(|e| UpstreamError::BadResponse { host: self.host.clone(), message: e.to_string() })?;
             let resp = self.request_with_retry(req).await?;
-            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
+            // A HEAD stops at a redirect: its target may be signed for GET only.
+            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED || method == Method::HEAD {
                 return Ok(resp);
             }
             let location = resp

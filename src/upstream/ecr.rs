@@ -59,6 +59,8 @@ pub enum Refresh {
 pub struct EcrTokens {
     host: String,
     cfg: EcrSettings,
+    /// The upstream's egress: ECR's API goes through the same proxy as its registry.
+    egress: crate::egress::Egress,
     client: OnceCell<aws_sdk_ecr::Client>,
     current: Mutex<Option<Token>>,
     /// One fetch at a time; concurrent callers wait for it and reuse its result.
@@ -70,10 +72,11 @@ pub struct EcrTokens {
 }
 
 impl EcrTokens {
-    pub fn new(host: &str, cfg: EcrSettings, cooldown: Duration) -> EcrTokens {
+    pub fn new(host: &str, cfg: EcrSettings, cooldown: Duration, egress: crate::egress::Egress) -> EcrTokens {
         EcrTokens {
             host: host.to_string(),
             cfg,
+            egress,
             client: OnceCell::new(),
             current: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
@@ -90,7 +93,8 @@ impl EcrTokens {
                     .connect_timeout(Duration::from_secs(5))
                     .operation_timeout(Duration::from_secs(20))
                     .build();
-                let loader = crate::aws::loader(&self.cfg.region, self.cfg.endpoint_url.as_deref(), 2, timeouts);
+                let loader =
+                    crate::aws::loader(&self.cfg.region, self.cfg.endpoint_url.as_deref(), 2, timeouts, &self.egress);
                 aws_sdk_ecr::Client::new(&loader.load().await)
             })
             .await

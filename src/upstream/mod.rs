@@ -15,6 +15,7 @@ mod reachability;
 mod refusal;
 mod route;
 mod settings;
+pub mod throttle;
 
 pub use crate::error_text::error_chain;
 pub use crate::tls_client::config as tls_config;

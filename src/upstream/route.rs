@@ -253,6 +253,8 @@ mod tests {
                         ca_file: None,
                         insecure_skip_verify: false,
                         rate_limit: Default::default(),
+                        max_rate: None,
+                        egress: crate::egress::Egress::Direct,
                     };
                     Upstream { registry: Registry::new(&settings, &tls, false), settings }
                 })

@@ -32,6 +32,10 @@ pub struct UpstreamSettings {
     pub insecure_skip_verify: bool,
     /// What of the registry's rate-limit budget is kept back (`rate_limit_reserve`).
     pub rate_limit: super::BudgetSettings,
+    /// The WAN budget: bytes per second all fills together may fetch (`max_rate`).
+    pub max_rate: Option<u64>,
+    /// How connections to the registry, its token realm and ECR's API leave the site.
+    pub egress: crate::egress::Egress,
 }
 
 /// How the client authenticates, its secrets resolved.

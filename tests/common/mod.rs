@@ -11,6 +11,7 @@ pub mod image;
 pub mod moto;
 pub mod net;
 pub mod relay;
+pub mod squid;
 pub mod token;
 pub mod webhook;
 

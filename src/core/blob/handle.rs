@@ -167,6 +167,10 @@ impl PullThrough {
             .await
             .map_err(|e| CoreError::from_upstream(e, CoreError::BlobUnknown))?;
         self.store().confirm_async(route.upstream.host(), &route.name, digest).await?;
+        if resp.status().is_redirection() {
+            // The registry has it (it redirects to storage); the size is the storage's.
+            return Ok(None);
+        }
         Ok(resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))
     }
 }

@@ -12,7 +12,7 @@ use super::resume::{Break, Broken, Pace, Resume};
 use crate::cluster::{PeerError, PeerResponse};
 use crate::oci::Digest;
 use crate::shared::{SharedBlob, SharedError};
-use crate::upstream::{error_chain, UpstreamError};
+use crate::upstream::{error_chain, Registry, UpstreamError};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
@@ -201,18 +201,16 @@ impl SourceBody {
 
     /// An upstream registry's blob response read from its first byte, with its read timeout
     /// between chunks.
-    pub fn upstream(resp: http::Response<hyper::body::Incoming>, registry: &crate::upstream::Registry) -> SourceBody {
+    pub fn upstream(resp: http::Response<hyper::body::Incoming>, registry: &Registry) -> SourceBody {
         let fit = Fit { skip: 0, total: content_length(resp.headers()) };
-        SourceBody::from_upstream(resp, registry.host(), registry.read_timeout, fit)
+        SourceBody::from_upstream(resp, registry, fit)
     }
 
-    /// An upstream's answer to a read, as `fit` says to read it.
-    pub(super) fn from_upstream(
-        resp: http::Response<hyper::body::Incoming>,
-        host: &str,
-        idle_timeout: Duration,
-        fit: Fit,
-    ) -> SourceBody {
+    /// An upstream's answer to a read, as `fit` says to read it, with the registry's read
+    /// timeout between chunks; every byte received (a skipped prefix too) is paid from the
+    /// upstream's WAN budget (`max_rate`) as it is read.
+    pub(super) fn from_upstream(resp: http::Response<hyper::body::Incoming>, registry: &Registry, fit: Fit) -> SourceBody {
+        let (host, idle_timeout) = (registry.host(), registry.read_timeout);
         let h = host.to_string();
         let chunks = resp
             .into_body()
@@ -223,6 +221,10 @@ impl SourceBody {
                 })
             })
             .boxed();
+        let chunks = match registry.throttle() {
+            Some(t) => t.limit(chunks, crate::upstream::throttle::Class::Live).boxed(),
+            None => chunks,
+        };
         let chunks = range::skip_prefix(chunks, fit.skip);
         SourceBody::new(Tier::Upstream, fit.total, chunks, Some(idle_timeout), host.to_string())
     }

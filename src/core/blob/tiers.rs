@@ -112,7 +112,7 @@ impl TierSources {
             from: registry.host().to_string(),
             refused,
         })?;
-        Ok(SourceBody::from_upstream(resp, registry.host(), registry.read_timeout, fit))
+        Ok(SourceBody::from_upstream(resp, registry, fit))
     }
 
     /// How to read a tier's answer, or `None` (counted, logged) when it does not fit.

@@ -113,10 +113,10 @@ impl Manifests {
                 self.record_tag(route, tag, &m).await?;
                 return Ok(m);
             }
-            // Moved, while the rate-limit budget is low or spent: the new manifest only if
-            // it costs nothing (cached already), else the cached answer, keeping what is
-            // left of the budget for content the cache does not have.
-            Ok(resp) if !matches!(budget.standing(), Standing::Open) => {
+            // Moved, while the rate-limit budget is held or spent: the new manifest only if
+            // it costs nothing (cached already), else the cached answer. Below the reserve
+            // (`Low`) the new manifest is fetched: that is what the reserve is kept for.
+            Ok(resp) if matches!(budget.standing(), Standing::Held { .. }) => {
                 if let Some(new) = super::header_digest(resp.headers()) {
                     if let Some(n) = self.tiered_manifest(&new).await? {
                         self.record_tag(route, tag, &n).await?;
@@ -129,10 +129,11 @@ impl Manifests {
             Err(CoreError::Upstream(e)) if e.is_unavailable() => return Ok(serve_stale(route, tag, m, &e)),
             Err(e) => return Err(e),
         }
-        match self.upstream_tag(route, tag, Method::GET).await {
+        let reference = Reference::Tag(tag.clone());
+        match route.upstream.registry.moved_manifest(&route.name, &reference).await {
             Ok(resp) => self.fetched_tag(route, tag, resp).await,
-            Err(CoreError::Upstream(e)) if e.is_unavailable() => Ok(serve_stale(route, tag, m, &e)),
-            Err(e) => Err(e),
+            Err(e) if e.is_unavailable() => Ok(serve_stale(route, tag, m, &e)),
+            Err(e) => Err(CoreError::from_upstream(e, CoreError::ManifestUnknown(format!("{}:{tag}", route.name)))),
         }
     }
 
@@ -232,7 +233,7 @@ fn serve_stale(route: &Route, tag: &Tag, m: Manifest, e: &UpstreamError) -> Mani
 /// manifest would spend rate-limit budget kept back (see `upstream::budget`).
 fn serve_stale_for_budget(route: &Route, tag: &Tag, m: Manifest, standing: Standing) -> Manifest {
     tracing::warn!(upstream = %route.upstream.host(), repo = %route.name, %tag, digest = %m.digest, ?standing,
-        "the tag moved upstream, but its rate-limit budget is low: serving the cached digest (stale) until it recovers");
+        "the tag moved upstream, but its rate-limit budget is held: serving the cached digest (stale) until it recovers");
     crate::metrics::METRICS.stale_serves.with_label_values(&[route.upstream.host()]).inc();
     m
 }
