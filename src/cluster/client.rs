@@ -124,6 +124,13 @@ impl PeerClient {
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
         let content_range = h.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
         let status = resp.status();
-        Ok(Answer::Body(PeerResponse { peer: peer.clone(), len, content_type, status, content_range, body: resp.into_body() }))
+        Ok(Answer::Body(PeerResponse {
+            peer: peer.clone(),
+            len,
+            content_type,
+            status,
+            content_range,
+            body: resp.into_body(),
+        }))
     }
 }

@@ -209,7 +209,11 @@ impl SourceBody {
     /// An upstream's answer to a read, as `fit` says to read it, with the registry's read
     /// timeout between chunks; every byte received (a skipped prefix too) is paid from the
     /// upstream's WAN budget (`max_rate`) as it is read.
-    pub(super) fn from_upstream(resp: http::Response<hyper::body::Incoming>, registry: &Registry, fit: Fit) -> SourceBody {
+    pub(super) fn from_upstream(
+        resp: http::Response<hyper::body::Incoming>,
+        registry: &Registry,
+        fit: Fit,
+    ) -> SourceBody {
         let (host, idle_timeout) = (registry.host(), registry.read_timeout);
         let h = host.to_string();
         let chunks = resp
