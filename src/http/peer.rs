@@ -33,7 +33,7 @@ pub async fn blob(
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let ask = PeerAsk::parse(text(FROM_HEADER), text(ASK_HEADER));
     match pull.peer_blob(route, digest, &ask).await? {
-        PeerBlob::Serve(blob, guard) => Ok(Answer::Blob(blob, Egress(Some((cluster.clone(), guard))))),
+        PeerBlob::Serve(blob, guard) => Ok(Answer::Blob(*blob, Egress(Some((cluster.clone(), guard))))),
         PeerBlob::Refer(to) => Ok(Answer::Done(referral(&to)?)),
         PeerBlob::Refuse(why) => Err(ApiError::peer_refused(why)),
     }

@@ -15,7 +15,7 @@ use crate::upstream::Route;
 /// A serving node's answer to a peer's blob request.
 pub enum PeerBlob {
     /// The blob, and the stream slot it holds until its body ends.
-    Serve(Blob, StreamGuard),
+    Serve(Box<Blob>, StreamGuard),
     /// Ask this node instead.
     Refer(Peer),
     /// A referred ask this node cannot take, and why.
@@ -30,10 +30,12 @@ impl PullThrough {
             Admission::Refer(to) => return Ok(PeerBlob::Refer(to)),
             Admission::Refuse(why) => Err(why),
             Admission::Serve(guard) if ask.ask == Ask::Referred => match self.receiving(digest).await? {
-                Some(blob) => Ok(PeerBlob::Serve(blob, guard)),
+                Some(blob) => Ok(PeerBlob::Serve(Box::new(blob), guard)),
                 None => Err("not receiving this blob"),
             },
-            Admission::Serve(guard) => Ok(PeerBlob::Serve(self.blob_via(route, digest, Via::Peer).await?, guard)),
+            Admission::Serve(guard) => {
+                Ok(PeerBlob::Serve(Box::new(self.blob_via(route, digest, Via::Peer).await?), guard))
+            }
         };
         answer.or_else(|why| {
             cluster.refused(digest, why);
