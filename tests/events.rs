@@ -114,7 +114,7 @@ async fn fills_an_eviction_and_an_outage_reach_the_webhooks_in_order() {
     let (dir, _port) = registry.stop();
     relay.point_to(None);
     let r = get(&manifest, &accept).await.unwrap();
-    assert_eq!(r.status, 502, "no upstream (the relay closes the connection), nothing cached: {}", r.text());
+    assert_eq!(r.status, 503, "no upstream (the relay refuses connections), nothing cached: {}", r.text());
     all.wait_for(4, "upstream.down").await;
     let registry = Registry::start_in(dir, "").await;
     relay.point_to(Some(registry.addr));
