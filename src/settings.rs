@@ -281,6 +281,19 @@ pub fn resume_policy(c: &config::CacheConfig) -> core::ResumePolicy {
 mod tests {
     use super::*;
 
+    /// Pins and `[[prefetch]]` images route by the upstreams' rules: a registry nobody
+    /// configured is named with its key (how each is written, `Config::parse` checks).
+    #[test]
+    fn images_the_configuration_names_route_to_a_configured_upstream() {
+        let up = "[[upstream]]\nhost = \"r.io\"\nurl = \"http://127.0.0.1:1\"\n";
+        let cfg = config::Config::parse(&format!("[cache]\npins = [\"other.io/x:1\"]\n{up}"), "t").unwrap();
+        assert_eq!(check_images(&cfg).unwrap_err().key, "cache.pins[0]");
+        let cfg = config::Config::parse(&format!("{up}[[prefetch]]\nimage = \"other.io/y:1\"\n"), "t").unwrap();
+        assert_eq!(check_images(&cfg).unwrap_err().key, "prefetch[0].image");
+        let cfg = config::Config::parse(&format!("[cache]\npins = [\"r.io/x:1\"]\n{up}"), "t").unwrap();
+        assert!(check_images(&cfg).is_ok());
+    }
+
     #[test]
     fn access_defaults_and_the_deny_list_split() {
         let digest = format!("sha512:{}", "b".repeat(128));
