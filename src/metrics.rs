@@ -366,6 +366,8 @@ const PEER_RESULTS: [(&str, &str); 5] =
     [("made", "ok"), ("made", "not_found"), ("made", "failed_over"), ("served", "ok"), ("served", "error")];
 /// What finds a corrupt cached file.
 const FOUND_BY: [&str; 2] = ["scrub", "read"];
+/// What happens to a referral between peer nodes.
+const REFERRAL_EVENTS: [&str; 4] = ["made", "followed", "refused", "fell_back"];
 /// Where blob bytes sent to clients are read from.
 const FOLLOW_FROM: [&str; 3] = ["memory", "fill_file", "blob"];
 
@@ -454,6 +456,9 @@ impl Metrics {
         }
         for from in FOLLOW_FROM {
             self.follow_bytes.with_label_values(&[from]);
+        }
+        for event in REFERRAL_EVENTS {
+            self.peer_referrals.with_label_values(&[event]);
         }
     }
 }

@@ -99,9 +99,10 @@ async fn verify_reports_corruption_and_repair_fetches_it_again() {
     assert!(out.contains("1 corrupt"), "{out}");
     assert!(err.contains("verify --repair"), "{err}");
     assert!(quarantined_path(&lab.proxy, &layer).is_file() && !cached_path(&lab.proxy, &layer).exists());
-    // The rest is intact, and a second pass finds nothing.
+    // The rest is intact, and a second pass finds nothing new; it still fails while the
+    // quarantined blob is not repaired.
     let (ok, out, err) = lab.proxy.cli(&["verify"]);
-    assert!(ok && out.contains("0 corrupt; 1 quarantined earlier and not cached again"), "{out}\n{err}");
+    assert!(!ok && out.contains("0 corrupt; 1 quarantined earlier and not cached again"), "{out}\n{err}");
 
     // `--repair` fetches what is quarantined from the upstream, verified.
     let before = lab.upstream_gets(&layer);
