@@ -290,6 +290,9 @@ mod tests {
         assert_eq!(check_images(&cfg).unwrap_err().key, "cache.pins[0]");
         let cfg = config::Config::parse(&format!("{up}[[prefetch]]\nimage = \"other.io/y:1\"\n"), "t").unwrap();
         assert_eq!(check_images(&cfg).unwrap_err().key, "prefetch[0].image");
+        // A bare name goes to the default upstream, and there is none.
+        let cfg = config::Config::parse(&format!("{up}[[prefetch]]\nimage = \"nope\"\n"), "t").unwrap();
+        assert_eq!(check_images(&cfg).unwrap_err().key, "prefetch[0].image");
         let cfg = config::Config::parse(&format!("[cache]\npins = [\"r.io/x:1\"]\n{up}"), "t").unwrap();
         assert!(check_images(&cfg).is_ok());
     }
