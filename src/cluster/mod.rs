@@ -162,18 +162,7 @@ impl Cluster {
     /// was: to upstream `host`, repository `name`. A blob's owner may refer this node to
     /// another node receiving the blob: that node is asked once, and if it fails or refuses,
     /// the owner again, asked to serve directly (never the upstream while the owner lives).
-    pub async fn fetch(
-        &self,
-        peer: &Peer,
-        what: Fetch,
-        host: &str,
-        name: &RepoName,
-        digest: &Digest,
-    ) -> Result<PeerResponse, PeerError> {
-        self.fetch_from(peer, what, host, name, digest, None).await
-    }
-
-    /// `fetch`, from byte `from` on when given (a fill resuming at the byte it received).
+    /// A blob from byte `from` on when given (a fill resuming at the byte it received).
     pub async fn fetch_from(
         &self,
         peer: &Peer,

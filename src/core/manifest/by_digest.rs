@@ -107,7 +107,8 @@ impl Manifests {
     async fn peer_manifest(&self, route: &Route, digest: &Digest) -> Result<Option<Manifest>, CoreError> {
         let Some(cluster) = &self.cluster else { return Ok(None) };
         for peer in cluster.ask_order(digest) {
-            let Ok(resp) = cluster.fetch(&peer, Fetch::Manifest, route.upstream.host(), &route.name, digest).await
+            let Ok(resp) =
+                cluster.fetch_from(&peer, Fetch::Manifest, route.upstream.host(), &route.name, digest, None).await
             else {
                 continue;
             };
